@@ -1,0 +1,84 @@
+"""``create_app(settings)``: the ASGI application.
+
+Run it with ``opentime serve`` or ``uvicorn app.app:create_app --factory`` (settings then come
+from the environment). Open-time URLs (``/v1/...``) bypass Starlette's routing and middleware
+stack: they are served by a plain ASGI callable behind the pure-ASGI AMP CORS middleware, since
+they carry almost all the traffic. Everything else (health, later the APIs) is a Starlette app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.amp_cors import AmpCorsMiddleware, SenderPolicy
+from app.asgi import ASGIApp, Receive, Scope, Send
+from app.config import Settings, load_settings
+from app.errors import HTTPError
+from app.routes import ops
+from app.routes.open_time import open_time_app
+from app.services import running_services
+
+logger = logging.getLogger(__name__)
+
+# Path kinds under /v1/{token}/ that mail clients fetch with AMP CORS.
+CORS_KINDS = frozenset({"list", "form"})
+
+
+class OpentimeApp:
+    """Routes ``/v1/`` straight to the open-time handler; everything else to Starlette."""
+
+    def __init__(self, starlette: Starlette, open_time: ASGIApp, cors_open_time: ASGIApp) -> None:
+        self.starlette = starlette
+        self._open_time = open_time
+        self._cors_open_time = cors_open_time
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            parts = scope["path"].split("/", 4)
+            if len(parts) > 3 and parts[3] in CORS_KINDS:
+                await self._cors_open_time(scope, receive, send)
+            else:
+                await self._open_time(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> OpentimeApp:
+    """Build the app; with no settings, read them from ``OPENTIME_*`` (for uvicorn --factory)."""
+    if settings is None:
+        settings = load_settings(os.environ).settings
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with running_services(settings, clock=clock) as services:
+            yield {"services": services}
+
+    starlette = Starlette(
+        routes=ops.routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_exception, HTTPError: _opentime_error},
+    )
+    # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
+    starlette.router.redirect_slashes = False
+    policy = SenderPolicy(settings.allowed_senders)
+    return OpentimeApp(starlette, open_time_app, AmpCorsMiddleware(open_time_app, policy))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+async def _opentime_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return JSONResponse({"error": exc.message}, exc.status_code)

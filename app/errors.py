@@ -1,0 +1,50 @@
+"""Opentime's own exceptions.
+
+Exception tree::
+
+    OpentimeError
+    ├── ConfigError           a setting is missing or malformed (CLI exit code 2)
+    ├── CampaignError         a campaign folder or blocks.toml is invalid
+    └── HTTPError             carries an HTTP status and a JSON message (API-style endpoints)
+        ├── BadRequest        400
+        ├── NotFound          404
+        └── MethodNotAllowed  405
+
+Token failures live in ``app.tokens`` (``TokenError`` and subclasses), key ring failures in
+``app.keyring`` (``KeyRingError``) and store failures in ``app.store.base`` (``StoreError``):
+each is translated once, at the edge that serves the request.
+"""
+
+from __future__ import annotations
+
+
+class OpentimeError(Exception):
+    """Base class for errors raised by Opentime itself."""
+
+
+class ConfigError(OpentimeError):
+    """A setting is missing or malformed; the message names the setting and its source."""
+
+
+class CampaignError(OpentimeError):
+    """A campaign definition is invalid; the message names the file and the block."""
+
+
+class HTTPError(OpentimeError):
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(HTTPError):
+    status_code = 400
+
+
+class NotFound(HTTPError):
+    status_code = 404
+
+
+class MethodNotAllowed(HTTPError):
+    status_code = 405

@@ -1,0 +1,42 @@
+"""Profile stores and the factory that picks one from a database URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.store.base import Profile, ProfileStore, StoreError
+from app.store.sqlite import SQLiteProfileStore
+
+__all__ = ["Profile", "ProfileStore", "SQLiteProfileStore", "StoreError", "open_store"]
+
+
+def open_store(database_url: str, *, clock: Callable[[], float] = time.time) -> ProfileStore:
+    """Build the store named by ``database_url``; the caller (the app lifespan) awaits ``open()``.
+
+    ``sqlite:///relative/path.db`` is relative to the working directory,
+    ``sqlite:////absolute/path.db`` is absolute.
+    """
+    scheme, sep, rest = database_url.partition("://")
+    # Only the scheme is echoed back: a PostgreSQL URL may carry a password.
+    if not sep:
+        raise ValueError("database URL must look like sqlite:///path/to/opentime.db")
+    if scheme in {"postgres", "postgresql"}:
+        raise ValueError("PostgreSQL is not supported yet; use sqlite:///path/to/opentime.db")
+    if scheme != "sqlite":
+        raise ValueError(f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/opentime.db")
+    return SQLiteProfileStore(_sqlite_path(rest), clock=clock)
+
+
+def _sqlite_path(rest: str) -> Path:
+    if not rest.startswith("/"):
+        raise ValueError("sqlite URLs take no host: use sqlite:///relative.db or sqlite:////absolute.db")
+    path = rest[1:]
+    if not path or path.endswith("/"):
+        raise ValueError("sqlite URL has no file name: use sqlite:///relative.db or sqlite:////absolute.db")
+    if "?" in path or "#" in path:
+        raise ValueError("sqlite URL options are not supported; give a plain file path")
+    if path == ":memory:":
+        raise ValueError("in-memory SQLite is not supported: the reader and writer need a shared file")
+    return Path(path)

@@ -1,0 +1,51 @@
+"""The profile store interface shared by every backend (SQLite now, PostgreSQL later)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """The store is unusable or an operation failed; backends translate their driver errors to this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One recipient's profile.
+
+    ``attributes`` stays orjson-encoded: a million decoded dicts cost ~2x the memory and long GC pauses.
+    ``version`` bumps only when the encoded attributes really change.
+    """
+
+    recipient_id: str
+    attributes: bytes
+    version: int
+    updated_at: float
+
+
+class ProfileStore(Protocol):
+    """Async access to profiles. Implementations never do disk or network I/O on the event loop."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, recipient_id: str) -> Profile | None: ...
+
+    async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]: ...
+
+    async def upsert_many(self, rows: Sequence[tuple[str, bytes]]) -> int:
+        """Insert or replace ``(recipient_id, encoded attributes)`` rows in one transaction.
+
+        Returns how many rows were inserted or changed; rows whose bytes are identical are left alone,
+        so re-running the same upsert returns 0.
+        """
+        ...
+
+    async def count(self) -> int: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError if the store cannot serve reads."""
+        ...

@@ -1,0 +1,297 @@
+"""SQLite profile store: WAL, one reader thread and one writer thread, batched reads.
+
+This is the only module that imports sqlite3; every sqlite3 error becomes StoreError here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from app.store.base import Profile, StoreError
+
+T = TypeVar("T")
+Waiters = dict[str, list["asyncio.Future[Profile | None]"]]
+
+SCHEMA_VERSION = 1
+READ_CHUNK = 500
+# Padding IN (...) lists to a few sizes keeps the statement cache hot instead of compiling 500 variants.
+_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, READ_CHUNK)
+_SELECT = "SELECT recipient_id, attributes, version, updated_at FROM profiles WHERE recipient_id IN "
+_SELECTS = {n: _SELECT + "(" + ",".join("?" * n) + ")" for n in _BUCKETS}  # only placeholders
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (
+    recipient_id TEXT PRIMARY KEY,
+    attributes BLOB NOT NULL,
+    field_times BLOB NOT NULL DEFAULT '{}',
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID
+"""
+_UPSERT = """
+INSERT INTO profiles (recipient_id, attributes, version, updated_at) VALUES (?, ?, 1, ?)
+ON CONFLICT (recipient_id) DO UPDATE SET
+    attributes = excluded.attributes, version = profiles.version + 1, updated_at = excluded.updated_at
+WHERE profiles.attributes IS NOT excluded.attributes
+"""
+
+
+class SQLiteProfileStore:
+    """Profiles in one SQLite file in WAL mode.
+
+    A reader thread and a writer thread each own one connection, so the event loop never touches the
+    disk. ``get()`` calls made in the same loop tick, or while a read is in flight, share one
+    ``IN (...)`` query; ``read_jobs`` counts the jobs sent to the reader thread. Writes use
+    synchronous=FULL: a returned ``upsert_many`` survives power loss, which acknowledged events rely on.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 5.0,
+        mmap_size: int = 256 * 2**20,
+    ) -> None:
+        self.path = path
+        self.read_jobs = 0
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._mmap_size = mmap_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # (reader, writer)
+        self._rconn: sqlite3.Connection | None = None  # touched only on the reader thread
+        self._wconn: sqlite3.Connection | None = None  # touched only on the writer thread
+        self._pending: Waiters = {}
+        self._flush_scheduled = False
+        self._read_in_flight = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._loop is not None:
+            raise StoreError("store is already open")
+        self._loop = asyncio.get_running_loop()
+        reader = ThreadPoolExecutor(1, thread_name_prefix="opentime-sqlite-reader")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="opentime-sqlite-writer")
+        self._threads = (reader, writer)
+        try:
+            await self._run(writer, self._open_writer)  # creates the schema before the reader looks
+            await self._run(reader, self._open_reader)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        threads, self._threads, self._loop = self._threads, None, None
+        pending, self._pending = self._pending, {}
+        _fail(pending, StoreError("store is closed"))
+        if threads is None:
+            return
+        # Queued behind any running job, so in-flight reads and writes finish first.
+        for executor, close in zip(threads, (self._close_reader, self._close_writer), strict=True):
+            try:
+                await self._run(executor, close)
+            finally:
+                executor.shutdown(wait=False)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get(self, recipient_id: str) -> Profile | None:
+        loop = self._loop
+        if loop is None:
+            raise StoreError("store is not open")
+        future: asyncio.Future[Profile | None] = loop.create_future()
+        self._pending.setdefault(recipient_id, []).append(future)
+        if not (self._flush_scheduled or self._read_in_flight):
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
+        reader, _ = self._open_threads()
+        ids = list(dict.fromkeys(recipient_ids))
+        if not ids:
+            return {}
+        self.read_jobs += 1
+        return await self._run(reader, self._select, ids)
+
+    async def count(self) -> int:
+        reader, _ = self._open_threads()
+        return await self._run(reader, self._count)
+
+    async def ping(self) -> None:
+        reader, _ = self._open_threads()
+        await self._run(reader, self._ping)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def upsert_many(self, rows: Sequence[tuple[str, bytes]]) -> int:
+        _, writer = self._open_threads()
+        if not rows:
+            return 0
+        return await self._run(writer, self._upsert, rows, self._clock())
+
+    # -- batching (event-loop side) --------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._read_in_flight or not self._pending or self._threads is None or self._loop is None:
+            return
+        batch, self._pending = self._pending, {}
+        self._read_in_flight = True
+        self.read_jobs += 1
+        self._threads[0].submit(self._read_batch, self._loop, batch)
+
+    def _deliver(self, batch: Waiters, outcome: dict[str, Profile] | Exception) -> None:
+        self._read_in_flight = False
+        if isinstance(outcome, dict):
+            for recipient_id, futures in batch.items():
+                profile = outcome.get(recipient_id)
+                for future in futures:
+                    if not future.done():  # a cancelled waiter is simply skipped
+                        future.set_result(profile)
+        else:
+            _fail(batch, outcome)
+        if self._pending:
+            self._flush()
+
+    # -- reader / writer threads -----------------------------------------------------------------
+
+    def _read_batch(self, loop: asyncio.AbstractEventLoop, batch: Waiters) -> None:
+        outcome: dict[str, Profile] | Exception
+        try:
+            outcome = self._translated(self._select, list(batch))
+        except Exception as exc:
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(self._deliver, batch, outcome)
+
+    def _open_writer(self) -> None:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"sqlite {self.path}: cannot enable WAL (journal_mode={mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._wconn = conn
+
+    def _open_reader(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA mmap_size={int(self._mmap_size)}")
+            conn.execute("SELECT 1 FROM profiles LIMIT 0").fetchall()
+        except BaseException:
+            conn.close()
+            raise
+        self._rconn = conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # timeout= is SQLite's busy timeout; isolation_level=None lets us issue BEGIN/COMMIT ourselves.
+        return sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+
+    def _close_reader(self) -> None:
+        conn, self._rconn = self._rconn, None
+        if conn is not None:
+            conn.close()
+
+    def _close_writer(self) -> None:
+        conn, self._wconn = self._wconn, None
+        if conn is not None:
+            conn.close()
+
+    def _select(self, ids: list[str]) -> dict[str, Profile]:
+        conn = _require(self._rconn)
+        found: dict[str, Profile] = {}
+        for start in range(0, len(ids), READ_CHUNK):
+            chunk = ids[start : start + READ_CHUNK]
+            size = next(n for n in _BUCKETS if n >= len(chunk))
+            chunk += chunk[-1:] * (size - len(chunk))
+            for recipient_id, attributes, version, updated_at in conn.execute(_SELECTS[size], chunk):
+                found[recipient_id] = Profile(recipient_id, attributes, version, updated_at)
+        return found
+
+    def _count(self) -> int:
+        count: int = _require(self._rconn).execute("SELECT count(*) FROM profiles").fetchone()[0]
+        return count
+
+    def _ping(self) -> None:
+        _require(self._rconn).execute("SELECT 1 FROM profiles LIMIT 1").fetchall()
+
+    def _upsert(self, rows: Sequence[tuple[str, bytes]], now: float) -> int:
+        conn = _require(self._wconn)
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_UPSERT, [(rid, attributes, now) for rid, attributes in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return conn.total_changes - before
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _open_threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        if self._threads is None:
+            raise StoreError("store is not open")
+        return self._threads
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, self._translated, fn, *args)
+
+    def _translated(self, fn: Callable[..., T], *args: object) -> T:
+        """The error boundary: runs on a store thread and turns sqlite3 errors into StoreError."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"database schema version {version} is newer than this Opentime ({SCHEMA_VERSION})")
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # A failed BEGIN leaves no transaction; ROLLBACK would then raise and hide the real error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _require(conn: sqlite3.Connection | None) -> sqlite3.Connection:
+    if conn is None:
+        raise StoreError("store is closed")
+    return conn
+
+
+def _fail(batch: Waiters, error: Exception) -> None:
+    for futures in batch.values():
+        for future in futures:
+            if not future.done():
+                # One exception object per waiter: a shared one would grow its traceback on every raise.
+                copy = StoreError(str(error))
+                copy.__cause__ = error.__cause__ if isinstance(error, StoreError) else error
+                future.set_exception(copy)

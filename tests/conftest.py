@@ -1,0 +1,79 @@
+"""Shared fixtures: explicit settings on real files, never the machine's environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from app.app import create_app
+from app.config import PROJECT_ROOT, Settings
+from app.demo import demo_rows
+from app.keyring import KeyRing, new_keyring, save_keyring
+from app.store import open_store
+from app.tokens import TokenSigner
+
+SENDER = "news@example.com"
+BASE_URL = "https://amp.example.test"
+DEMO_COUNT = 20
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OPENTIME_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return new_keyring(datetime.now(UTC))
+
+
+@pytest.fixture
+def keys_file(tmp_path: Path, ring: KeyRing) -> Path:
+    path = tmp_path / "keys.json"
+    save_keyring(ring, path, overwrite=False)
+    return path
+
+
+@pytest.fixture
+def signer(ring: KeyRing) -> TokenSigner:
+    return TokenSigner(ring)
+
+
+def load_rows(database_url: str, rows: list[tuple[str, bytes]]) -> None:
+    async def load() -> None:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            await store.upsert_many(rows)
+        finally:
+            await store.close()
+
+    asyncio.run(load())
+
+
+@pytest.fixture
+def settings(tmp_path: Path, keys_file: Path) -> Settings:
+    database_url = f"sqlite:///{tmp_path / 'profiles.db'}"
+    load_rows(database_url, list(demo_rows(DEMO_COUNT)))
+    return Settings(
+        public_base_url=BASE_URL,
+        keys_file=keys_file,
+        allowed_senders=(SENDER,),
+        database_url=database_url,
+        templates_dir=PROJECT_ROOT / "amp_templates",
+        static_dir=PROJECT_ROOT / "static",
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), base_url=BASE_URL, follow_redirects=False) as test_client:
+        yield test_client

@@ -1,0 +1,107 @@
+"""Budget, coalescing and negative caching of the open-time lookup, on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.cache import BoundedCache
+from app.campaigns import Campaign, load_campaigns
+from app.config import PROJECT_ROOT
+from app.demo import demo_rows, recipient_id
+from app.open_time import Entry, Key, ListContent
+from app.store import open_store
+from app.store.base import Profile, ProfileStore
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class GatedStore:
+    """Wraps the real store: holds every lookup until ``gate`` opens, and counts them."""
+
+    def __init__(self, inner: ProfileStore) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.gets = 0
+
+    async def get(self, recipient_id: str) -> Profile | None:
+        self.gets += 1
+        await self.gate.wait()
+        return await self.inner.get(recipient_id)
+
+    async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
+        return await self.inner.get_many(recipient_ids)
+
+
+@pytest.fixture
+def demo() -> Campaign:
+    return load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=50)[
+        "demo"
+    ]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[GatedStore]:
+    real = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    await real.open()
+    await real.upsert_many(list(demo_rows(5)))
+    yield GatedStore(real)
+    await real.close()
+
+
+def content(store: GatedStore) -> ListContent:
+    cache: BoundedCache[Key, Entry] = BoundedCache(1 << 20, size_of=len)
+    return ListContent(store, cache, ttl_seconds=60, negative_ttl_seconds=30)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_late_data_gets_fallback_then_next_open_is_fresh(store: GatedStore, demo: Campaign) -> None:
+    lists = content(store)
+    picks = demo.lists["picks"]
+    late = await lists.load("demo", picks, recipient_id(1))
+    assert (late.body, late.fallback_reason) == (picks.fallback_body, "budget-exceeded")
+    store.gate.set()
+    await asyncio.sleep(0.05)  # the lookup finishes in the background
+    fresh = lists.cached("demo", picks, recipient_id(1))
+    assert fresh is not None and fresh.fallback_reason is None
+    assert len(orjson.loads(fresh.body)["items"]) == 4
+
+
+@pytest.mark.anyio
+async def test_concurrent_opens_share_one_lookup(store: GatedStore, demo: Campaign) -> None:
+    lists = content(store)
+    picks = demo.lists["picks"]
+    waiting = [asyncio.ensure_future(lists.load("demo", picks, recipient_id(2))) for _ in range(20)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    outcomes = await asyncio.gather(*waiting)
+    assert store.gets == 1
+    assert {o.body for o in outcomes} == {outcomes[0].body}
+    assert outcomes[0].fallback_reason is None
+
+
+@pytest.mark.anyio
+async def test_unknown_recipient_is_negatively_cached(store: GatedStore, demo: Campaign) -> None:
+    store.gate.set()
+    lists = content(store)
+    picks = demo.lists["picks"]
+    first = await lists.load("demo", picks, "ghost")
+    again = lists.cached("demo", picks, "ghost")
+    assert first.fallback_reason == "unknown-recipient"
+    assert again is not None and again.fallback_reason == "unknown-recipient"
+    assert store.gets == 1
+
+
+@pytest.mark.anyio
+async def test_shutdown_cancels_background_lookups(store: GatedStore, demo: Campaign) -> None:
+    lists = content(store)
+    await lists.load("demo", demo.lists["picks"], recipient_id(3))
+    await lists.aclose()
+    assert lists.cached("demo", demo.lists["picks"], recipient_id(3)) is None

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.campaigns import ItemField, ListBlock
+from app.render.json import render_list
+
+
+def field(name: str, kind: Any = "text", **kw: Any) -> ItemField:
+    defaults: dict[str, Any] = {
+        "path": (name,),
+        "required": True,
+        "default": None,
+        "max_length": 200,
+        "base": None,
+    }
+    defaults.update(kw)
+    return ItemField(name=name, type=kind, **defaults)
+
+
+BLOCK = ListBlock(
+    name="picks",
+    source=("recs",),
+    fields=(
+        field("name", max_length=10),
+        field("price", "number", required=False),
+        field("url", "url", path=("sku",), base="https://shop.example.com/p/"),
+    ),
+    max_items=2,
+    budget_s=0.1,
+    cache_ttl_s=None,
+    fallback_body=b"{}",
+)
+
+
+def items(attributes: dict[str, Any], block: ListBlock = BLOCK) -> Any:
+    body = render_list(block, attributes)
+    return None if body is None else orjson.loads(body)["items"]
+
+
+def test_items_are_shaped_with_absolute_urls_and_capped() -> None:
+    recs = [
+        {"name": "Shoes", "price": 10, "sku": "a1"},
+        {"name": "Socks", "sku": "b2"},
+        {"name": "Cap", "sku": "c"},
+    ]
+    assert items({"recs": recs}) == [
+        {"name": "Shoes", "price": 10, "url": "https://shop.example.com/p/a1"},
+        {"name": "Socks", "url": "https://shop.example.com/p/b2"},
+    ]
+
+
+def test_items_with_unsafe_or_missing_required_fields_are_dropped() -> None:
+    recs = [
+        {"name": "Evil", "sku": "javascript:alert(1)"},
+        {"name": "Plain", "sku": "http://insecure.example/x"},
+        {"sku": "no-name"},
+        "not an object",
+        {"name": "Good", "sku": "https://other.example/full", "price": True},
+    ]
+    assert items({"recs": recs}) == [{"name": "Good", "url": "https://other.example/full"}]
+
+
+def test_long_text_is_truncated_and_html_is_left_to_mustache_escaping() -> None:
+    (item,) = items({"recs": [{"name": "<b>Extraordinary</b>", "sku": "x"}]})
+    assert item["name"] == "<b>Extrao…"
+    assert len(item["name"]) == 10
+
+
+def test_no_usable_data_is_none() -> None:
+    assert items({}) is None
+    assert items({"recs": []}) is None
+    assert items({"recs": "text"}) is None
+    assert items({"recs": [{"name": "x"}]}) is None
+
+
+def test_object_source_is_a_single_item_with_defaults() -> None:
+    block = ListBlock(
+        name="hello",
+        source=(),
+        max_items=1,
+        budget_s=0.1,
+        cache_ttl_s=None,
+        fallback_body=b"{}",
+        fields=(
+            field("first_name", required=False, default="there"),
+            field("points", "integer", path=("l", "p")),
+        ),
+    )
+    assert items({"l": {"p": 12.7}}, block) == [{"first_name": "there", "points": 12}]
+    assert items({"first_name": "Ada", "l": {"p": float("nan")}}, block) is None

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.store import SQLiteProfileStore, StoreError, open_store
+from app.store.base import Profile
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "profiles.db"
+
+
+@pytest.fixture
+async def store(db_path: Path, clock: Clock) -> AsyncIterator[SQLiteProfileStore]:
+    store = SQLiteProfileStore(db_path, clock=clock)
+    await store.open()
+    yield store
+    await store.close()
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_round_trip(store: SQLiteProfileStore) -> None:
+    assert await store.upsert_many([("r1", b'{"name":"Ada"}'), ("r2", b"{}")]) == 2
+    assert await store.get("r1") == Profile("r1", b'{"name":"Ada"}', 1, 1_700_000_000.0)
+    assert await store.count() == 2
+
+
+async def test_get_missing_is_none(store: SQLiteProfileStore) -> None:
+    assert await store.get("nobody") is None
+
+
+async def test_get_many_chunks_and_skips_missing(store: SQLiteProfileStore) -> None:
+    await store.upsert_many([(f"r{i}", b"{}") for i in range(1200)])
+    wanted = [f"r{i}" for i in range(0, 1300, 2)] + ["r0"]  # >500 ids, some missing, one repeated
+    found = await store.get_many(wanted)
+    assert set(found) == {f"r{i}" for i in range(0, 1200, 2)}
+    assert await store.get_many([]) == {}
+
+
+async def test_concurrent_gets_share_reader_jobs(store: SQLiteProfileStore) -> None:
+    await store.upsert_many([(f"r{i}", f'{{"i":{i}}}'.encode()) for i in range(100)])
+    jobs_before = store.read_jobs
+    ids = [f"r{i % 120}" for i in range(600)]  # repeats and 20 missing ids
+    results = await asyncio.gather(*(store.get(rid) for rid in ids))
+    assert store.read_jobs - jobs_before <= 2
+    for rid, profile in zip(ids, results, strict=True):
+        index = int(rid[1:])
+        assert (profile is None) == (index >= 100)
+        assert profile is None or profile.attributes == f'{{"i":{index}}}'.encode()
+
+
+async def test_cancelled_get_leaves_the_batch_intact(store: SQLiteProfileStore) -> None:
+    await store.upsert_many([("a", b"{}")])
+    doomed = asyncio.ensure_future(store.get("a"))
+    other = asyncio.ensure_future(store.get("a"))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    assert (await other) is not None
+    assert doomed.cancelled()
+
+
+async def test_version_bumps_only_on_change(store: SQLiteProfileStore, clock: Clock) -> None:
+    await store.upsert_many([("a", b'{"x":1}')])
+    clock.now += 60
+    assert await store.upsert_many([("a", b'{"x":1}')]) == 0
+    assert await store.get("a") == Profile("a", b'{"x":1}', 1, 1_700_000_000.0)
+    assert await store.upsert_many([("a", b'{"x":2}')]) == 1
+    assert await store.get("a") == Profile("a", b'{"x":2}', 2, 1_700_000_060.0)
+
+
+async def test_upsert_is_idempotent(store: SQLiteProfileStore) -> None:
+    rows = [(f"r{i}", f'{{"i":{i}}}'.encode()) for i in range(50)]
+    assert await store.upsert_many(rows) == 50
+    assert await store.upsert_many(rows) == 0
+    assert await store.upsert_many([]) == 0
+    assert await store.count() == 50
+
+
+async def test_wal_schema_and_durability_settings(store: SQLiteProfileStore, db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'profiles'").fetchone()[0]
+    finally:
+        conn.close()
+    assert "WITHOUT ROWID" in sql
+    assert "field_times" in sql
+
+
+async def test_failing_row_rolls_back_the_whole_batch(store: SQLiteProfileStore) -> None:
+    await store.upsert_many([("a", b'{"v":1}')])
+    # The third row violates NOT NULL after two rows already went in: none of them may stay.
+    poisoned = [("a", b'{"v":2}'), ("b", b"{}"), ("c", None), ("d", b"{}")]
+    with pytest.raises(StoreError, match="NOT NULL"):
+        await store.upsert_many(poisoned)  # type: ignore[arg-type]
+    assert await store.get("a") == Profile("a", b'{"v":1}', 1, 1_700_000_000.0)
+    assert await store.count() == 1
+    assert await store.upsert_many([("b", b"{}")]) == 1  # the writer is usable again
+
+
+@pytest.fixture
+def corrupt_db(db_path: Path) -> Path:
+    db_path.write_bytes(b"this is not a database" * 100)
+    return db_path
+
+
+async def test_corrupt_file_raises_store_error(corrupt_db: Path) -> None:
+    store = SQLiteProfileStore(corrupt_db)
+    with pytest.raises(StoreError, match="not a database"):
+        await store.open()
+    with pytest.raises(StoreError, match="not open"):
+        await store.get("a")
+
+
+async def test_unopenable_path_raises_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unable to open"):
+        await SQLiteProfileStore(tmp_path / "missing-dir" / "p.db").open()
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteProfileStore(db_path).open()
+
+
+async def test_read_error_fails_every_waiter(store: SQLiteProfileStore, db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE profiles")
+    conn.close()
+    results = await asyncio.gather(*(store.get(f"r{i}") for i in range(10)), return_exceptions=True)
+    assert all(isinstance(r, StoreError) for r in results)
+    with pytest.raises(StoreError):
+        await store.ping()
+    with pytest.raises(StoreError):
+        await store.upsert_many([("a", b"{}")])
+
+
+async def test_closed_store_refuses_work_and_fails_queued_gets(db_path: Path) -> None:
+    store = SQLiteProfileStore(db_path)
+    await store.open()
+    queued = asyncio.ensure_future(store.get("a"))
+    await asyncio.sleep(0)  # get() has queued, its batch is not yet sent
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await queued
+    for call in (store.get("a"), store.count(), store.upsert_many([("a", b"{}")])):
+        with pytest.raises(StoreError, match="not open"):
+            await call
+    await store.close()  # closing twice is harmless
+
+
+async def test_reads_are_not_blocked_by_an_open_write(store: SQLiteProfileStore, db_path: Path) -> None:
+    await store.upsert_many([("a", b"{}")])
+    other_writer = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other_writer.execute("BEGIN IMMEDIATE")
+        other_writer.execute("INSERT INTO profiles VALUES ('b', x'7b7d', '{}', 1, 0)")
+        # WAL: readers see the last commit and never wait for the writer (busy_timeout would be 5 s).
+        async with asyncio.timeout(1):
+            assert await store.get("a") is not None
+            assert await store.get("b") is None
+        other_writer.execute("COMMIT")
+    finally:
+        other_writer.close()
+    assert await store.get("b") is not None
+
+
+async def test_reads_during_a_large_write(store: SQLiteProfileStore) -> None:
+    rows = [(f"r{i}", b'{"big":"' + b"x" * 200 + b'"}') for i in range(20_000)]
+    write = asyncio.ensure_future(store.upsert_many(rows))
+    seen = 0
+    while not write.done():
+        profiles = await asyncio.gather(*(store.get(f"r{i}") for i in (0, 9_999, 19_999)))
+        # One transaction: a reader sees all of it or none of it.
+        assert len({p is None for p in profiles}) == 1
+        seen += 1
+    assert await write == 20_000
+    assert seen > 0
+    assert await store.count() == 20_000
+
+
+async def test_open_store_builds_sqlite_store(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/x.db")  # tmp_path is absolute: four slashes in total
+    assert isinstance(store, SQLiteProfileStore)
+    assert store.path == tmp_path / "x.db"
+    await store.open()
+    await store.ping()
+    await store.close()
+
+
+def test_open_store_url_forms() -> None:
+    relative = open_store("sqlite:///data/opentime.db")
+    assert isinstance(relative, SQLiteProfileStore)
+    assert relative.path == Path("data/opentime.db")
+    absolute = open_store("sqlite:////var/lib/opentime.db")
+    assert isinstance(absolute, SQLiteProfileStore)
+    assert absolute.path == Path("/var/lib/opentime.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://opentime:hunter2@db/opentime", "PostgreSQL is not supported yet"),
+        ("mysql://db/x", "unsupported database URL scheme 'mysql'"),
+        ("opentime.db", "must look like"),
+        ("sqlite://host/x.db", "no host"),
+        ("sqlite:///", "no file name"),
+        ("sqlite:///x.db?mode=ro", "options are not supported"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_open_store_rejects_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)  # URLs may hold passwords: never echo them
