@@ -89,3 +89,11 @@ def test_database_password_is_masked() -> None:
     field = FIELDS_BY_NAME["database_url"]
     assert masked(field, "postgresql://app:s3cret@db/opentime") == "postgresql://app:****@db/opentime"
     assert masked(FIELDS_BY_NAME["allowed_senders"], ("a@x.com", "b@y.com")) == "a@x.com, b@y.com"
+
+
+def test_readme_documents_every_setting() -> None:
+    from app.config import FIELDS, PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [f.env_var for f in FIELDS if f"`{f.env_var}`" not in readme or f"`{f.name}`" not in readme]
+    assert not missing
