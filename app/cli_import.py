@@ -45,15 +45,15 @@ def print_report(report: ImportReport) -> None:
     for bad in report.invalid[:MAX_REPORTED_ROWS]:
         who = f" ({bad.recipient_id})" if bad.recipient_id else ""
         click.echo(f"line {bad.line}{who}: {bad.reason}", err=True)
-    if len(report.invalid) > MAX_REPORTED_ROWS:
-        click.echo(f"... and {len(report.invalid) - MAX_REPORTED_ROWS} more invalid rows", err=True)
+    if report.invalid_count > MAX_REPORTED_ROWS:
+        click.echo(f"... and {report.invalid_count - MAX_REPORTED_ROWS} more invalid rows", err=True)
     if report.invalid and not report.loaded:
         click.echo(
-            f"nothing loaded: {len(report.invalid)} invalid row(s) (use --skip-invalid to load the rest)"
+            f"nothing loaded: {report.invalid_count} invalid row(s) (use --skip-invalid to load the rest)"
         )
         return
     click.echo(
         f"rows: {report.rows_seen}, valid: {report.rows_valid}, "
         f"loaded (new or changed): {report.rows_loaded}, unchanged: {report.unchanged}, "
-        f"invalid: {len(report.invalid)}, duplicates: {report.duplicates}"
+        f"invalid: {report.invalid_count}, duplicates: {report.duplicates}"
     )

@@ -64,7 +64,7 @@ class HeaderError(RowError):
     """The CSV header is unusable, so no row of the file can be read."""
 
 
-class ImportFileError(Exception):
+class ImportFileError(ValueError):
     """The file as a whole cannot be imported: unreadable, unknown format, or changed mid-import."""
 
 
@@ -193,7 +193,7 @@ _CASTS: dict[str, Callable[[str], Any] | None] = {
 
 
 class _Column(NamedTuple):  # a tuple: unpacked once per cell on the hot path
-    index: int
+    position: int
     name: str
     header: str
     cast: Callable[[str], Any] | None  # None: a plain string
