@@ -51,9 +51,7 @@ def test_esp_computed_url_serves_the_recipients_items(client: TestClient, ring: 
     assert len(response.json()["items"]) == 4
 
 
-def test_copied_esp_mac_for_another_recipient_is_refused(
-    client: TestClient, ring: KeyRing
-) -> None:
+def test_copied_esp_mac_for_another_recipient_is_refused(client: TestClient, ring: KeyRing) -> None:
     # Attack: reuse one recipient's MAC with another id to read their data.
     mac_of = re.compile(r"\.([0-9a-f]{32})/")
     stolen = mac_of.search(render_src(ring, recipient_id(1)))
