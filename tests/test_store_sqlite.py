@@ -9,6 +9,7 @@ import pytest
 
 from app.store import SQLiteProfileStore, StoreError, open_store
 from app.store.base import Profile
+from app.store.sqlite import SCHEMA_VERSION
 
 
 class Clock:
@@ -106,7 +107,7 @@ async def test_wal_schema_and_durability_settings(store: SQLiteProfileStore, db_
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'profiles'").fetchone()[0]
     finally:
         conn.close()
@@ -242,3 +243,23 @@ def test_open_store_rejects_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         open_store(url)
     assert "hunter2" not in str(info.value)  # URLs may hold passwords: never echo them
+
+
+@pytest.mark.anyio
+async def test_run_write_commits_or_rolls_back_as_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteProfileStore(tmp_path / "p.db")
+    await store.open()
+    try:
+        insert = "INSERT INTO api_keys VALUES (?, 'n', x'00', 'render', 0, NULL)"
+        await store.run_write(lambda conn: conn.execute(insert, ("k1",)))
+
+        def two_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute(insert, ("k2",))
+            conn.execute(insert, ("k1",))  # duplicate key: the whole function rolls back
+
+        with pytest.raises(StoreError):
+            await store.run_write(two_then_fail)
+        rows = await store.run_read(lambda conn: conn.execute("SELECT key_id FROM api_keys").fetchall())
+        assert rows == [("k1",)]
+    finally:
+        await store.close()

@@ -19,7 +19,7 @@ from app.store.base import Profile, StoreError
 T = TypeVar("T")
 Waiters = dict[str, list["asyncio.Future[Profile | None]"]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 READ_CHUNK = 500
 # Padding IN (...) lists to a few sizes keeps the statement cache hot instead of compiling 500 variants.
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, READ_CHUNK)
@@ -34,6 +34,29 @@ CREATE TABLE IF NOT EXISTS profiles (
     updated_at REAL NOT NULL
 ) WITHOUT ROWID
 """
+# Migrations by target user_version; each runs once, in one transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (_SCHEMA,),
+    2: (
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash BLOB NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS form_submissions (
+            submission_id TEXT PRIMARY KEY,
+            campaign TEXT NOT NULL,
+            block TEXT NOT NULL,
+            recipient_id TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS form_submissions_by_recipient ON form_submissions (recipient_id)",
+    ),
+}
 _UPSERT = """
 INSERT INTO profiles (recipient_id, attributes, version, updated_at) VALUES (?, ?, 1, ?)
 ON CONFLICT (recipient_id) DO UPDATE SET
@@ -137,6 +160,29 @@ class SQLiteProfileStore:
         if not rows:
             return 0
         return await self._run(writer, self._upsert, rows, self._clock())
+
+    # -- other tables ----------------------------------------------------------------------------
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the reader thread (read-only connection)."""
+        reader, _ = self._open_threads()
+        return await self._run(reader, lambda: fn(_require(self._rconn)))
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread inside one transaction, committed before returning."""
+        _, writer = self._open_threads()
+        return await self._run(writer, self._in_transaction, fn)
+
+    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = _require(self._wconn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return result
 
     # -- batching (event-loop side) --------------------------------------------------------------
 
@@ -263,16 +309,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreError(f"database schema version {version} is newer than this Opentime ({SCHEMA_VERSION})")
-    if version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
