@@ -25,30 +25,25 @@ from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.routes import ops
-from app.routes.open_time import open_time_app
+from app.routes.open_time import list_app, not_found
+from app.routes.pages import fragment_app, view_app
 from app.services import running_services
 
 logger = logging.getLogger(__name__)
 
-# Path kinds under /v1/{token}/ that mail clients fetch with AMP CORS.
-CORS_KINDS = frozenset({"list", "form"})
-
 
 class OpentimeApp:
-    """Routes ``/v1/`` straight to the open-time handler; everything else to Starlette."""
+    """Routes ``/v1/{token}/{kind}/...`` straight to its open-time handler; the rest to Starlette."""
 
-    def __init__(self, starlette: Starlette, open_time: ASGIApp, cors_open_time: ASGIApp) -> None:
+    def __init__(self, starlette: Starlette, open_time: dict[str, ASGIApp]) -> None:
         self.starlette = starlette
         self._open_time = open_time
-        self._cors_open_time = cors_open_time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             parts = scope["path"].split("/", 4)
-            if len(parts) > 3 and parts[3] in CORS_KINDS:
-                await self._cors_open_time(scope, receive, send)
-            else:
-                await self._open_time(scope, receive, send)
+            handler = self._open_time.get(parts[3]) if len(parts) > 3 else None
+            await (handler or not_found)(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
 
@@ -71,7 +66,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
-    return OpentimeApp(starlette, open_time_app, AmpCorsMiddleware(open_time_app, policy))
+    open_time: dict[str, ASGIApp] = {
+        "list": AmpCorsMiddleware(list_app, policy),  # amp-list and amp-form need AMP CORS
+        "html": fragment_app,
+        "view": view_app,
+    }
+    return OpentimeApp(starlette, open_time)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -53,11 +53,22 @@ class ListBlock:
     fallback_body: bytes
 
 
+EMAIL_PARTS = ("email.txt", "email.amp.html", "email.html")
+
+
 @dataclass(frozen=True, slots=True)
 class Campaign:
     name: str
     title: str
     lists: Mapping[str, ListBlock]
+    subject: str = ""
+    sender: str | None = None
+    has_email: bool = False  # email.txt, email.amp.html and email.html are all present
+    fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
+
+    def template(self, part: str) -> str:
+        """Template name (relative to the templates folder) of an email part or fragment."""
+        return f"{self.name}/{part}"
 
 
 def load_campaigns(templates_dir: Path, static_dir: Path, *, default_budget_ms: int) -> dict[str, Campaign]:
@@ -80,6 +91,9 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CampaignError(f"{path}: {exc}") from None
     meta = _table(data.get("campaign", {}), f"{path} [campaign]")
+    unknown_meta = sorted(set(meta) - {"title", "subject", "from"})
+    if unknown_meta:
+        raise CampaignError(f"{path} [campaign]: unknown key(s) {', '.join(unknown_meta)}")
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
     lists = {}
     for block_name, spec in blocks.items():
@@ -91,10 +105,30 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         if kind != "list":
             raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list)")
         lists[block_name] = _list_block(block_name, spec, static_dir, where, default_budget_ms)
-    title = meta.get("title", name)
-    if not isinstance(title, str):
-        raise CampaignError(f"{path} [campaign]: title must be a string")
-    return Campaign(name=name, title=title, lists=lists)
+    return Campaign(
+        name=name,
+        title=_meta_str(meta, "title", path, default=name),
+        lists=lists,
+        subject=_meta_str(meta, "subject", path, default=""),
+        sender=meta.get("from") and _meta_str(meta, "from", path, default=""),
+        has_email=_email_parts(folder),
+        fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
+    )
+
+
+def _meta_str(meta: dict[str, Any], key: str, path: Path, *, default: str) -> str:
+    value = meta.get(key, default)
+    if not isinstance(value, str):
+        raise CampaignError(f"{path} [campaign]: {key} must be a string")
+    return value
+
+
+def _email_parts(folder: Path) -> bool:
+    present = [part for part in EMAIL_PARTS if (folder / part).is_file()]
+    if present and len(present) != len(EMAIL_PARTS):
+        missing = ", ".join(p for p in EMAIL_PARTS if p not in present)
+        raise CampaignError(f"{folder}: an email needs all three parts; missing {missing}")
+    return bool(present)
 
 
 def _list_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, budget_ms: int) -> ListBlock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -66,6 +67,22 @@ class ListContent:
         if not done:
             return Outcome(block.fallback_body, "budget-exceeded")
         return self._outcome(block, task.result())
+
+    async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
+        """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
+        task = asyncio.ensure_future(self._store.get(recipient))
+        done, _ = await asyncio.wait((task,), timeout=budget_s)
+        if not done:
+            task.cancel()
+            return None, "budget-exceeded"
+        try:
+            profile = task.result()
+        except StoreError:
+            return None, "store-error"
+        if profile is None:
+            return None, "unknown-recipient"
+        data = orjson.loads(profile.attributes)
+        return (data, None) if isinstance(data, dict) else (None, "bad-profile")
 
     async def aclose(self) -> None:
         """Cancel lookups still running in the background (on shutdown)."""

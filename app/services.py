@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from app.cache import BoundedCache
-from app.campaigns import Campaign, load_campaigns
+from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
 from app.config import Settings
 from app.keyring import load_keyring
 from app.open_time import Entry, Key, ListContent
+from app.render.templates import Templates
+from app.sendtime import SendTime
 from app.store import open_store
 from app.store.base import ProfileStore
 from app.tokens import TokenSigner, TokenVerifier
@@ -25,6 +27,8 @@ class Services:
     campaigns: Mapping[str, Campaign]
     store: ProfileStore
     lists: ListContent
+    templates: Templates
+    sendtime: SendTime
     clock: Callable[[], float]
 
 
@@ -34,6 +38,17 @@ def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
     )
 
 
+def load_templates(settings: Settings, campaigns: Mapping[str, Campaign]) -> Templates:
+    """Compile every campaign template now, so a syntax error stops start-up with file and line."""
+    templates = Templates(settings.templates_dir)
+    for campaign in campaigns.values():
+        names = [campaign.template(part) for part in EMAIL_PARTS] if campaign.has_email else []
+        names += [campaign.template(f"fragments/{block}.html") for block in sorted(campaign.fragments)]
+        for name in names:
+            templates.check(name)
+    return templates
+
+
 @asynccontextmanager
 async def running_services(
     settings: Settings, *, clock: Callable[[], float] = time.time
@@ -41,6 +56,8 @@ async def running_services(
     """Open everything a server process needs; close it all on the way out."""
     ring = load_keyring(settings.keys_file)
     campaigns = load_campaigns_for(settings)
+    templates = load_templates(settings, campaigns)
+    signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
     store = open_store(settings.database_url)
     await store.open()
     cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=len)
@@ -54,10 +71,12 @@ async def running_services(
         yield Services(
             settings=settings,
             verifier=TokenVerifier(ring),
-            signer=TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400),
+            signer=signer,
             campaigns=campaigns,
             store=store,
             lists=lists,
+            templates=templates,
+            sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
             clock=clock,
         )
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.campaigns import Campaign
 
 
@@ -9,6 +11,27 @@ def list_url(base_url: str, token: str, block: str) -> str:
     return f"{base_url}/v1/{token}/list/{block}.json"
 
 
+def html_url(base_url: str, token: str, block: str) -> str:
+    return f"{base_url}/v1/{token}/html/{block}"
+
+
+def view_url(base_url: str, token: str) -> str:
+    return f"{base_url}/v1/{token}/view"
+
+
 def campaign_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, str]:
-    """Every URL of the campaign for one token, keyed ``list:<block>``."""
-    return {f"list:{name}": list_url(base_url, token, name) for name in campaign.lists}
+    """Every URL of the campaign for one token, keyed ``<kind>:<block>`` (for CSV exports)."""
+    urls = {f"list:{name}": list_url(base_url, token, name) for name in campaign.lists}
+    urls.update({f"html:{name}": html_url(base_url, token, name) for name in sorted(campaign.fragments)})
+    if campaign.has_email:
+        urls["view"] = view_url(base_url, token)
+    return urls
+
+
+def template_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, Any]:
+    """The same URLs nested for templates: ``urls.list.picks``, ``urls.html.picks``, ``urls.view``."""
+    return {
+        "list": {name: list_url(base_url, token, name) for name in campaign.lists},
+        "html": {name: html_url(base_url, token, name) for name in campaign.fragments},
+        "view": view_url(base_url, token),
+    }

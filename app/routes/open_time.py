@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from app.asgi import Receive, Scope, Send, send_bytes
+from app.campaigns import ListBlock
 from app.tokens import TokenError, TokenExpired
 
 if TYPE_CHECKING:
@@ -31,11 +32,11 @@ JSON_HEADERS = (
 FALLBACK_HEADER = b"x-opentime-fallback"
 
 
-async def open_time_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Dispatch ``/v1/...`` requests; the AMP CORS middleware has already run."""
+async def list_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/v1/{token}/list/{block}.json``; the AMP CORS middleware has already run."""
     method = scope["method"]
     parts = scope["path"].split("/")
-    if len(parts) != 5 or parts[3] != "list" or not parts[4].endswith(".json"):
+    if len(parts) != 5 or not parts[4].endswith(".json"):
         await send_error(send, 404, "not an open-time URL: expected /v1/{token}/list/{block}.json")
         return
     if method != "GET" and method != "HEAD":
@@ -57,8 +58,7 @@ async def list_body(services: Services, token: str, block_name: str) -> tuple[by
         return _campaign_fallback(services, exc.claims.campaign, block_name), exc.reason
     except TokenError as exc:
         return GENERIC_FALLBACK, exc.reason
-    campaign = services.campaigns.get(claims.campaign)
-    block = None if campaign is None else campaign.lists.get(block_name)
+    block = find_block(services, claims.campaign, block_name)
     if block is None:
         return GENERIC_FALLBACK, "unknown-block"
     if claims.recipient is None:
@@ -69,9 +69,13 @@ async def list_body(services: Services, token: str, block_name: str) -> tuple[by
     return outcome.body, outcome.fallback_reason
 
 
-def _campaign_fallback(services: Services, campaign_name: str, block_name: str) -> bytes:
+def find_block(services: Services, campaign_name: str, block_name: str) -> ListBlock | None:
     campaign = services.campaigns.get(campaign_name)
-    block = None if campaign is None else campaign.lists.get(block_name)
+    return None if campaign is None else campaign.lists.get(block_name)
+
+
+def _campaign_fallback(services: Services, campaign_name: str, block_name: str) -> bytes:
+    block = find_block(services, campaign_name, block_name)
     return GENERIC_FALLBACK if block is None else block.fallback_body
 
 
@@ -80,6 +84,12 @@ async def send_json(send: Send, body: bytes, reason: str | None, *, head: bool =
     if reason is not None:
         headers.append((FALLBACK_HEADER, reason.encode()))
     await send_bytes(send, 200, headers, b"" if head else body)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_error(
+        send, 404, "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block} or /view"
+    )
 
 
 async def send_error(send: Send, status: int, message: str) -> None:

@@ -1,0 +1,98 @@
+"""Jinja2 for campaign templates: the only module that imports jinja2.
+
+Templates run with autoescape (HTML and AMP) and StrictUndefined, so a typo is an error naming the
+file and line instead of an empty string in thousands of emails. Profile data is optional by nature:
+templates say so with ``| default(...)``.
+
+amp-mustache templates inside the AMP part must reach the email untouched. The chosen approach is
+Jinja's ``{% raw %}...{% endraw %}`` around every ``<template type="amp-mustache">``: one syntax for
+marketers, visible in the source, and a forgotten ``raw`` fails loudly (StrictUndefined) or is caught
+by the AMP validator on the rendered output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from app.errors import OpentimeError
+
+
+class TemplateError(OpentimeError):
+    """A template failed to load or render; the message names the file and line."""
+
+
+class Templates:
+    """Compiled templates of every campaign, loaded once and cached (no mtime checks per render)."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        loader = jinja2.FileSystemLoader(templates_dir)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "auto_reload": False,
+            "keep_trailing_newline": True,
+        }
+        self._markup = jinja2.Environment(autoescape=True, **common)
+        self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 - text/plain output
+        self._strings: dict[str, jinja2.Template] = {}  # compiled once: compiling costs ~1 ms
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._markup.get_template(name)
+        except jinja2.TemplateNotFound:
+            return False
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(_describe(exc, name)) from None
+        return True
+
+    def render(self, name: str, context: Mapping[str, Any]) -> str:
+        """Render ``name`` (a path under the templates folder); ``.txt`` files are not escaped."""
+        env = self._text if name.endswith(".txt") else self._markup
+        try:
+            return env.get_template(name).render(context)
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"{name}: template not found") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc, name)) from None
+
+    def render_string(self, source: str, context: Mapping[str, Any], *, where: str) -> str:
+        """Render a short template held in configuration (e.g. a subject line), not escaped."""
+        try:
+            template = self._strings.get(source)
+            if template is None:
+                template = self._strings[source] = self._text.from_string(source)
+            return template.render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{where}: {exc}") from None
+
+    def check(self, name: str) -> None:
+        """Compile a template now so syntax errors surface at start-up, not at first render."""
+        env = self._text if name.endswith(".txt") else self._markup
+        try:
+            env.get_template(name)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc, name)) from None
+
+
+def _describe(exc: jinja2.TemplateError, name: str) -> str:
+    filename = getattr(exc, "filename", None) or getattr(exc, "name", None) or name
+    lineno = getattr(exc, "lineno", None)
+    if lineno is None:
+        lineno = _line_from_traceback(exc, filename)
+    where = f"{filename}, line {lineno}" if lineno else filename
+    return f"{where}: {exc.message or type(exc).__name__}"
+
+
+def _line_from_traceback(exc: BaseException, filename: str) -> int | None:
+    """Jinja rewrites tracebacks so template frames carry the template's file and line."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(filename):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
