@@ -1,0 +1,71 @@
+"""HTML fragments and the web view through the full app."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from app.demo import recipient_id
+from app.tokens import TokenSigner
+
+
+def token(signer: TokenSigner, recipient: str = recipient_id(1), **kw: int) -> str:
+    return signer.sign("demo", recipient, now=int(time.time()), **kw)
+
+
+def test_fragment_renders_the_recipients_items(client: TestClient, signer: TokenSigner) -> None:
+    response = client.get(f"/v1/{token(signer)}/html/picks")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["cache-control"] == "private, no-store"
+    assert "x-opentime-fallback" not in response.headers
+    assert response.text.count("https://shop.example.com/p/sku-") == 8  # 4 items, image + name links
+
+
+def test_fragment_fallbacks(client: TestClient, signer: TokenSigner) -> None:
+    unknown = client.get(f"/v1/{token(signer, 'ghost')}/html/picks")
+    assert unknown.headers["x-opentime-fallback"] == "unknown-recipient"
+    assert "Bestsellers of the week" in unknown.text
+    expired = signer.sign("demo", recipient_id(1), now=int(time.time()) - 10, ttl_seconds=1)
+    assert client.get(f"/v1/{expired}/html/picks").headers["x-opentime-fallback"] == "token-expired"
+    bad = client.get(f"/v1/{token(signer)[:-2]}xx/html/picks")
+    assert (bad.status_code, bad.text) == (200, "")
+    assert bad.headers["x-opentime-fallback"].startswith("token-")
+
+
+def test_fragment_for_block_without_template_is_empty(client: TestClient, signer: TokenSigner) -> None:
+    response = client.get(f"/v1/{token(signer)}/html/hello")
+    assert (response.status_code, response.text, response.headers["x-opentime-fallback"]) == (
+        200,
+        "",
+        "unknown-block",
+    )
+
+
+def test_web_view_shows_live_data(client: TestClient, signer: TokenSigner) -> None:
+    response = client.get(f"/v1/{token(signer)}/view")
+    assert response.status_code == 200
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "<h1" in response.text and "shop.example.com/p/sku-" in response.text
+
+
+def test_web_view_of_bad_token_shows_no_data(client: TestClient, signer: TokenSigner) -> None:
+    old = signer.sign("demo", recipient_id(1), now=int(time.time()) - 90 * 86400, ttl_seconds=86400)
+    for bad in (old, "AAAA", token(signer)[:-3] + "AAA"):
+        response = client.get(f"/v1/{bad}/view")
+        assert response.status_code == 200
+        assert "no longer available" in response.text
+        assert "sku-" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/x/view/extra", "/v1/x/html", "/v1/x/nothing/y"])
+def test_malformed_page_urls_are_404_json(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+def test_post_to_view_is_405(client: TestClient, signer: TokenSigner) -> None:
+    assert client.post(f"/v1/{token(signer)}/view").status_code == 405

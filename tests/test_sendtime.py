@@ -1,0 +1,108 @@
+"""Send-time rendering of the shipped campaigns: parts, limits, MIME structure, template errors."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from pathlib import Path
+
+import pytest
+
+from app.campaigns import load_campaigns
+from app.config import PROJECT_ROOT
+from app.demo import demo_profile
+from app.errors import CampaignError
+from app.keyring import KeyRing
+from app.render.email import EmailLimitError, EmailParts, amp_limit_problems, check_limits, to_message
+from app.render.templates import TemplateError, Templates
+from app.sendtime import SendTime
+from app.tokens import TokenSigner, TokenVerifier
+
+HOSTILE = '<script>alert("x")</script> \' " & 🎉 مرحبا'
+
+
+def sendtime(signer: TokenSigner, templates_dir: Path = PROJECT_ROOT / "amp_templates") -> SendTime:
+    campaigns = load_campaigns(templates_dir, PROJECT_ROOT / "static", default_budget_ms=150)
+    return SendTime(Templates(templates_dir), campaigns, signer, "https://amp.example.com", time.time)
+
+
+def test_demo_parts_carry_signed_urls_for_the_recipient(signer: TokenSigner, ring: KeyRing) -> None:
+    import random
+
+    parts = sendtime(signer).render("demo", "cust-0000007", demo_profile(random.Random(3)))
+    token = parts.text.split("https://amp.example.com/v1/")[1].split("/")[0]
+    claims = TokenVerifier(ring).verify(token, now=int(time.time()))
+    assert (claims.recipient, claims.campaign) == ("cust-0000007", "demo")
+    assert f"/v1/{token}/list/picks.json" in parts.amp
+    assert f"/v1/{token}/view" in parts.html
+    assert "{{#price}}" in parts.amp and "{{name}}" in parts.amp  # amp-mustache survives Jinja
+    assert parts.subject.endswith("your picks for this week")
+
+
+def test_unknown_recipient_renders_with_fallback_content(signer: TokenSigner) -> None:
+    parts = sendtime(signer).render("demo", "nobody", None)
+    assert parts.subject == "Hello, your picks for this week"
+    assert "Bestsellers of the week" in parts.html and "Hi there!" in parts.text
+
+
+def test_hostile_data_is_escaped_in_html_and_amp(signer: TokenSigner) -> None:
+    profile = {
+        "first_name": HOSTILE,
+        "recommendations": [{"name": HOSTILE, "price": 1, "sku": "x", "image": "y.jpg"}],
+    }
+    parts = sendtime(signer).render("demo", "cust-1", profile)
+    for markup in (parts.amp, parts.html):
+        assert "<script>" not in markup
+        assert "&lt;script&gt;" in markup
+    assert "\n" not in parts.subject and "<script>" in parts.subject  # subject is plain text
+    assert HOSTILE in parts.text
+
+
+def test_mime_message_orders_parts_and_round_trips(signer: TokenSigner) -> None:
+    parts = sendtime(signer).render("demo", "cust-1", {"first_name": "Zoë 🎉"})
+    raw = to_message(parts, sender="Shop <news@example.com>", to="ada@example.org").as_bytes()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+    kinds = [p.get_content_type() for p in parsed.iter_parts()]
+    assert kinds == ["text/plain", "text/x-amp-html", "text/html"]
+    for part, expected in zip(parsed.iter_parts(), (parts.text, parts.amp, parts.html), strict=True):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content().replace("\r\n", "\n") == expected.replace("\r\n", "\n")
+    assert parsed["Subject"] == "Zoë 🎉, your picks for this week"
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_limits_are_precise() -> None:
+    big_style = "color:red;" * 101
+    amp = f'<style amp-custom>{"a{color:red}" * 7000}</style><p style="{big_style}">x</p>' + "x" * 200_000
+    problems = amp_limit_problems(amp)
+    assert any(p.startswith("AMP part is") and "over the 200000-byte limit" in p for p in problems)
+    assert any(p.startswith("AMP CSS is 85010 bytes, 10010 over") for p in problems)
+    assert "inline style #1 is 1010 bytes, 10 over the 1000-byte limit" in problems
+    assert amp_limit_problems("<style amp-custom>a{color:red !important}</style>") == [
+        "AMP CSS uses !important, which AMP for Email forbids"
+    ]
+    with pytest.raises(EmailLimitError, match="inline style #1"):
+        check_limits(EmailParts("s", "t", f'<p style="{big_style}"></p>', "h"))
+
+
+def test_large_html_part_only_warns() -> None:
+    checked = check_limits(EmailParts("s", "t", "<p>amp</p>", "x" * 110_000))
+    assert checked.warnings and "Gmail clips" in checked.warnings[0]
+
+
+def test_template_typo_names_file_and_line(signer: TokenSigner, tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for name in ("blocks.toml", "email.amp.html", "email.txt"):
+        (folder / name).write_text((PROJECT_ROOT / "amp_templates" / "demo" / name).read_text())
+    (folder / "email.html").write_text("<p>line one</p>\n<p>{{ profil.first_name }}</p>\n")
+    with pytest.raises(TemplateError, match=r"demo/email.html, line 2: 'profil' is undefined"):
+        sendtime(signer, tmp_path).render("demo", "cust-1", {})
+
+
+def test_unknown_campaign_is_a_clear_error(signer: TokenSigner) -> None:
+    with pytest.raises(CampaignError, match="unknown campaign 'nope'"):
+        sendtime(signer).render("nope", "cust-1", {})
