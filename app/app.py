@@ -28,6 +28,7 @@ from app.routes import ops
 from app.routes.open_time import list_app, not_found
 from app.routes.pages import fragment_app, view_app
 from app.services import running_services
+from app.store.base import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     starlette = Starlette(
         routes=ops.routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_exception, HTTPError: _opentime_error},
+        exception_handlers={
+            HTTPException: _http_exception,
+            HTTPError: _opentime_error,
+            StoreError: _store_error,
+        },
     )
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
     starlette.router.redirect_slashes = False
@@ -81,4 +86,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _opentime_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
-    return JSONResponse({"error": exc.message}, exc.status_code)
+    return JSONResponse({"error": exc.message}, exc.status_code, headers=exc.headers)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    logger.warning("store unavailable for %s", request.url.path, exc_info=exc)
+    return JSONResponse({"error": "storage is unavailable, try again"}, 503, headers={"retry-after": "5"})

@@ -19,6 +19,7 @@ import click
 import orjson
 
 from app.campaigns import Campaign, load_campaigns
+from app.cli_apikeys import apikeys
 from app.config import DEFAULT_DATABASE_URL, FIELDS, PROJECT_ROOT, Settings, load_settings, masked
 from app.errors import CampaignError, ConfigError
 from app.keyring import KeyRing, KeyRingError, load_keyring, new_keyring, remove, rotate, save_keyring
@@ -97,6 +98,9 @@ static_option = click.option(
 @click.version_option(package_name="opentime")
 def main() -> None:
     """Opentime: open-time email content server."""
+
+
+main.add_command(apikeys)
 
 
 # --- settings ---
@@ -330,6 +334,42 @@ def import_(file: Path, database_url: str, fmt: str | None, skip_invalid: bool, 
     from app.cli_import import run_import
 
     sys.exit(run_import(file, database_url, fmt=fmt, skip_invalid=skip_invalid, batch_size=batch_size))
+
+
+# --- send time ---
+
+
+@main.command()
+@config_option
+@click.option("--campaign", required=True)
+@click.option("--recipient", required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["eml", "json", "parts"]),
+    default="eml",
+    show_default=True,
+    help="eml: a multipart/alternative message on stdout; json: the parts as JSON; parts: three files.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder for --format parts."
+)
+@click.option("--from", "sender", default=None, help="From header of the .eml (else the campaign's).")
+@click.option("--to", default=None, help="To header of the .eml.")
+def render(
+    config: Path | None,
+    campaign: str,
+    recipient: str,
+    fmt: str,
+    out: Path | None,
+    sender: str | None,
+    to: str | None,
+) -> None:
+    """Render a campaign's three parts for a recipient, with signed URLs filled in."""
+    from app.cli_render import Output, run_render
+
+    output = Output(fmt=fmt, out=out, sender=sender, to=to)
+    sys.exit(run_render(read_settings(config), campaign, recipient, output))
 
 
 # --- server ---

@@ -7,15 +7,23 @@ Exception tree::
     ├── CampaignError         a campaign folder or blocks.toml is invalid
     └── HTTPError             carries an HTTP status and a JSON message (API-style endpoints)
         ├── BadRequest        400
+        ├── Unauthorized      401  no valid API key; sends ``WWW-Authenticate: Bearer``
+        ├── Forbidden         403  the API key lacks the endpoint's scope
         ├── NotFound          404
         └── MethodNotAllowed  405
 
+``HTTPError.headers`` are extra response headers the handler must send.
+
 Token failures live in ``app.tokens`` (``TokenError`` and subclasses), key ring failures in
-``app.keyring`` (``KeyRingError``) and store failures in ``app.store.base`` (``StoreError``):
-each is translated once, at the edge that serves the request.
+``app.keyring`` (``KeyRingError``), API key failures in ``app.apikeys`` (``ApiKeyError``) and store
+failures in ``app.store.base`` (``StoreError``): each is translated once, at the edge that serves
+the request.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 
 class OpentimeError(Exception):
@@ -32,6 +40,7 @@ class CampaignError(OpentimeError):
 
 class HTTPError(OpentimeError):
     status_code = 500
+    headers: ClassVar[Mapping[str, str] | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -40,6 +49,15 @@ class HTTPError(OpentimeError):
 
 class BadRequest(HTTPError):
     status_code = 400
+
+
+class Unauthorized(HTTPError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(HTTPError):
+    status_code = 403
 
 
 class NotFound(HTTPError):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from app.apikeys import ApiKeyCache
 from app.cache import BoundedCache
 from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
 from app.config import Settings
@@ -29,6 +30,7 @@ class Services:
     lists: ListContent
     templates: Templates
     sendtime: SendTime
+    api_key_cache: ApiKeyCache
     clock: Callable[[], float]
 
 
@@ -77,6 +79,7 @@ async def running_services(
             lists=lists,
             templates=templates,
             sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
+            api_key_cache=ApiKeyCache(),
             clock=clock,
         )
     finally:

@@ -17,6 +17,7 @@ from app.demo import demo_rows
 from app.keyring import KeyRing, new_keyring, save_keyring
 from app.store import open_store
 from app.tokens import TokenSigner
+from tests.amp_tools import amp_validator  # noqa: F401  (session fixture)
 
 SENDER = "news@example.com"
 BASE_URL = "https://amp.example.test"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -48,4 +50,16 @@ class ProfileStore(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreError if the store cannot serve reads."""
+        ...
+
+    async def run_read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` where reads happen (another thread); for tables beyond profiles.
+
+        The connection is the backend's own (sqlite3.Connection for SQLite): modules that pass ``fn``
+        hold SQL for one backend, in ``app/store/<backend>_*.py``.
+        """
+        ...
+
+    async def run_write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` inside one transaction, committed before this returns."""
         ...
