@@ -91,3 +91,9 @@ def test_object_source_is_a_single_item_with_defaults() -> None:
     )
     assert items({"l": {"p": 12.7}}, block) == [{"first_name": "there", "points": 12}]
     assert items({"first_name": "Ada", "l": {"p": float("nan")}}, block) is None
+
+
+def test_untrusted_url_characters_are_percent_encoded() -> None:
+    recs = [{"name": "x", "sku": "a b<script>\"'{{x}}é"}]
+    (item,) = items({"recs": recs})
+    assert item["url"] == "https://shop.example.com/p/a%20b%3Cscript%3E%22%27%7B%7Bx%7D%7D%C3%A9"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 
 from app.campaigns import ItemField, ListBlock
 
 _MISSING = object()
+URL_SAFE = ":/?#[]@!$&()*+,;=%~-._"
 
 
 def render_list(block: ListBlock, attributes: dict[str, Any]) -> bytes | None:
@@ -97,6 +98,9 @@ def _url(value: Any, base: str | None) -> Any:
     if not isinstance(value, str) or not value.strip():
         return _MISSING
     url = urljoin(base, value.strip()) if base else value.strip()
+    # Percent-encode what may not stand in a URL (spaces, quotes, <>, braces, non-ASCII): profile
+    # data is untrusted, and AMP validators and mail clients reject such href/src values.
+    url = quote(url, safe=URL_SAFE)
     parts = urlsplit(url)
     # Only complete https URLs reach the email: no javascript:, no relative, no http.
     if parts.scheme != "https" or not parts.hostname:
