@@ -24,7 +24,8 @@ from app.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
-from app.routes import ops
+from app.routes import api, ops
+from app.routes.form import form_app
 from app.routes.open_time import list_app, not_found
 from app.routes.pages import fragment_app, view_app
 from app.services import running_services
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             yield {"services": services}
 
     starlette = Starlette(
-        routes=ops.routes,
+        routes=[*ops.routes, *api.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     policy = SenderPolicy(settings.allowed_senders)
     open_time: dict[str, ASGIApp] = {
         "list": AmpCorsMiddleware(list_app, policy),  # amp-list and amp-form need AMP CORS
+        "form": AmpCorsMiddleware(form_app, policy),
         "html": fragment_app,
         "view": view_app,
     }

@@ -1,14 +1,16 @@
 """Campaign definitions: ``amp_templates/<campaign>/blocks.toml`` and their static fallbacks.
 
-A campaign declares its dynamic blocks. A ``list`` block says which profile data it reads
-(``source``, a dotted path into the profile attributes), how each item is shaped (``fields``),
-how many items it keeps, its open-time budget and the static fallback JSON served when the data
-is late, missing or the token is bad. Everything is validated at load time, so a mistake is an
-error naming the file and the block, never a broken email at open time.
+A campaign declares its dynamic blocks: ``list`` blocks (below) and ``form`` blocks (``app.forms``).
+A ``list`` block says which profile data it reads (``source``, a dotted path into the profile
+attributes), how each item is shaped (``fields``), how many items it keeps, its open-time budget and
+the static fallback JSON served when the data is late, missing or the token is bad. Everything is
+validated at load time, so a mistake is an error naming the file and the block, never a broken email
+at open time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.errors import CampaignError
+from app.forms import FormBlock, form_block
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -65,6 +68,7 @@ class Campaign:
     sender: str | None = None
     has_email: bool = False  # email.txt, email.amp.html and email.html are all present
     fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
+    forms: Mapping[str, FormBlock] = dataclasses.field(default_factory=dict)  # amp-form blocks (app.forms)
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
@@ -96,15 +100,19 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         raise CampaignError(f"{path} [campaign]: unknown key(s) {', '.join(unknown_meta)}")
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
     lists = {}
+    forms = {}
     for block_name, spec in blocks.items():
         where = f"{path} [blocks.{block_name}]"
         if not BLOCK_NAME.fullmatch(block_name):
             raise CampaignError(f"{where}: block names must match {BLOCK_NAME.pattern}")
         spec = _table(spec, where)
         kind = spec.get("kind")
-        if kind != "list":
-            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list)")
-        lists[block_name] = _list_block(block_name, spec, static_dir, where, default_budget_ms)
+        if kind == "list":
+            lists[block_name] = _list_block(block_name, spec, static_dir, where, default_budget_ms)
+        elif kind == "form":
+            forms[block_name] = form_block(block_name, spec, where)
+        else:
+            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form)")
     return Campaign(
         name=name,
         title=_meta_str(meta, "title", path, default=name),
@@ -113,6 +121,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         sender=meta.get("from") and _meta_str(meta, "from", path, default=""),
         has_email=_email_parts(folder),
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
+        forms=forms,
     )
 
 

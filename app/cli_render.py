@@ -16,7 +16,7 @@ from app.campaigns import Campaign
 from app.config import Settings
 from app.errors import CampaignError
 from app.keyring import KeyRingError, load_keyring
-from app.render.email import EmailLimitError, EmailParts, to_message
+from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
 from app.sendtime import SendTime
 from app.services import load_campaigns_for, load_templates
@@ -80,18 +80,6 @@ async def fetch_attributes(database_url: str, recipient: str) -> dict[str, Any] 
         return None
     data = orjson.loads(profile.attributes)
     return data if isinstance(data, dict) else None
-
-
-def parts_json(recipient: str, parts: EmailParts) -> dict[str, Any]:
-    return {
-        "recipient": recipient,
-        "subject": parts.subject,
-        "text": parts.text,
-        "amp": parts.amp,
-        "html": parts.html,
-        "sizes": parts.sizes(),
-        "warnings": list(parts.warnings),
-    }
 
 
 def write_parts(parts: EmailParts, folder: Path) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from app.cache import BoundedCache
-from app.campaigns import ListBlock
+from app.campaigns import Campaign, ListBlock
 from app.render.json import render_list
 from app.store.base import ProfileStore, StoreError
 
@@ -83,6 +84,19 @@ class ListContent:
             return None, "unknown-recipient"
         data = orjson.loads(profile.attributes)
         return (data, None) if isinstance(data, dict) else (None, "bad-profile")
+
+    def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
+        """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
+        for campaign in campaigns.values():
+            for block in campaign.lists:
+                self._forget((campaign.name, block, recipient))
+
+    def _forget(self, key: Key) -> None:
+        self._cache.discard(key)
+        task = self._inflight.get(key)
+        if task is not None:
+            # It may have read the old profile: drop whatever it caches once it is done.
+            task.add_done_callback(lambda _: self._cache.discard(key))
 
     async def aclose(self) -> None:
         """Cancel lookups still running in the background (on shutdown)."""

@@ -15,6 +15,11 @@ def html_url(base_url: str, token: str, block: str) -> str:
     return f"{base_url}/v1/{token}/html/{block}"
 
 
+def form_url(base_url: str, token: str, block: str) -> str:
+    """The amp-form ``action-xhr``: ``POST`` only."""
+    return f"{base_url}/v1/{token}/form/{block}"
+
+
 def view_url(base_url: str, token: str) -> str:
     return f"{base_url}/v1/{token}/view"
 
@@ -23,15 +28,17 @@ def campaign_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, st
     """Every URL of the campaign for one token, keyed ``<kind>:<block>`` (for CSV exports)."""
     urls = {f"list:{name}": list_url(base_url, token, name) for name in campaign.lists}
     urls.update({f"html:{name}": html_url(base_url, token, name) for name in sorted(campaign.fragments)})
+    urls.update({f"form:{name}": form_url(base_url, token, name) for name in campaign.forms})
     if campaign.has_email:
         urls["view"] = view_url(base_url, token)
     return urls
 
 
 def template_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, Any]:
-    """The same URLs nested for templates: ``urls.list.picks``, ``urls.html.picks``, ``urls.view``."""
+    """The same URLs nested for templates: ``urls.list.picks``, ``urls.form.rate``, ``urls.view``."""
     return {
         "list": {name: list_url(base_url, token, name) for name in campaign.lists},
         "html": {name: html_url(base_url, token, name) for name in campaign.fragments},
+        "form": {name: form_url(base_url, token, name) for name in campaign.forms},
         "view": view_url(base_url, token),
     }

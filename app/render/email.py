@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
+from typing import Any
 
 from app.errors import OpentimeError
 
@@ -43,6 +44,19 @@ class EmailParts:
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name).encode()) for name in ("text", "amp", "html")}
+
+
+def parts_json(recipient: str, parts: EmailParts) -> dict[str, Any]:
+    """The JSON form of a rendered email, shared by ``opentime render`` and ``POST /api/render``."""
+    return {
+        "recipient": recipient,
+        "subject": parts.subject,
+        "text": parts.text,
+        "amp": parts.amp,
+        "html": parts.html,
+        "sizes": parts.sizes(),
+        "warnings": list(parts.warnings),
+    }
 
 
 def check_limits(parts: EmailParts) -> EmailParts:

@@ -1,0 +1,156 @@
+"""``/api/...``: JSON endpoints for systems (ESPs, apps), behind API keys with scopes.
+
+``POST /api/render`` (scope ``render``) renders a campaign for a batch of recipients at send time:
+the three parts with each recipient's signed URLs, as JSON, or as ``.eml`` text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api_auth import require_scope
+from app.errors import BadRequest, CampaignError, HTTPError, NotFound
+from app.render.email import EmailLimitError, parts_json, to_message
+from app.render.templates import TemplateError
+from app.services import Services
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_RECIPIENTS = 500
+FORMATS = ("parts", "eml")
+
+
+class PayloadTooLarge(HTTPError):
+    status_code = 413
+
+
+class UnsupportedMediaType(HTTPError):
+    status_code = 415
+
+
+class Unprocessable(HTTPError):
+    status_code = 422
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data), status, media_type="application/json", headers={"cache-control": "no-store"}
+    )
+
+
+async def render(request: Request) -> Response:
+    await require_scope(request, "render")
+    payload = await read_json(request)
+    campaign_name, recipients, fmt, sender = parse_render_request(payload)
+    services: Services = request.state.services
+    try:
+        campaign = services.sendtime.campaign(campaign_name)
+    except CampaignError as exc:
+        raise NotFound(str(exc)) from None
+    profiles = await services.store.get_many([r for r, _ in recipients])
+    attributes = {rid: orjson.loads(p.attributes) for rid, p in profiles.items()}
+    # Jinja is CPU work: keep the event loop free for open-time requests while a batch renders.
+    results = await run_in_threadpool(
+        render_batch, services, campaign.name, recipients, attributes, fmt, sender
+    )
+    return json_response({"campaign": campaign.name, "format": fmt, "results": results})
+
+
+def render_batch(
+    services: Services,
+    campaign: str,
+    recipients: list[tuple[str, str | None]],
+    attributes: dict[str, Any],
+    fmt: str,
+    sender: str | None,
+) -> list[dict[str, Any]]:
+    spec = services.campaigns[campaign]
+    results = []
+    for recipient, to in recipients:
+        try:
+            parts = services.sendtime.render(campaign, recipient, attributes.get(recipient))
+        except EmailLimitError as exc:
+            results.append({"recipient": recipient, "error": str(exc), "problems": exc.problems})
+            continue
+        except TemplateError as exc:
+            raise Unprocessable(f"template error: {exc}") from None
+        item = parts_json(recipient, parts)
+        item["found"] = recipient in attributes
+        if fmt == "eml":
+            message = to_message(parts, sender=sender or spec.sender, to=to)
+            item = {
+                "recipient": recipient,
+                "eml": bytes(message).decode("ascii"),
+                "warnings": item["warnings"],
+            }
+        results.append(item)
+    return results
+
+
+async def read_json(request: Request) -> Any:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def parse_render_request(payload: Any) -> tuple[str, list[tuple[str, str | None]], str, str | None]:
+    """Validate ``{"campaign", "recipients": [id | {"id", "to"}], "format"?, "from"?}``."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = sorted(set(payload) - {"campaign", "recipients", "format", "from"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    campaign = payload.get("campaign")
+    if not isinstance(campaign, str) or not campaign:
+        raise BadRequest("campaign: a campaign name is required")
+    fmt = payload.get("format", "parts")
+    if fmt not in FORMATS:
+        raise BadRequest(f"format: must be one of {', '.join(FORMATS)}")
+    sender = payload.get("from")
+    if sender is not None and (not isinstance(sender, str) or "\n" in sender or "\r" in sender):
+        raise BadRequest("from: must be a single-line string")
+    return campaign, parse_recipients(payload.get("recipients")), fmt, sender
+
+
+def parse_recipients(value: Any) -> list[tuple[str, str | None]]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest("recipients: a non-empty list of recipient ids is required")
+    if len(value) > MAX_RECIPIENTS:
+        raise BadRequest(f"recipients: at most {MAX_RECIPIENTS} per request, got {len(value)}")
+    parsed = []
+    for index, item in enumerate(value):
+        rid, to = (item, None) if isinstance(item, str) else _recipient_object(item, index)
+        if not rid or len(rid) > 200 or any(ord(c) < 32 for c in rid):
+            raise BadRequest(f"recipients[{index}]: ids are 1-200 characters without control characters")
+        if to is not None and ("\n" in to or "\r" in to):
+            raise BadRequest(f"recipients[{index}].to: must be a single line")
+        parsed.append((rid, to))
+    return parsed
+
+
+def _recipient_object(item: Any, index: int) -> tuple[str, str | None]:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise BadRequest(f'recipients[{index}]: expected an id or {{"id": ..., "to": ...}}')
+    to = item.get("to")
+    if to is not None and not isinstance(to, str):
+        raise BadRequest(f"recipients[{index}].to: must be a string")
+    return item["id"], to
+
+
+routes = [Route("/api/render", render, methods=["POST"])]
