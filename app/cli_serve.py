@@ -26,7 +26,7 @@ from app.keyring import KeyRingError, load_keyring, new_keyring, save_keyring
 from app.services import load_campaigns_for
 from app.store import open_store
 from app.tokens import TokenSigner
-from app.urls import campaign_urls
+from app.urls import html_url, list_url, view_url
 
 DEMO_RECIPIENTS = 1000
 
@@ -67,7 +67,7 @@ def run_demo(config_file: Path | None, overrides: dict[str, Any]) -> None:
         save_keyring(ring, settings.keys_file, overwrite=False)
         asyncio.run(load_demo_profiles(settings.database_url))
         config = write_toml(folder / "opentime.toml", settings)
-        print_demo_banner(settings, load_campaigns_for(settings), TokenSigner(ring))
+        print_demo_banner(settings, load_campaigns_for(settings), TokenSigner(ring), config)
         run_server(settings, config)
 
 
@@ -110,19 +110,26 @@ def write_toml(path: Path, settings: Settings) -> Path:
     return path
 
 
-def print_demo_banner(settings: Settings, campaigns: dict[str, Campaign], signer: TokenSigner) -> None:
+def print_demo_banner(
+    settings: Settings, campaigns: dict[str, Campaign], signer: TokenSigner, config: Path
+) -> None:
     now = int(datetime.now(UTC).timestamp())
-    campaign = campaigns["demo"]
+    base = settings.public_base_url
     click.echo(f"Opentime demo: {DEMO_RECIPIENTS} synthetic recipients, sender {DEMO_SENDER}")
     click.echo(f"keys and data in a temporary folder: {settings.keys_file.parent} (deleted on exit)\n")
     for index in (1, 2):
         token = signer.sign("demo", recipient_id(index), now=now)
         click.echo(f"recipient {recipient_id(index)}:")
-        for url in campaign_urls(settings.public_base_url, token, campaign).values():
-            click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {url}")
+        for name in campaigns["demo"].lists:
+            click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, token, name)}")
+        for name in sorted(campaigns["demo"].fragments):
+            click.echo(f"  curl {html_url(base, token, name)}")
+        click.echo(f"  web view (open in a browser): {view_url(base, token)}")
     bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
     click.echo("a tampered token (served the static fallback, see the X-Opentime-Fallback header):")
+    click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")
+    click.echo("render the email an ESP would send (text, AMP and HTML parts with signed URLs):")
     click.echo(
-        f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {settings.public_base_url}/v1/{bad}/list/picks.json"
+        f"  opentime render --config {config} --campaign demo --recipient {recipient_id(1)} --format eml"
     )
-    click.echo(f"health: {settings.public_base_url}/healthz   readiness: {settings.public_base_url}/readyz\n")
+    click.echo(f"health: {base}/healthz   readiness: {base}/readyz\n")

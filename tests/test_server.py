@@ -90,4 +90,10 @@ def test_demo_mode_needs_no_configuration_and_prints_working_urls(tmp_path: Path
         response = httpx.get(urls[1], headers={"AMP-Email-Sender": "news@example.com"})
         assert response.status_code == 200 and "x-opentime-fallback" not in response.headers
         assert response.json()["items"]
+        view = re.search(r"web view \(open in a browser\): (\S+)", text)
+        assert view and "Hi " in httpx.get(view.group(1)).text
+        render = re.search(r"opentime render (.+)", text)
+        assert render
+        rendered = cli("render", *render.group(1).split())
+        assert rendered.returncode == 0 and "text/x-amp-html" in rendered.stdout
     assert not list(workdir.iterdir())  # the demo leaves nothing behind in the working folder
