@@ -24,7 +24,7 @@ from app.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
-from app.routes import api, ops
+from app.routes import api, ops, preview
 from app.routes.form import form_app
 from app.routes.open_time import list_app, not_found
 from app.routes.pages import fragment_app, view_app
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             yield {"services": services}
 
     starlette = Starlette(
-        routes=[*ops.routes, *api.routes],
+        routes=[*ops.routes, *api.routes, *preview.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -299,6 +300,11 @@ async def whoami(request: Request) -> JSONResponse:
     return JSONResponse({"key_id": key.key_id})
 
 
+async def whoami_in_browser(request: Request) -> JSONResponse:
+    key = await require_scope(request, "render", basic=True)
+    return JSONResponse({"key_id": key.key_id})
+
+
 async def opentime_error(request: Request, exc: Exception) -> Response:
     # Mirrors app.app._opentime_error, plus the error's headers.
     assert isinstance(exc, HTTPError)
@@ -316,7 +322,7 @@ def api_app(db_path: Path) -> Starlette:
             await store.close()
 
     return Starlette(
-        routes=[Route("/api/whoami", whoami)],
+        routes=[Route("/api/whoami", whoami), Route("/browser/whoami", whoami_in_browser)],
         lifespan=lifespan,
         exception_handlers={HTTPError: opentime_error},
     )
@@ -387,3 +393,36 @@ def test_require_scope_rejects_undeclared_scopes() -> None:
     app = Starlette(routes=[Route("/api/typo", typo)])
     with TestClient(app) as client, pytest.raises(ValueError, match="unknown scope 'rendr'"):
         client.get("/api/typo")
+
+
+def basic(password: str, user: str = "marketer") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_auth_password_is_the_key_where_allowed(client: TestClient, keys: dict[str, str]) -> None:
+    for headers in [basic(keys["render"]), basic(keys["admin"], user=""), {"X-API-Key": keys["render"]}]:
+        response = client.get("/browser/whoami", headers=headers)
+        assert response.status_code == 200, headers
+    assert client.get("/browser/whoami", headers=basic(keys["tokens"])).status_code == 403
+
+
+def test_basic_auth_failures_challenge_the_browser(client: TestClient, keys: dict[str, str]) -> None:
+    for headers, message in [
+        ({}, "missing API key"),
+        (basic(""), "missing API key"),
+        (basic(keys["revoked"]), "API key revoked"),
+        (basic("otk_nope"), "malformed API key"),
+        ({"Authorization": "Basic %%%not-base64"}, "malformed API key"),
+        ({"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()}, "malformed API key"),
+    ]:
+        response = client.get("/browser/whoami", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"].startswith(message)
+        assert response.headers["www-authenticate"] == 'Basic realm="Opentime preview"'
+
+
+def test_api_endpoints_ignore_basic_auth(client: TestClient, keys: dict[str, str]) -> None:
+    # A script's stray Basic credentials must not authenticate an API call, nor draw a browser prompt.
+    response = client.get("/api/whoami", headers=basic(keys["render"]))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

@@ -33,11 +33,19 @@ def hostile(value: Any) -> Any:
 def sample_profiles() -> dict[str, dict[str, Any] | None]:
     rich = demo_profile(random.Random(11))
     rich["cart"] = {
-        "items": [{"name": "Trail shoes", "price": 129.0, "sku": "sku-1", "image": "a.jpg", "qty": 1}]
+        "items": [
+            {"name": "Trail shoes", "price": 129.0, "sku": "sku-1", "image": "a.jpg", "qty": 1},
+            {"name": "Merino wool socks", "price": 19.5, "sku": "sku-2", "image": "b.jpg", "qty": 3},
+        ]
     }
+    rich["preferences"] = {"topics": ["running", "hiking"], "frequency": "biweekly"}
+    other = demo_profile(random.Random(12))
+    # Optional fields left out, and values of the wrong type (a string price, a string topics).
+    other["cart"] = {"items": [{"name": "Gift card", "sku": "gift-card"}, {"name": "Mug", "price": "14"}]}
+    other["preferences"] = {"topics": "running", "frequency": "daily"}
     return {
         "typical": rich,
-        "other": demo_profile(random.Random(12)),
+        "other": other,
         "empty": {},
         "unknown": None,
         "hostile": hostile(rich),

@@ -1,4 +1,4 @@
-"""Jinja2 for campaign templates: the only module that imports jinja2.
+"""Jinja2 for campaign templates and the app's own pages: the only module that imports jinja2.
 
 Templates run with autoescape (HTML and AMP) and StrictUndefined, so a typo is an error naming the
 file and line instead of an empty string in thousands of emails. Profile data is optional by nature:
@@ -12,6 +12,7 @@ by the AMP validator on the rendered output.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import jinja2
 
 from app.errors import OpentimeError
+
+PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 
 
 class TemplateError(OpentimeError):
@@ -76,6 +79,24 @@ class Templates:
             env.get_template(name)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc, name)) from None
+
+
+def render_page(name: str, context: Mapping[str, Any]) -> str:
+    """Render one of the app's own HTML pages (``app/pages/<name>``), autoescaped."""
+    return _page_environment().get_template(name).render(context)
+
+
+@functools.cache
+def _page_environment() -> jinja2.Environment:
+    # Shipped with the code and never edited at run time: load once per process.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PAGES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _describe(exc: jinja2.TemplateError, name: str) -> str:
