@@ -79,6 +79,9 @@ config_option = click.option(
     default=None,
     help="TOML settings file (else OPENTIME_CONFIG, then OPENTIME_* variables).",
 )
+database_option = click.option(
+    "--database-url", envvar="OPENTIME_DATABASE_URL", default=DEFAULT_DATABASE_URL, show_default=True
+)
 templates_option = click.option(
     "--templates",
     type=click.Path(path_type=Path, file_okay=False),
@@ -323,9 +326,7 @@ def _with_progress(
 
 @main.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "--database-url", envvar="OPENTIME_DATABASE_URL", default=DEFAULT_DATABASE_URL, show_default=True
-)
+@database_option
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None, help="Else from the extension."
 )
@@ -372,6 +373,36 @@ def render(
 
     output = Output(fmt=fmt, out=out, sender=sender, to=to)
     sys.exit(run_render(read_settings(config), campaign, recipient, output))
+
+
+@main.command()
+@click.option("--campaign", "campaigns", multiple=True, help="Campaign to check (repeatable; default: all).")
+@click.option("--recipient", "recipients", multiple=True, help="Also render for this stored recipient.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Also render for the profile in this JSON file.",
+)
+@database_option
+@templates_option
+@static_option
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def validate(
+    campaigns: tuple[str, ...],
+    recipients: tuple[str, ...],
+    profiles: tuple[Path, ...],
+    database_url: str,
+    templates: Path,
+    static: Path,
+    files: tuple[Path, ...],
+) -> None:
+    """Run the official AMP validator on rendered AMP parts, or on the given HTML FILES."""
+    from app.cli_validate import Sources, collect_samples, run_validate
+
+    samples = [] if files else collect_samples(database_url, profiles, recipients)
+    sys.exit(run_validate(Sources(templates, static, database_url), campaigns, samples, files))
 
 
 # --- server ---
