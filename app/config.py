@@ -42,7 +42,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     templates_dir: Path = PROJECT_ROOT / "amp_templates"
     static_dir: Path = PROJECT_ROOT / "static"
-    cache_max_bytes: int = 64 * 1024 * 1024
+    cache_max_bytes: int = 32 * 1024 * 1024
     cache_ttl_seconds: float = 300.0
     negative_ttl_seconds: float = 30.0
     token_ttl_days: int = 31

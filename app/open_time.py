@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ import orjson
 from app.cache import BoundedCache
 from app.campaigns import Campaign, ListBlock
 from app.render.json import render_list
-from app.store.base import ProfileStore, StoreError
+from app.store.base import Profile, ProfileStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class ListContent:
         self._cache = cache
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
-        self._inflight: dict[Key, asyncio.Task[Entry]] = {}
+        # One future per key being fetched: concurrent opens of the same key share the lookup.
+        self._inflight: dict[Key, asyncio.Future[Entry]] = {}
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
         """The fast path: a cache hit answers without awaiting anything."""
@@ -58,16 +60,21 @@ class ListContent:
         return None if entry is None else self._outcome(block, entry)
 
     async def load(self, campaign: str, block: ListBlock, recipient: str) -> Outcome:
+        """Fetch and render within the block's budget; a late fetch still fills the cache."""
         key = (campaign, block.name, recipient)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(key, block))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        done, _ = await asyncio.wait((task,), timeout=block.budget_s)
-        if not done:
-            return Outcome(block.fallback_body, "budget-exceeded")
-        return self._outcome(block, task.result())
+        loop = asyncio.get_running_loop()
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = self._inflight[key] = loop.create_future()
+            self._store.lookup(recipient).add_done_callback(partial(self._fetched, key, block, pending))
+        # Plain futures and one timer instead of a Task and asyncio.wait: this is the cold hot path.
+        waiter: asyncio.Future[Entry] = loop.create_future()
+        timer = loop.call_later(block.budget_s, _settle, waiter, "budget-exceeded")
+        pending.add_done_callback(partial(_relay, waiter))
+        try:
+            return self._outcome(block, await waiter)
+        finally:
+            timer.cancel()
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
         """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
@@ -93,41 +100,58 @@ class ListContent:
 
     def _forget(self, key: Key) -> None:
         self._cache.discard(key)
-        task = self._inflight.get(key)
-        if task is not None:
+        pending = self._inflight.get(key)
+        if pending is not None:
             # It may have read the old profile: drop whatever it caches once it is done.
-            task.add_done_callback(lambda _: self._cache.discard(key))
+            pending.add_done_callback(lambda _: self._cache.discard(key))
 
     async def aclose(self) -> None:
-        """Cancel lookups still running in the background (on shutdown)."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Release opens still waiting on the store (on shutdown)."""
+        for pending in list(self._inflight.values()):
+            _settle(pending, "store-error")
+        self._inflight.clear()
 
     def _outcome(self, block: ListBlock, entry: Entry) -> Outcome:
         if isinstance(entry, bytes):
             return Outcome(entry)
         return Outcome(block.fallback_body, entry)
 
-    async def _fetch(self, key: Key, block: ListBlock) -> Entry:
-        try:
-            profile = await self._store.get(key[2])
-        except StoreError:
+    def _fetched(
+        self,
+        key: Key,
+        block: ListBlock,
+        pending: asyncio.Future[Entry],
+        lookup: asyncio.Future[Profile | None],
+    ) -> None:
+        """Store answered: render, cache, and wake every open waiting on this key."""
+        if self._inflight.get(key) is pending:
+            del self._inflight[key]
+        if pending.done():  # shut down meanwhile
+            return
+        if lookup.cancelled() or lookup.exception() is not None:
             # Not cached: the next open retries the store.
-            logger.warning("profile store failed for block %s/%s", key[0], key[1], exc_info=True)
-            return "store-error"
-        if profile is None:
-            self._cache.set(key, "unknown-recipient", self._negative_ttl)
-            return "unknown-recipient"
-        entry: Entry = _render(block, profile.attributes)
+            logger.warning("profile store failed for block %s/%s: %r", key[0], key[1], lookup.exception())
+            pending.set_result("store-error")
+            return
+        profile = lookup.result()
+        entry: Entry = "unknown-recipient" if profile is None else _render(block, profile.attributes)
         self._cache.set(key, entry, self._block_ttl(block, entry))
-        return entry
+        pending.set_result(entry)
 
     def _block_ttl(self, block: ListBlock, entry: Entry) -> float:
         if isinstance(entry, str):
             return self._negative_ttl
         return block.cache_ttl_s or self._ttl
+
+
+def _settle(future: asyncio.Future[Entry], entry: Entry) -> None:
+    if not future.done():
+        future.set_result(entry)
+
+
+def _relay(waiter: asyncio.Future[Entry], pending: asyncio.Future[Entry]) -> None:
+    if not pending.cancelled():
+        _settle(waiter, pending.result())
 
 
 def _render(block: ListBlock, attributes: bytes) -> Entry:

@@ -36,6 +36,9 @@ class GatedStore:
         await self.gate.wait()
         return await self.inner.get(recipient_id)
 
+    def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
+        return asyncio.ensure_future(self.get(recipient_id))
+
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
         return await self.inner.get_many(recipient_ids)
 

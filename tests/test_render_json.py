@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from app.campaigns import ItemField, ListBlock
 from app.render.json import render_list
@@ -97,3 +98,29 @@ def test_untrusted_url_characters_are_percent_encoded() -> None:
     recs = [{"name": "x", "sku": "a b<script>\"'{{x}}é"}]
     (item,) = items({"recs": recs})
     assert item["url"] == "https://shop.example.com/p/a%20b%3Cscript%3E%22%27%7B%7Bx%7D%7D%C3%A9"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sku-1",
+        "a.b_c~d",
+        "https://cdn.example.com/x/y.jpg",
+        "https://h.example:8443/p%20q",
+        "../up",
+        "/root",
+        "x y",
+        "https://h.example/a b",
+        "http://h.example/",
+        "javascript:alert(1)",
+        " sku-2 ",
+        "a:b",
+        "?q=1",
+    ],
+)
+def test_url_fast_paths_agree_with_the_general_path(value: str) -> None:
+    from app.render import json as render_json
+
+    base = "https://shop.example.com/p/"
+    general = render_json._url_general(value, base)
+    assert render_json._url(value, base) == general

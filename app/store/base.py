@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -35,6 +36,11 @@ class ProfileStore(Protocol):
     async def close(self) -> None: ...
 
     async def get(self, recipient_id: str) -> Profile | None: ...
+
+    def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
+        """Like ``get`` but returns the future itself (no coroutine), for callback-style callers
+        on the open-time path; it fails with StoreError. Must be called on the event loop."""
+        ...
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]: ...
 
