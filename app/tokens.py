@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 MAX_TOKEN_CHARS = 512
+AUTHENTIC_CACHE_SIZE = 20_000
 DEFAULT_TTL_SECONDS = 31 * 86400
 VERSION = 1
 MAC_SIZE = 16
@@ -228,14 +229,26 @@ class TokenVerifier:
         self._material = {key.kid: _material(key) for key in ring}
         self._esp_keys: dict[tuple[str, str], crypto.MacKey] = {}
         self._skew = clock_skew_seconds
+        # Authentic tokens seen lately: an email's blocks share one token and are fetched together,
+        # and re-opens repeat it. Only the (cheap) time checks run again on a hit. Cleared when full.
+        self._authentic: dict[str, Claims] = {}
 
     def verify(self, token: str, *, now: int) -> Claims:
+        claims = self._authentic.get(token)
+        if claims is None:
+            claims = self._authenticate(token)
+            if len(self._authentic) >= AUTHENTIC_CACHE_SIZE:
+                self._authentic.clear()
+            self._authentic[token] = claims
+        return claims if claims.form == "esp" else self._check_times(claims, now)
+
+    def _authenticate(self, token: str) -> Claims:
+        """The signature and layout checks, which do not depend on the time."""
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenMalformed(f"token is longer than {MAX_TOKEN_CHARS} characters")
         if token.startswith(ESP_PREFIX + "."):
             return self._verify_esp(token)
-        claims = self._verify_opentime(token)
-        return self._check_times(claims, now)
+        return self._verify_opentime(token)
 
     def _verify_opentime(self, token: str) -> Claims:
         data = _b64decode(token)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app import crypto
-from app.keyring import Key, KeyRing, remove, rotate
+from app.keyring import Key, KeyRing, new_keyring, remove, rotate
 from app.tokens import (
     MAX_TOKEN_CHARS,
     Claims,
@@ -474,3 +474,15 @@ def test_reasons_are_distinct_machine_codes() -> None:
     assert len(set(reasons)) == len(reasons)
     assert all(issubclass(cls, TokenError) for cls in classes)
     assert all(reason.startswith("token-") for reason in reasons)
+
+
+def test_remembered_tokens_are_still_checked_for_expiry() -> None:
+    # Attack: a token verified once must not stay valid past its expiry because it was cached.
+    ring = new_keyring(datetime(2026, 1, 1, tzinfo=UTC))
+    token = TokenSigner(ring).sign("spring", "cust-1", now=1_800_000_000, ttl_seconds=60)
+    verifier = TokenVerifier(ring)
+    assert verifier.verify(token, now=1_800_000_010).recipient == "cust-1"
+    with pytest.raises(TokenExpired):
+        verifier.verify(token, now=1_800_000_060)
+    with pytest.raises(TokenNotYetValid):
+        verifier.verify(token, now=1_799_000_000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -54,7 +55,9 @@ def shape_item(fields: tuple[ItemField, ...], raw: Any) -> dict[str, Any] | None
         return None
     item: dict[str, Any] = {}
     for field in fields:
-        value = _coerce(field, _lookup(raw, field.path))
+        path = field.path
+        value = raw.get(path[0], _MISSING) if len(path) == 1 else _lookup(raw, path)
+        value = _MISSING if value is _MISSING or value is None else _COERCE[field.type](field, value)
         if value is _MISSING:
             value = field.default
         if value is None:
@@ -73,31 +76,39 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
-def _coerce(field: ItemField, value: Any) -> Any:
-    if value is _MISSING or value is None:
-        return _MISSING
-    if field.type == "text":
-        return _text(value, field.max_length)
-    if field.type == "url":
-        return _url(value, field.base)
-    if field.type == "bool":
-        return value if isinstance(value, bool) else _MISSING
-    return _number(value, integer=field.type == "integer")
-
-
-def _text(value: Any, max_length: int) -> Any:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return _MISSING
-    text = str(value).strip()
-    if len(text) > max_length:
-        text = text[: max_length - 1].rstrip() + "…"
+def _text(field: ItemField, value: Any) -> Any:
+    if type(value) is not str:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _MISSING
+        value = str(value)
+    text = value.strip()
+    if len(text) > field.max_length:
+        text = text[: field.max_length - 1].rstrip() + "…"
     return text or _MISSING
 
 
-def _number(value: Any, *, integer: bool) -> Any:
+def _number(field: ItemField, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return _MISSING
-    return int(value) if integer else value
+    return int(value) if field.type == "integer" else value
+
+
+def _bool(field: ItemField, value: Any) -> Any:
+    return value if isinstance(value, bool) else _MISSING
+
+
+def _url_field(field: ItemField, value: Any) -> Any:
+    return _url(value, field.base)
+
+
+# Coercion by field type, looked up once per field instead of a chain of comparisons.
+_COERCE: dict[str, Callable[[ItemField, Any], Any]] = {
+    "text": _text,
+    "number": _number,
+    "integer": _number,
+    "bool": _bool,
+    "url": _url_field,
+}
 
 
 def _url(value: Any, base: str | None) -> Any:
