@@ -1,16 +1,21 @@
 """Open-time content: a block's rendered body for a recipient, within the block's time budget.
 
-Order of lookup: the in-process cache of rendered bodies, then the profile store. A cold lookup
-runs as a task shared by every concurrent request for the same key (coalescing); when it misses
-the budget the caller gets the block's static fallback and the task keeps running, so the next
-open is served fresh from the cache. Unknown recipients are remembered briefly (negative cache)
-so a flood of opens for them never reaches the store.
+Order of lookup: the in-process cache of rendered bodies, then the profile store. A cold lookup is
+shared by every concurrent request for the same key (coalescing); when it misses the budget the
+caller gets the block's static fallback and the lookup still completes and fills the cache, so the
+next open is served fresh. Unknown recipients are remembered briefly (negative cache) so a flood of
+opens for them never reaches the store.
+
+The cold path is built from callbacks and plain futures (the store calls back with the profile,
+each request awaits one future) and one timer per budget rather than a Task, ``asyncio.wait`` and a
+timer per request: those cost more than the SQLite read itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -51,8 +56,10 @@ class ListContent:
         self._cache = cache
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
-        # One future per key being fetched: concurrent opens of the same key share the lookup.
-        self._inflight: dict[Key, asyncio.Future[Entry]] = {}
+        # Requests waiting on each key being fetched: they share one store lookup.
+        self._inflight: dict[Key, list[asyncio.Future[Entry]]] = {}
+        self._stale: set[Key] = set()  # fetched before a profile change: answer, but don't cache
+        self._deadlines = Deadlines()
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
         """The fast path: a cache hit answers without awaiting anything."""
@@ -62,19 +69,15 @@ class ListContent:
     async def load(self, campaign: str, block: ListBlock, recipient: str) -> Outcome:
         """Fetch and render within the block's budget; a late fetch still fills the cache."""
         key = (campaign, block.name, recipient)
-        loop = asyncio.get_running_loop()
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = self._inflight[key] = loop.create_future()
-            self._store.lookup(recipient).add_done_callback(partial(self._fetched, key, block, pending))
-        # Plain futures and one timer instead of a Task and asyncio.wait: this is the cold hot path.
-        waiter: asyncio.Future[Entry] = loop.create_future()
-        timer = loop.call_later(block.budget_s, _settle, waiter, "budget-exceeded")
-        pending.add_done_callback(partial(_relay, waiter))
-        try:
-            return self._outcome(block, await waiter)
-        finally:
-            timer.cancel()
+        waiter: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        waiting = self._inflight.get(key)
+        if waiting is None:
+            self._inflight[key] = [waiter]
+            self._store.fetch(recipient, partial(self._fetched, key, block))
+        else:
+            waiting.append(waiter)
+        self._deadlines.add(waiter, block.budget_s)
+        return self._outcome(block, await waiter)
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
         """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
@@ -100,43 +103,38 @@ class ListContent:
 
     def _forget(self, key: Key) -> None:
         self._cache.discard(key)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            # It may have read the old profile: drop whatever it caches once it is done.
-            pending.add_done_callback(lambda _: self._cache.discard(key))
+        if key in self._inflight:
+            self._stale.add(key)  # its lookup may have read the old profile
 
     async def aclose(self) -> None:
         """Release opens still waiting on the store (on shutdown)."""
-        for pending in list(self._inflight.values()):
-            _settle(pending, "store-error")
+        for waiting in self._inflight.values():
+            for waiter in waiting:
+                _settle(waiter, "store-error")
         self._inflight.clear()
+        self._deadlines.clear()
 
     def _outcome(self, block: ListBlock, entry: Entry) -> Outcome:
         if isinstance(entry, bytes):
             return Outcome(entry)
         return Outcome(block.fallback_body, entry)
 
-    def _fetched(
-        self,
-        key: Key,
-        block: ListBlock,
-        pending: asyncio.Future[Entry],
-        lookup: asyncio.Future[Profile | None],
-    ) -> None:
-        """Store answered: render, cache, and wake every open waiting on this key."""
-        if self._inflight.get(key) is pending:
-            del self._inflight[key]
-        if pending.done():  # shut down meanwhile
-            return
-        if lookup.cancelled() or lookup.exception() is not None:
+    def _fetched(self, key: Key, block: ListBlock, result: Profile | StoreError | None) -> None:
+        """The store answered: render, cache, and wake every open waiting on this key."""
+        waiting = self._inflight.pop(key, [])
+        entry: Entry
+        if isinstance(result, StoreError):
             # Not cached: the next open retries the store.
-            logger.warning("profile store failed for block %s/%s: %r", key[0], key[1], lookup.exception())
-            pending.set_result("store-error")
-            return
-        profile = lookup.result()
-        entry: Entry = "unknown-recipient" if profile is None else _render(block, profile.attributes)
-        self._cache.set(key, entry, self._block_ttl(block, entry))
-        pending.set_result(entry)
+            logger.warning("profile store failed for block %s/%s: %s", key[0], key[1], result)
+            entry = "store-error"
+        else:
+            entry = "unknown-recipient" if result is None else _render(block, result.attributes)
+            if key in self._stale:
+                self._stale.discard(key)
+            else:
+                self._cache.set(key, entry, self._block_ttl(block, entry))
+        for waiter in waiting:
+            _settle(waiter, entry)
 
     def _block_ttl(self, block: ListBlock, entry: Entry) -> float:
         if isinstance(entry, str):
@@ -149,9 +147,53 @@ def _settle(future: asyncio.Future[Entry], entry: Entry) -> None:
         future.set_result(entry)
 
 
-def _relay(waiter: asyncio.Future[Entry], pending: asyncio.Future[Entry]) -> None:
-    if not pending.cancelled():
-        _settle(waiter, pending.result())
+class Deadlines:
+    """Settles waiters with ``budget-exceeded`` when their budget runs out, using one timer.
+
+    Waiters with the same budget expire in the order they were added, so one FIFO per budget value
+    and a single timer armed for the earliest head replace a timer per request.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[float, deque[tuple[float, asyncio.Future[Entry]]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def add(self, waiter: asyncio.Future[Entry], budget_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        queue = self._queues.get(budget_s)
+        if queue is None:
+            queue = self._queues[budget_s] = deque()
+        queue.append((deadline, waiter))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(loop, deadline)
+
+    def clear(self) -> None:
+        self._queues.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(when, self._expire), when
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest = None
+        for budget, queue in list(self._queues.items()):
+            while queue and (queue[0][0] <= now or queue[0][1].done()):
+                _settle(queue.popleft()[1], "budget-exceeded")
+            if not queue:
+                del self._queues[budget]
+            elif earliest is None or queue[0][0] < earliest:
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._arm(loop, earliest)
 
 
 def _render(block: ListBlock, attributes: bytes) -> Entry:

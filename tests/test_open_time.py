@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -15,7 +15,7 @@ from app.config import PROJECT_ROOT
 from app.demo import demo_rows, recipient_id
 from app.open_time import Entry, Key, ListContent
 from app.store import open_store
-from app.store.base import Profile, ProfileStore
+from app.store.base import Profile, ProfileStore, StoreError
 
 
 @pytest.fixture
@@ -30,14 +30,21 @@ class GatedStore:
         self.inner = inner
         self.gate = asyncio.Event()
         self.gets = 0
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, recipient_id: str) -> Profile | None:
         self.gets += 1
         await self.gate.wait()
         return await self.inner.get(recipient_id)
 
-    def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
-        return asyncio.ensure_future(self.get(recipient_id))
+    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+        async def run() -> None:
+            try:
+                callback(await self.get(recipient_id))
+            except StoreError as exc:
+                callback(exc)
+
+        self.tasks.add(asyncio.ensure_future(run()))
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
         return await self.inner.get_many(recipient_ids)

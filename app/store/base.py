@@ -38,8 +38,12 @@ class ProfileStore(Protocol):
     async def get(self, recipient_id: str) -> Profile | None: ...
 
     def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
-        """Like ``get`` but returns the future itself (no coroutine), for callback-style callers
-        on the open-time path; it fails with StoreError. Must be called on the event loop."""
+        """Like ``get`` but returns the future itself (no coroutine). Call it on the event loop."""
+        ...
+
+    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+        """Call ``callback`` on the event loop with the profile, None, or the StoreError: the cheapest
+        form, for the open-time path, which wakes its own waiters."""
         ...
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]: ...

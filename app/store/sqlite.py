@@ -11,13 +11,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from app.store.base import Profile, StoreError
 
 T = TypeVar("T")
-Waiters = dict[str, list["asyncio.Future[Profile | None]"]]
+# What a lookup's waiter is told: the profile, None (unknown recipient) or the StoreError.
+LookupResult = Profile | None | StoreError
+Waiters = dict[str, list[Callable[[LookupResult], None]]]
 
 SCHEMA_VERSION = 2
 READ_CHUNK = 500
@@ -132,17 +135,21 @@ class SQLiteProfileStore:
         return await self.lookup(recipient_id)
 
     def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
+        future: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
+        self.fetch(recipient_id, partial(_resolve, future))
+        return future
+
+    def fetch(self, recipient_id: str, callback: Callable[[LookupResult], None]) -> None:
+        """Call ``callback`` on the event loop with the result of a batched lookup (no future, no task:
+        the open-time path wakes its own waiters)."""
         loop = self._loop
         if loop is None:
-            failed: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
-            failed.set_exception(StoreError("store is not open"))
-            return failed
-        future: asyncio.Future[Profile | None] = loop.create_future()
-        self._pending.setdefault(recipient_id, []).append(future)
+            asyncio.get_running_loop().call_soon(callback, StoreError("store is not open"))
+            return
+        self._pending.setdefault(recipient_id, []).append(callback)
         if not (self._flush_scheduled or self._read_in_flight):
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return future
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
         reader, _ = self._open_threads()
@@ -205,11 +212,10 @@ class SQLiteProfileStore:
     def _deliver(self, batch: Waiters, outcome: dict[str, Profile] | Exception) -> None:
         self._read_in_flight = False
         if isinstance(outcome, dict):
-            for recipient_id, futures in batch.items():
+            for recipient_id, callbacks in batch.items():
                 profile = outcome.get(recipient_id)
-                for future in futures:
-                    if not future.done():  # a cancelled waiter is simply skipped
-                        future.set_result(profile)
+                for callback in callbacks:
+                    callback(profile)
         else:
             _fail(batch, outcome)
         if self._pending:
@@ -341,10 +347,18 @@ def _require(conn: sqlite3.Connection | None) -> sqlite3.Connection:
 
 
 def _fail(batch: Waiters, error: Exception) -> None:
-    for futures in batch.values():
-        for future in futures:
-            if not future.done():
-                # One exception object per waiter: a shared one would grow its traceback on every raise.
-                copy = StoreError(str(error))
-                copy.__cause__ = error.__cause__ if isinstance(error, StoreError) else error
-                future.set_exception(copy)
+    for callbacks in batch.values():
+        for callback in callbacks:
+            # One exception object per waiter: a shared one would grow its traceback on every raise.
+            copy = StoreError(str(error))
+            copy.__cause__ = error.__cause__ if isinstance(error, StoreError) else error
+            callback(copy)
+
+
+def _resolve(future: asyncio.Future[Profile | None], result: LookupResult) -> None:
+    if future.done():  # a cancelled waiter is simply skipped
+        return
+    if isinstance(result, StoreError):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
