@@ -249,7 +249,7 @@ def verify(keys_file: Path, token: str) -> None:
 
 
 def claims_dict(claims: Any) -> dict[str, Any]:
-    data = {name: getattr(claims, name) for name in claims.__slots__}
+    data = dict(claims._asdict())
     for stamp in ("issued_at", "expires_at"):
         if data.get(stamp) is not None:
             data[stamp + "_utc"] = datetime.fromtimestamp(data[stamp], UTC).isoformat()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -14,8 +13,7 @@ class StoreError(Exception):
     """The store is unusable or an operation failed; backends translate their driver errors to this."""
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
+class Profile(NamedTuple):
     """One recipient's profile.
 
     ``attributes`` stays orjson-encoded: a million decoded dicts cost ~2x the memory and long GC pauses.
