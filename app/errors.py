@@ -10,7 +10,10 @@ Exception tree::
         ├── Unauthorized      401  no valid API key; sends ``WWW-Authenticate: Bearer``
         ├── Forbidden         403  the API key lacks the endpoint's scope
         ├── NotFound          404
-        └── MethodNotAllowed  405
+        ├── MethodNotAllowed  405
+        ├── PayloadTooLarge   413
+        ├── UnsupportedMediaType 415
+        └── Unprocessable     422  well-formed but unusable (e.g. a campaign template fails)
 
 ``HTTPError.headers`` are extra response headers the handler must send.
 
@@ -66,3 +69,15 @@ class NotFound(HTTPError):
 
 class MethodNotAllowed(HTTPError):
     status_code = 405
+
+
+class PayloadTooLarge(HTTPError):
+    status_code = 413
+
+
+class UnsupportedMediaType(HTTPError):
+    status_code = 415
+
+
+class Unprocessable(HTTPError):
+    status_code = 422

@@ -15,7 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api_auth import require_scope
-from app.errors import BadRequest, CampaignError, HTTPError, NotFound
+from app.errors import (
+    BadRequest,
+    CampaignError,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from app.render.email import EmailLimitError, parts_json, to_message
 from app.render.templates import TemplateError
 from app.services import Services
@@ -23,18 +30,6 @@ from app.services import Services
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500
 FORMATS = ("parts", "eml")
-
-
-class PayloadTooLarge(HTTPError):
-    status_code = 413
-
-
-class UnsupportedMediaType(HTTPError):
-    status_code = 415
-
-
-class Unprocessable(HTTPError):
-    status_code = 422
 
 
 def json_response(data: Any, status: int = 200) -> Response:
