@@ -7,17 +7,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.importer import (
+from app.import_rows import (
     BadRow,
     CsvSchema,
     HeaderError,
     ImportFileError,
     RowError,
     detect_format,
-    import_file,
     parse_jsonl_line,
-    progress_total,
 )
+from app.importer import import_file, progress_total
 from app.store import SQLiteProfileStore, StoreError
 
 SECRET = "s3cret-value"  # an attribute value that must never show up in a reason
