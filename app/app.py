@@ -24,8 +24,9 @@ from app.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
-from app.routes import api, ops, preview
+from app.routes import api, ops, preview, webhooks
 from app.routes.form import form_app
+from app.routes.images import image_app
 from app.routes.open_time import list_app, not_found
 from app.routes.pages import fragment_app, view_app
 from app.services import running_services
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             yield {"services": services}
 
     starlette = Starlette(
-        routes=[*ops.routes, *api.routes, *preview.routes],
+        routes=[*ops.routes, *api.routes, *preview.routes, *webhooks.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         "list": AmpCorsMiddleware(list_app, policy),  # amp-list and amp-form need AMP CORS
         "form": AmpCorsMiddleware(form_app, policy),
         "html": fragment_app,
+        "img": image_app,
         "view": view_app,
     }
     return OpentimeApp(starlette, open_time)

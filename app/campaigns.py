@@ -1,6 +1,7 @@
 """Campaign definitions: ``amp_templates/<campaign>/blocks.toml`` and their static fallbacks.
 
-A campaign declares its dynamic blocks: ``list`` blocks (below) and ``form`` blocks (``app.forms``).
+A campaign declares its dynamic blocks: ``list`` blocks (below), ``form`` blocks (``app.forms``) and
+``image`` blocks (``app.images.blocks``).
 A ``list`` block says which profile data it reads (``source``, a dotted path into the profile
 attributes), how each item is shaped (``fields``), how many items it keeps, its open-time budget and
 the static fallback JSON served when the data is late, missing or the token is bad. Everything is
@@ -23,6 +24,8 @@ import orjson
 
 from app.errors import CampaignError
 from app.forms import FormBlock, form_block
+from app.images.blocks import image_block
+from app.images.layout import ImageBlock
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -69,6 +72,7 @@ class Campaign:
     has_email: bool = False  # email.txt, email.amp.html and email.html are all present
     fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
     forms: Mapping[str, FormBlock] = dataclasses.field(default_factory=dict)  # amp-form blocks (app.forms)
+    images: Mapping[str, ImageBlock] = dataclasses.field(default_factory=dict)  # image blocks (app.images)
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
@@ -101,6 +105,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
     lists = {}
     forms = {}
+    images = {}
     for block_name, spec in blocks.items():
         where = f"{path} [blocks.{block_name}]"
         if not BLOCK_NAME.fullmatch(block_name):
@@ -111,8 +116,10 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
             lists[block_name] = _list_block(block_name, spec, static_dir, where, default_budget_ms)
         elif kind == "form":
             forms[block_name] = form_block(block_name, spec, where)
+        elif kind == "image":
+            images[block_name] = image_block(block_name, spec, static_dir, where, default_budget_ms)
         else:
-            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form)")
+            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form, image)")
     return Campaign(
         name=name,
         title=_meta_str(meta, "title", path, default=name),
@@ -122,6 +129,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         has_email=_email_parts(folder),
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
         forms=forms,
+        images=images,
     )
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from app.campaigns import Campaign, load_campaigns
 from app.cli_apikeys import apikeys
+from app.cli_events import events
 from app.cli_preview import preview
 from app.config import DEFAULT_DATABASE_URL, FIELDS, PROJECT_ROOT, Settings, load_settings, masked
 from app.errors import CampaignError, ConfigError
@@ -106,6 +107,7 @@ def main() -> None:
 
 main.add_command(apikeys)
 main.add_command(preview)
+main.add_command(events)
 
 
 # --- settings ---

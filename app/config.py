@@ -23,6 +23,7 @@ CONFIG_ENV = "OPENTIME_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+MIN_SECRET_LENGTH = 16
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'opentime.db'}"
 
 
@@ -53,6 +54,9 @@ class Settings:
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "info"
     access_log: bool = False
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_tolerance_seconds: int = 300
+    webhook_max_body_bytes: int = 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -148,6 +152,15 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return cleaned
 
 
+def _secret_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str | list | tuple) and not value:
+        return ()  # no secrets: webhooks are disabled
+    secrets = _str_list(value)
+    if any(len(s) < MIN_SECRET_LENGTH for s in secrets):
+        raise ValueError(f"each secret must be at least {MIN_SECRET_LENGTH} characters")
+    return secrets
+
+
 def _base_url(value: Any) -> str:
     url = _str(value).rstrip("/")
     parts = urlsplit(url)
@@ -190,6 +203,14 @@ FIELDS: tuple[Field, ...] = (
     Field("forwarded_allow_ips", _str, "Proxies whose X-Forwarded-* headers are trusted (comma list or *)."),
     Field("log_level", _log_level, "Log level: critical, error, warning, info or debug."),
     Field("access_log", _bool, "Log every request (halves throughput; off by default)."),
+    Field(
+        "webhook_secrets",
+        _secret_list,
+        "HMAC secrets for POST /webhooks/events (comma list, newest first; empty disables webhooks).",
+        sensitive=True,
+    ),
+    Field("webhook_tolerance_seconds", _positive_int, "Accepted age of a webhook signature's timestamp."),
+    Field("webhook_max_body_bytes", _positive_int, "Largest webhook body accepted (413 beyond)."),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
@@ -252,6 +273,8 @@ def _parse(field: Field, value: Any, source: str) -> Any:
 
 def masked(field: Field, value: Any) -> str:
     """Render a value for display, hiding credentials."""
+    if field.sensitive and isinstance(value, tuple):
+        return f"<{len(value)} secret(s)>"
     text = ", ".join(value) if isinstance(value, tuple) else str(value)
     if field.sensitive:
         parts = urlsplit(text)

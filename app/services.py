@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from app.apikeys import ApiKeyCache
 from app.cache import BoundedCache
+from app.cache_policy import CachePolicy
 from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
 from app.config import Settings
+from app.images.content import ImageContent
 from app.keyring import load_keyring
 from app.open_time import Entry, Key, ListContent
 from app.render.templates import Templates
 from app.sendtime import SendTime
 from app.store import open_store
 from app.store.base import ProfileStore
+from app.store.sqlite_events import EventWriter
 from app.tokens import TokenSigner, TokenVerifier
+from app.webhook_auth import ReplayGuard
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,15 @@ class Services:
     sendtime: SendTime
     api_key_cache: ApiKeyCache
     clock: Callable[[], float]
+    events: EventWriter  # webhook events: group commit, then cache invalidation
+    replay_guard: ReplayGuard
+    images: ImageContent
+    cache_policy: CachePolicy
+
+    def forget(self, recipient: str) -> None:
+        """The recipient's profile changed: drop what this process cached from the old data."""
+        self.lists.forget(recipient, self.campaigns)
+        self.images.forget(recipient)
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -69,6 +83,9 @@ async def running_services(
         ttl_seconds=settings.cache_ttl_seconds,
         negative_ttl_seconds=settings.negative_ttl_seconds,
     )
+    images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
+    forget = partial(_forget, lists, campaigns, images)
+    events = EventWriter(store, clock=clock, on_commit=forget)
     try:
         yield Services(
             settings=settings,
@@ -81,7 +98,20 @@ async def running_services(
             sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
             api_key_cache=ApiKeyCache(),
             clock=clock,
+            events=events,
+            replay_guard=ReplayGuard(settings.webhook_tolerance_seconds),
+            images=images,
+            cache_policy=CachePolicy(ring.signing_key.secret),
         )
     finally:
+        images.close()
         await lists.aclose()
         await store.close()
+
+
+def _forget(
+    lists: ListContent, campaigns: Mapping[str, Campaign], images: ImageContent, recipients: Iterable[str]
+) -> None:
+    for recipient in recipients:
+        lists.forget(recipient, campaigns)
+        images.forget(recipient)

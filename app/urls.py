@@ -20,6 +20,11 @@ def form_url(base_url: str, token: str, block: str) -> str:
     return f"{base_url}/v1/{token}/form/{block}"
 
 
+def img_url(base_url: str, token: str, block: str, *, ext: str = "png", retina: bool = False) -> str:
+    """An image block; ``@2x`` renders at double size (give the <img> the 1x width and height)."""
+    return f"{base_url}/v1/{token}/img/{block}{'@2x' if retina else ''}.{ext}"
+
+
 def view_url(base_url: str, token: str) -> str:
     return f"{base_url}/v1/{token}/view"
 
@@ -29,16 +34,21 @@ def campaign_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, st
     urls = {f"list:{name}": list_url(base_url, token, name) for name in campaign.lists}
     urls.update({f"html:{name}": html_url(base_url, token, name) for name in sorted(campaign.fragments)})
     urls.update({f"form:{name}": form_url(base_url, token, name) for name in campaign.forms})
+    urls.update({f"img:{name}": img_url(base_url, token, name) for name in campaign.images})
+    urls.update({f"img2x:{name}": img_url(base_url, token, name, retina=True) for name in campaign.images})
     if campaign.has_email:
         urls["view"] = view_url(base_url, token)
     return urls
 
 
 def template_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, Any]:
-    """The same URLs nested for templates: ``urls.list.picks``, ``urls.form.rate``, ``urls.view``."""
+    """The same URLs nested for templates: ``urls.list.picks``, ``urls.form.rate``, ``urls.img.banner``,
+    ``urls.img2x.banner`` (retina), ``urls.view``."""
     return {
         "list": {name: list_url(base_url, token, name) for name in campaign.lists},
         "html": {name: html_url(base_url, token, name) for name in campaign.fragments},
         "form": {name: form_url(base_url, token, name) for name in campaign.forms},
+        "img": {name: img_url(base_url, token, name) for name in campaign.images},
+        "img2x": {name: img_url(base_url, token, name, retina=True) for name in campaign.images},
         "view": view_url(base_url, token),
     }

@@ -54,7 +54,7 @@ def test_sign_then_verify_round_trip(runner: CliRunner, keys_file: Path) -> None
     )
     assert code == 0
     token = out.strip().splitlines()[-1]
-    assert "@" not in out and "ada" not in out
+    assert "ada@example.com" not in out and "@example.com" not in out
     assert "list:picks: https://amp.example.com/v1/" in out
     code, out, _ = run(runner, "verify", "--keys", str(keys_file), token)
     claims = json.loads(out)

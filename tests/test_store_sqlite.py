@@ -147,7 +147,7 @@ async def test_unopenable_path_raises_store_error(tmp_path: Path) -> None:
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA user_version=2")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         await SQLiteProfileStore(db_path).open()

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
+import jinja2.sandbox
 
 from app.errors import OpentimeError
 
@@ -79,6 +81,40 @@ class Templates:
             env.get_template(name)
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc, name)) from None
+
+
+class TextTemplate:
+    """A one-line template drawn into an image (``image`` blocks): compiled once, sandboxed, not escaped.
+
+    Sandboxed because image layouts see profile data that came from outside; not escaped because the
+    output is pixels, not HTML. ``variables`` names the context variables it reads (e.g. ``now``), so a
+    caller can tell whether the output depends on more than the profile.
+    """
+
+    __slots__ = ("_template", "source", "variables", "where")
+
+    def __init__(self, source: str, *, where: str) -> None:
+        env = _text_sandbox()
+        try:
+            self._template = env.from_string(source)
+            self.variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{where}: {exc.message}") from None
+        self.source = source
+        self.where = where
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        try:
+            return self._template.render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{self.where}: {exc}") from None
+
+
+@functools.cache
+def _text_sandbox() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    return jinja2.sandbox.ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, auto_reload=False
+    )
 
 
 def render_page(name: str, context: Mapping[str, Any]) -> str:

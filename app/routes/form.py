@@ -88,7 +88,7 @@ async def submit(
     )
     saved = await _save(services, submission)
     if saved.profile_changed:
-        services.lists.forget(recipient, services.campaigns)
+        services.forget(recipient)
     return {"message": block.success_message, "duplicate": saved.duplicate, "submitted": values}
 
 

@@ -22,7 +22,7 @@ T = TypeVar("T")
 LookupResult = Profile | None | StoreError
 Waiters = dict[str, list[Callable[[LookupResult], None]]]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 READ_CHUNK = 500
 # Padding IN (...) lists to a few sizes keeps the statement cache hot instead of compiling 500 variants.
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, READ_CHUNK)
@@ -58,6 +58,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             created_at REAL NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS form_submissions_by_recipient ON form_submissions (recipient_id)",
+    ),
+    3: (
+        # Applied webhook events, by id: a replayed id is a no-op (app/store/sqlite_events.py).
+        """CREATE TABLE IF NOT EXISTS events (
+            id TEXT PRIMARY KEY,
+            recipient TEXT NOT NULL,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            received_at REAL NOT NULL
+        ) WITHOUT ROWID""",
     ),
 }
 _UPSERT = """

@@ -1,0 +1,134 @@
+"""``POST /webhooks/events``: signed customer-data events, acknowledged only once committed.
+
+Checks, in order: webhooks configured (503), ``Content-Type: application/json`` (415), body size
+(413, from Content-Length before reading, and while reading), signature and timestamp (401), replay
+(401), JSON (400), each event (reported per index and field). Valid events are committed through the
+group-committing ``EventWriter``, then the recipients' cached outputs are dropped.
+
+Answers: 200 when every event was applied or was a duplicate, 207 when some were rejected (the body
+says which), 400 when none was valid, 503 when the store could not commit (nothing acknowledged:
+retry, ids make it safe).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.events import BatchError, Event, EventError, parse_batch
+from app.services import Services
+from app.store.base import StoreError
+from app.store.sqlite_events import Status, statuses_json
+from app.webhook_auth import HEADER, SignatureError, Verified, verify
+
+logger = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body = {"error": error, **extra}
+
+
+def reply(body: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body), status, media_type="application/json", headers={"cache-control": "no-store"}
+    )
+
+
+async def receive_events(request: Request) -> Response:
+    services: Services = request.state.services
+    try:
+        return await _receive(request, services)
+    except Refused as exc:
+        return reply(exc.body, exc.status)
+
+
+async def _receive(request: Request, services: Services) -> Response:
+    settings = services.settings
+    if not settings.webhook_secrets:
+        raise Refused(503, "webhooks are disabled: set webhook_secrets to enable them")
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+        raise Refused(415, "send the events with Content-Type: application/json")
+    body = await read_body(request, settings.webhook_max_body_bytes)
+    verified = _authenticate(request, services, body)
+    try:
+        return await _ingest(services, body)
+    except BaseException:
+        services.replay_guard.forget(verified)  # not acknowledged: the same request may be retried
+        raise
+
+
+def _authenticate(request: Request, services: Services, body: bytes) -> Verified:
+    now = services.clock()
+    try:
+        verified = verify(
+            request.headers.get(HEADER),
+            body,
+            services.settings.webhook_secrets,
+            now=now,
+            tolerance=services.settings.webhook_tolerance_seconds,
+        )
+        services.replay_guard.check(verified, now)
+    except SignatureError as exc:
+        raise Refused(401, str(exc), reason=exc.reason) from None
+    return verified
+
+
+async def _ingest(services: Services, body: bytes) -> Response:
+    try:
+        events, errors = parse_batch(orjson.loads(body), now=services.clock())
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, f"body is not valid JSON: {exc}") from None
+    except BatchError as exc:
+        raise Refused(400, str(exc)) from None
+    if not events:
+        raise Refused(400, "no valid event in the request", errors=[e.as_json() for e in errors])
+    try:
+        statuses = await services.events.write([event for _, event in events])
+    except StoreError:
+        logger.warning("webhook events not saved", exc_info=True)
+        raise Refused(503, "events could not be saved, nothing was applied: retry") from None
+    errors += _unapplied(events, statuses)
+    results = statuses_json(events, statuses)
+    results += [{"index": i, "status": "rejected"} for i in sorted({e.index for e in errors})]
+    results = [r for r in results if r["status"] != "unreadable-profile"]
+    results.sort(key=lambda r: int(r["index"]))
+    body_out = {
+        "applied": statuses.count("applied"),
+        "duplicates": statuses.count("duplicate"),
+        "rejected": len({e.index for e in errors}),
+        "results": results,
+        "errors": sorted((e.as_json() for e in errors), key=lambda e: int(e["index"])),
+    }
+    return reply(body_out, 207 if errors else 200)
+
+
+def _unapplied(events: list[tuple[int, Event]], statuses: list[Status]) -> list[EventError]:
+    return [
+        EventError(index, "recipient", "the stored profile is not a JSON object; event not applied", event.id)
+        for (index, event), status in zip(events, statuses, strict=True)
+        if status == "unreadable-profile"
+    ]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    too_large = Refused(413, f"body larger than {limit} bytes; send smaller batches")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+routes = [Route("/webhooks/events", receive_events, methods=["POST"])]

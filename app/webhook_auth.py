@@ -1,0 +1,139 @@
+"""Webhook signatures: ``Opentime-Signature: t=<unix seconds>,v1=<hex>`` (Stripe-style).
+
+``v1`` is HMAC-SHA256 of ``b"<t>." + raw body`` under one of the configured secrets, hex-encoded. A
+header may carry several ``v1=`` values (a sender signing with old and new secret during a rotation);
+any of them matching any configured secret is enough. Checks run in named steps with specific
+failures: missing header, malformed header, timestamp outside the tolerance window, no matching
+signature, and a signature already seen (replay). Comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+HEADER = "opentime-signature"
+SCHEME = "v1"
+MAX_SIGNATURES = 8  # per header: bounds the work an unauthenticated request can cause
+
+
+class SignatureError(Exception):
+    """The request is not authentic; ``reason`` is a stable code for clients and logs."""
+
+    reason = "bad-signature"
+
+
+class MissingSignature(SignatureError):
+    reason = "missing-signature"
+
+
+class MalformedSignature(SignatureError):
+    reason = "malformed-signature"
+
+
+class StaleTimestamp(SignatureError):
+    reason = "timestamp-outside-tolerance"
+
+
+class BadSignature(SignatureError):
+    reason = "bad-signature"
+
+
+class ReplayedSignature(SignatureError):
+    reason = "replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    timestamp: int
+    signature: str  # the v1 value that matched: what the replay guard remembers
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    message = str(timestamp).encode("ascii") + b"." + body
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def sign_header(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
+    """The header value a sender sends: one ``v1`` per secret (several during a rotation)."""
+    return ",".join([f"t={timestamp}", *(f"{SCHEME}={signature(s, timestamp, body)}" for s in secrets)])
+
+
+def parse_header(value: str | None) -> tuple[int, list[str]]:
+    if not value:
+        raise MissingSignature(f"send the {HEADER} header: t=<unix seconds>,v1=<hex hmac-sha256>")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for item in value.split(","):
+        key, sep, text = item.strip().partition("=")
+        if not sep:
+            raise MalformedSignature("expected comma-separated key=value pairs")
+        if key == "t":
+            if timestamp is not None or not text.isascii() or not text.isdigit() or len(text) > 12:
+                raise MalformedSignature("t must appear once, as whole unix seconds")
+            timestamp = int(text)
+        elif key == SCHEME:
+            candidates.append(text.lower())
+        # Unknown schemes (v0, v2...) are ignored, so senders can add new ones first.
+    if timestamp is None or not candidates:
+        raise MalformedSignature(f"expected t=<unix seconds> and at least one {SCHEME}=<hex>")
+    if len(candidates) > MAX_SIGNATURES:
+        raise MalformedSignature(f"at most {MAX_SIGNATURES} {SCHEME} signatures")
+    return timestamp, candidates
+
+
+def verify(
+    header: str | None, body: bytes, secrets: Sequence[str], *, now: float, tolerance: float
+) -> Verified:
+    """Check the header against every secret; raises a ``SignatureError`` subclass."""
+    timestamp, candidates = parse_header(header)
+    if abs(now - timestamp) > tolerance:
+        raise StaleTimestamp(f"timestamp is more than {tolerance:g} s from the server clock")
+    expected = [signature(secret, timestamp, body) for secret in secrets]
+    for candidate in candidates:
+        # Every expected value is compared (no early exit on the secret that matched first).
+        matched = [hmac.compare_digest(candidate, e) for e in expected]
+        if any(matched):
+            return Verified(timestamp, candidate)
+    raise BadSignature("no signature matches the body with a configured secret")
+
+
+class ReplayGuard:
+    """Remembers accepted signatures until they leave the tolerance window, at most ``capacity``.
+
+    A signature covers the timestamp and the body, so the same signature inside the window is the
+    same request sent again. When full, the oldest entries go first: a flood can push out memory of
+    old requests, which event-id idempotency then still catches.
+    """
+
+    def __init__(self, tolerance: float, capacity: int = 100_000) -> None:
+        self._tolerance = tolerance
+        self._capacity = capacity
+        self._seen: OrderedDict[str, float] = OrderedDict()  # signature -> when it leaves the window
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check(self, verified: Verified, now: float) -> None:
+        """Remember ``verified`` or raise ``ReplayedSignature`` if it was seen in the window."""
+        self._expire(now)
+        if verified.signature in self._seen:
+            raise ReplayedSignature("this signature was already used; sign each request anew")
+        self._seen[verified.signature] = verified.timestamp + self._tolerance
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+
+    def forget(self, verified: Verified) -> None:
+        """Allow a retry of a request that was not acknowledged (e.g. the store was down)."""
+        self._seen.pop(verified.signature, None)
+
+    def _expire(self, now: float) -> None:
+        # Arrival order is close to expiry order; an out-of-order entry just lives a little longer.
+        while self._seen:
+            signature, expires = next(iter(self._seen.items()))
+            if expires >= now:
+                return
+            del self._seen[signature]

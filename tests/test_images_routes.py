@@ -1,0 +1,166 @@
+"""``/v1/{token}/img/...`` through the full app: decoded pixels, fallbacks on every failure, headers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from PIL import Image, ImageChops
+from starlette.testclient import TestClient
+
+from app.app import create_app
+from app.config import Settings
+from app.demo import demo_rows, recipient_id
+from app.images import render
+from app.images.layout import prepare
+from app.tokens import TokenSigner
+from tests.conftest import BASE_URL
+from tests.test_images_helpers import decode, write_campaign
+
+NO_CACHE = "no-cache, no-store, must-revalidate, max-age=0"
+
+
+def url(signer: TokenSigner, name: str, recipient: str | None = recipient_id(1), **kw: int) -> str:
+    now = kw.pop("now", int(time.time()))
+    if recipient is None:
+        return f"/v1/{signer.sign_shared('demo', now=now, **kw)}/img/{name}"
+    return f"/v1/{signer.sign('demo', recipient, now=now, **kw)}/img/{name}"
+
+
+def profile(index: int) -> dict[str, object]:
+    rows = dict(demo_rows(index))
+    return orjson.loads(rows[recipient_id(index)])  # type: ignore[no-any-return]
+
+
+def greeting_box(image: Image.Image) -> Image.Image:
+    return image.convert("RGB").crop((32, 30, 392, 90))
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "size"),
+    [
+        ("banner.png", "PNG", (600, 200)),
+        ("banner.jpg", "JPEG", (600, 200)),
+        ("banner.gif", "GIF", (600, 200)),
+        ("banner@2x.png", "PNG", (1200, 400)),
+        ("banner@2x.jpg", "JPEG", (1200, 400)),
+    ],
+)
+def test_banner_formats_and_sizes(
+    client: TestClient, signer: TokenSigner, name: str, fmt: str, size: tuple[int, int]
+) -> None:
+    response = client.get(url(signer, name))
+    assert response.status_code == 200 and "x-opentime-fallback" not in response.headers
+    image = decode(response.content)
+    assert (image.format, image.size) == (fmt, size)
+    assert response.headers["content-type"] == Image.MIME[fmt]
+
+
+def test_recipient_text_is_drawn(client: TestClient, signer: TokenSigner) -> None:
+    services = client.app_state["services"]
+    block = services.campaigns["demo"].images["banner"]
+    served = decode(client.get(url(signer, "banner.png", recipient_id(3))).content)
+    context = {"profile": profile(3), "now": None, "fetch_class": "direct"}
+    reference = decode(render.render(prepare(block, context, "png", 1)))
+    assert ImageChops.difference(served.convert("RGB"), reference.convert("RGB")).getbbox() is None
+    other = {**profile(3), "first_name": "Zed"}
+    different = decode(render.render(prepare(block, {**context, "profile": other}, "png", 1)))
+    assert ImageChops.difference(greeting_box(served), greeting_box(different)).getbbox() is not None
+    background = decode(block.fallbacks["png", 1])
+    assert ImageChops.difference(greeting_box(served), greeting_box(background)).getbbox() is not None
+
+
+def test_personal_headers_etag_and_304(client: TestClient, signer: TokenSigner) -> None:
+    path = url(signer, "banner.png")
+    first = client.get(path)
+    headers = first.headers
+    assert headers["cache-control"] == NO_CACHE
+    assert headers["cdn-cache-control"] == headers["surrogate-control"] == "max-age=30, stale-if-error=86400"
+    assert headers["surrogate-key"].startswith("r-") and recipient_id(1) not in headers["surrogate-key"]
+    etag = headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    head = client.head(path)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+
+
+def test_bad_token_gets_a_neutral_pixel(client: TestClient) -> None:
+    response = client.get("/v1/not-a-token/img/banner.gif")
+    assert response.status_code == 200
+    assert response.headers["x-opentime-fallback"] == "token-malformed"
+    assert response.headers["cdn-cache-control"] == "max-age=5"
+    assert decode(response.content).size == (1, 1)
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("expired", "token-expired"), ("unknown", "unknown-recipient")])
+def test_fallback_image_of_block_size(
+    client: TestClient, signer: TokenSigner, kind: str, reason: str
+) -> None:
+    if kind == "expired":
+        path = url(signer, "banner@2x.png", now=int(time.time()) - 1000, ttl_seconds=10)
+    else:
+        path = url(signer, "banner@2x.png", "cust-9999999")
+    response = client.get(path)
+    assert response.status_code == 200 and response.headers["x-opentime-fallback"] == reason
+    assert decode(response.content).size == (1200, 400)
+    assert response.headers["cache-control"] == NO_CACHE and "surrogate-key" not in response.headers
+
+
+def test_store_down_and_unknown_block(client: TestClient, signer: TokenSigner) -> None:
+    services = client.app_state["services"]
+    client.portal.call(services.store.close)  # type: ignore[union-attr]
+    response = client.get(url(signer, "banner.jpg", recipient_id(7)))
+    assert response.headers["x-opentime-fallback"] == "store-error"
+    assert decode(response.content).size == (600, 200)
+    unknown = client.get(url(signer, "nope.png"))
+    assert unknown.status_code == 200 and unknown.headers["x-opentime-fallback"] == "unknown-block"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/x/img/banner", "/v1/x/img/banner.bmp", "/v1/x/img/a/b.png", "/v1/x/img/"]
+)
+def test_non_image_urls_are_404(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_post_is_405(client: TestClient, signer: TokenSigner) -> None:
+    assert client.post(url(signer, "banner.png")).status_code == 405
+
+
+SHARED = """
+[blocks.banner]
+kind = "image"
+width = 200
+height = 60
+cache_ttl_seconds = 45
+[[blocks.banner.layers]]
+type = "text"
+text = "{{ 'proxy' if fetch_class != 'direct' else 'you' }}"
+"""
+
+
+@pytest.fixture
+def shared_client(tmp_path: Path, settings: Settings) -> Iterator[TestClient]:
+    write_campaign(tmp_path / "templates", SHARED, name="demo")
+    app = create_app(settings.replace(templates_dir=tmp_path / "templates"))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def test_shared_token_cacheable_until_ttl_and_fetch_class_in_text(
+    shared_client: TestClient, signer: TokenSigner
+) -> None:
+    direct = shared_client.get(
+        url(signer, "banner.png", None), headers={"User-Agent": "Mozilla/5.0 (X11) Chrome/126"}
+    )
+    assert "x-opentime-fallback" not in direct.headers
+    assert direct.headers["cdn-cache-control"] == "max-age=45, stale-if-error=86400"
+    assert direct.headers["surrogate-key"] == "c-demo"
+    gmail = shared_client.get(url(signer, "banner.png", None), headers={"User-Agent": "GoogleImageProxy"})
+    assert gmail.content != direct.content
+    content = shared_client.app_state["services"].images
+    assert content.fetch_counts["gmail-proxy"] == 1 and content.fetch_counts["direct"] == 1

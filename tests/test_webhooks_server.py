@@ -1,0 +1,131 @@
+"""Webhooks against a real ``opentime serve`` process: crash safety and the CLI round trip."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from app.cli_events import events
+from app.config import Settings
+from app.demo import recipient_id
+from app.tokens import TokenSigner
+from app.webhook_auth import sign_header
+from tests.conftest import SENDER
+from tests.servers import free_port, running
+
+pytestmark = pytest.mark.server
+SECRET = "whsec-server-test-0123456789"
+POSTERS = 8
+KILL_AFTER = 150  # acknowledged events before the SIGKILL
+
+
+def write_config(settings: Settings, port: int, path: Path) -> Path:
+    path.write_text(
+        f'public_base_url = "http://127.0.0.1:{port}"\n'
+        f'keys_file = "{settings.keys_file}"\n'
+        f'database_url = "{settings.database_url}"\n'
+        f'allowed_senders = ["{SENDER}"]\n'
+        f'webhook_secrets = ["{SECRET}"]\n'
+        f"port = {port}\n"
+    )
+    return path
+
+
+def stored_ids(settings: Settings) -> set[str]:
+    conn = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+    try:
+        return {row[0] for row in conn.execute("SELECT id FROM events")}
+    finally:
+        conn.close()
+
+
+class Poster(threading.Thread):
+    """Posts one signed event at a time until the server goes away; remembers what was acknowledged."""
+
+    def __init__(self, url: str, name: str, acked: list[str], stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.url, self.prefix, self.acked, self.stop = url, name, acked, stop
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            for n in range(100_000):
+                if self.stop.is_set():
+                    return
+                event_id = f"{self.prefix}-{n}"
+                body = orjson.dumps(
+                    {
+                        "id": event_id,
+                        "type": "product.viewed",
+                        "recipient": recipient_id(1 + n % 10),
+                        "occurred_at": "2024-05-01T10:00:00Z",
+                        "payload": {"sku": f"sku-{n}"},
+                    }
+                )
+                header = sign_header([SECRET], int(time.time()), body)
+                try:
+                    response = client.post(
+                        self.url,
+                        content=body,
+                        headers={"content-type": "application/json", "opentime-signature": header},
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone: this event was never acknowledged
+                if response.status_code == 200:
+                    self.acked.append(event_id)
+
+
+def test_every_acknowledged_event_survives_sigkill(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(settings, port, tmp_path / "opentime.toml")
+    url = f"http://127.0.0.1:{port}/webhooks/events"
+    acked: list[str] = []
+    stop = threading.Event()
+    with running(["serve", "--config", str(config)], port, tmp_path / "server.log") as process:
+        posters = [Poster(url, f"p{i}", acked, stop) for i in range(POSTERS)]
+        for poster in posters:
+            poster.start()
+        deadline = time.monotonic() + 30
+        while len(acked) < KILL_AFTER and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)  # mid-stream: requests are in flight
+        process.wait()
+        stop.set()
+        for poster in posters:
+            poster.join(10)
+    assert len(acked) >= KILL_AFTER
+    with running(["serve", "--config", str(config)], port, tmp_path / "server2.log"):
+        pass  # restart: opens the database, recovers the WAL
+    missing = set(acked) - stored_ids(settings)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_cli_send_changes_the_next_open(settings: Settings, tmp_path: Path, signer: TokenSigner) -> None:
+    port = free_port()
+    config = write_config(settings, port, tmp_path / "opentime.toml")
+    base = f"http://127.0.0.1:{port}"
+    token = signer.sign("demo", recipient_id(2), now=int(time.time()))
+    picks = f"{base}/v1/{token}/list/picks.json"
+    payload = '{"recommendations": [{"name": "From the CLI", "price": 1, "sku": "c", "image": "c.jpg"}]}'
+    args = ["send", "--url", base, "--recipient", recipient_id(2), "--type", "profile.updated"]
+    with running(["serve", "--config", str(config)], port, tmp_path / "server.log"):
+        assert len(httpx.get(picks, headers={"AMP-Email-Sender": SENDER}).json()["items"]) == 4
+        result = CliRunner().invoke(
+            events, [*args, "--payload", payload, "--id", "cli-1"], env={"OPENTIME_WEBHOOK_SECRET": SECRET}
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("200 ")
+        items = httpx.get(picks, headers={"AMP-Email-Sender": SENDER}).json()["items"]
+        assert [i["name"] for i in items] == ["From the CLI"]
+        wrong = CliRunner().invoke(events, [*args, "--secret", "whsec-wrong-0123456789", "--payload", "{}"])
+        assert wrong.exit_code == 1
+        assert wrong.output.startswith("401 ")
+    bad_json = CliRunner().invoke(events, [*args, "--secret", SECRET, "--payload", "{nope"])
+    assert bad_json.exit_code == 2
