@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from app.keyring import KeyRingError, load_keyring, new_keyring, save_keyring
 from app.services import load_campaigns_for
 from app.store import open_store
 from app.tokens import TokenSigner
-from app.urls import html_url, list_url, view_url
+from app.urls import html_url, img_url, list_url, view_url
 
 DEMO_RECIPIENTS = 1000
 
@@ -82,6 +83,7 @@ def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
             None,
             keys_file=str(folder / "keys.json"),
             allowed_senders=DEMO_SENDER,
+            webhook_secrets=secrets.token_urlsafe(24),
             database_url=f"sqlite:///{folder / 'demo.db'}",
             **overrides,
         ).settings
@@ -104,8 +106,9 @@ def write_toml(path: Path, settings: Settings) -> Path:
     for name in ("public_base_url", "keys_file", "database_url", "host", "port", "workers"):
         value = getattr(settings, name)
         lines.append(f"{name} = {value}" if isinstance(value, int) else f'{name} = "{value}"')
-    senders = ", ".join(f'"{s}"' for s in settings.allowed_senders)
-    lines.append(f"allowed_senders = [{senders}]")
+    for name in ("allowed_senders", "webhook_secrets"):
+        items = ", ".join(f'"{item}"' for item in getattr(settings, name))
+        lines.append(f"{name} = [{items}]")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -124,10 +127,18 @@ def print_demo_banner(
             click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, token, name)}")
         for name in sorted(campaigns["demo"].fragments):
             click.echo(f"  curl {html_url(base, token, name)}")
+        for name in sorted(campaigns["demo"].images):
+            click.echo(f"  image (open in a browser): {img_url(base, token, name)}")
         click.echo(f"  web view (open in a browser): {view_url(base, token)}")
     bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
     click.echo("a tampered token (served the static fallback, see the X-Opentime-Fallback header):")
     click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")
+    click.echo(f"send a signed event; the next open of {recipient_id(1)} shows the new name:")
+    payload = '{"first_name": "Zoe"}'
+    click.echo(
+        f"  OPENTIME_WEBHOOK_SECRET={settings.webhook_secrets[0]} opentime events send --url {base}"
+        f" --recipient {recipient_id(1)} --type profile.updated --payload '{payload}'"
+    )
     click.echo("render the email an ESP would send (text, AMP and HTML parts with signed URLs):")
     click.echo(
         f"  opentime render --config {config} --campaign demo --recipient {recipient_id(1)} --format eml"

@@ -96,4 +96,21 @@ def test_demo_mode_needs_no_configuration_and_prints_working_urls(tmp_path: Path
         assert render
         rendered = cli("render", *render.group(1).split())
         assert rendered.returncode == 0 and "text/x-amp-html" in rendered.stdout
+        image = re.search(r"image \(open in a browser\): (\S+)", text)
+        assert image
+        picture = httpx.get(image.group(1))
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+        assert "x-opentime-fallback" not in picture.headers
+        event = re.search(r"OPENTIME_WEBHOOK_SECRET=(\S+) opentime events send (.+) --payload '(.+)'", text)
+        assert event
+        sent = subprocess.run(
+            [*OPENTIME, "events", "send", *event.group(2).split(), "--payload", event.group(3)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**clean_env(), "OPENTIME_WEBHOOK_SECRET": event.group(1)},
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        hello = httpx.get(urls[0], headers={"AMP-Email-Sender": "news@example.com"}).json()
+        assert hello["items"][0]["first_name"] == "Zoe"
     assert not list(workdir.iterdir())  # the demo leaves nothing behind in the working folder
