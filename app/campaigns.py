@@ -1,7 +1,7 @@
 """Campaign definitions: ``amp_templates/<campaign>/blocks.toml`` and their static fallbacks.
 
 A campaign declares its dynamic blocks: ``list`` blocks (below), ``form`` blocks (``app.forms``) and
-``image`` blocks (``app.images.blocks``).
+``image`` blocks (``app.images.blocks``) and ``countdown`` blocks (``app.images.countdown_blocks``).
 A ``list`` block says which profile data it reads (``source``, a dotted path into the profile
 attributes), how each item is shaped (``fields``), how many items it keeps, its open-time budget and
 the static fallback JSON served when the data is late, missing or the token is bad. Everything is
@@ -25,6 +25,7 @@ import orjson
 from app.errors import CampaignError
 from app.forms import FormBlock, form_block
 from app.images.blocks import image_block
+from app.images.countdown_blocks import CountdownBlock, countdown_block
 from app.images.layout import ImageBlock
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -73,6 +74,7 @@ class Campaign:
     fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
     forms: Mapping[str, FormBlock] = dataclasses.field(default_factory=dict)  # amp-form blocks (app.forms)
     images: Mapping[str, ImageBlock] = dataclasses.field(default_factory=dict)  # image blocks (app.images)
+    countdowns: Mapping[str, CountdownBlock] = dataclasses.field(default_factory=dict)  # countdown timers
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
@@ -106,6 +108,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
     lists = {}
     forms = {}
     images = {}
+    countdowns = {}
     for block_name, spec in blocks.items():
         where = f"{path} [blocks.{block_name}]"
         if not BLOCK_NAME.fullmatch(block_name):
@@ -118,8 +121,10 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
             forms[block_name] = form_block(block_name, spec, where)
         elif kind == "image":
             images[block_name] = image_block(block_name, spec, static_dir, where, default_budget_ms)
+        elif kind == "countdown":
+            countdowns[block_name] = countdown_block(block_name, spec, static_dir, where, default_budget_ms)
         else:
-            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form, image)")
+            raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form, image, countdown)")
     return Campaign(
         name=name,
         title=_meta_str(meta, "title", path, default=name),
@@ -130,6 +135,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
         forms=forms,
         images=images,
+        countdowns=countdowns,
     )
 
 

@@ -130,6 +130,10 @@ def print_demo_banner(
         for name in sorted(campaigns["demo"].images):
             click.echo(f"  image (open in a browser): {img_url(base, token, name)}")
         click.echo(f"  web view (open in a browser): {view_url(base, token)}")
+    shared = signer.sign_shared("demo", now=now)
+    click.echo("campaign-wide countdown (no recipient in the URL: one render a minute serves everyone):")
+    for name in sorted(campaigns["demo"].countdowns):
+        click.echo(f"  countdown (open in a browser): {img_url(base, shared, name, ext='gif')}")
     bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
     click.echo("a tampered token (served the static fallback, see the X-Opentime-Fallback header):")
     click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")

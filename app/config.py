@@ -9,6 +9,7 @@ default secret: the key ring file and the sender allowlist must be given (``--de
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,21 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_tolerance_seconds: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
+    upstream_url: str = ""
+    upstream_auth_header: str = ""
+    upstream_auth_value: str = ""
+    upstream_token_url: str = ""
+    upstream_client_id: str = ""
+    upstream_client_secret: str = ""
+    upstream_scope: str = ""
+    upstream_connect_timeout_seconds: float = 0.5
+    upstream_read_timeout_seconds: float = 2.0
+    upstream_total_timeout_seconds: float = 5.0
+    upstream_retries: int = 2
+    upstream_fresh_ttl_seconds: float = 60.0
+    upstream_stale_ttl_seconds: float = 3600.0
+    upstream_negative_ttl_seconds: float = 30.0
+    metrics_token: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -161,6 +177,53 @@ def _secret_list(value: Any) -> tuple[str, ...]:
     return secrets
 
 
+def _optional_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value.strip()
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if not number >= 0:
+        raise ValueError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _http_url(value: Any) -> str:
+    url = _optional_str(value)
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("https", "http") or not parts.hostname):
+        raise ValueError(f"must be an http(s) URL, got {url!r}")
+    return url
+
+
+def _upstream_url(value: Any) -> str:
+    url = _http_url(value)
+    if url and "{recipient}" not in url:
+        raise ValueError("must contain {recipient}, e.g. https://crm.example.com/profiles/{recipient}")
+    return url
+
+
+def _header_name(value: Any) -> str:
+    name = _optional_str(value)
+    if name and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise ValueError(f"must be an HTTP header name, got {name!r}")
+    return name
+
+
 def _base_url(value: Any) -> str:
     url = _str(value).rstrip("/")
     parts = urlsplit(url)
@@ -211,6 +274,38 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("webhook_tolerance_seconds", _positive_int, "Accepted age of a webhook signature's timestamp."),
     Field("webhook_max_body_bytes", _positive_int, "Largest webhook body accepted (413 beyond)."),
+    Field(
+        "upstream_url",
+        _upstream_url,
+        "Upstream profile API asked on a store miss, with {recipient} (empty: no upstream).",
+    ),
+    Field("upstream_auth_header", _header_name, "Header sent to the upstream, e.g. Authorization."),
+    Field("upstream_auth_value", _optional_str, "Value of upstream_auth_header.", sensitive=True),
+    Field("upstream_token_url", _http_url, "OAuth2 client-credentials token URL for the upstream."),
+    Field("upstream_client_id", _optional_str, "OAuth2 client id for the upstream."),
+    Field("upstream_client_secret", _optional_str, "OAuth2 client secret for the upstream.", sensitive=True),
+    Field("upstream_scope", _optional_str, "OAuth2 scope requested for the upstream (optional)."),
+    Field("upstream_connect_timeout_seconds", _positive_float, "Upstream connect timeout."),
+    Field("upstream_read_timeout_seconds", _positive_float, "Upstream read timeout."),
+    Field(
+        "upstream_total_timeout_seconds",
+        _positive_float,
+        "Upstream deadline of one lookup, retries included.",
+    ),
+    Field("upstream_retries", _non_negative_int, "Retries of a failed upstream GET (backoff with jitter)."),
+    Field("upstream_fresh_ttl_seconds", _positive_float, "How long an upstream profile is fresh."),
+    Field(
+        "upstream_stale_ttl_seconds",
+        _non_negative_float,
+        "How long after that it is still served while one refresh runs.",
+    ),
+    Field("upstream_negative_ttl_seconds", _positive_float, "How long an upstream 404 is remembered."),
+    Field(
+        "metrics_token",
+        _optional_str,
+        "Bearer token GET /metrics requires (empty: open, for an internal network only).",
+        sensitive=True,
+    ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
@@ -261,7 +356,27 @@ def _build(raw: dict[str, tuple[Any, str]]) -> Loaded:
             )
         else:
             sources[field.name] = "default"
-    return Loaded(Settings(**values), sources)
+    settings = Settings(**values)
+    _check_upstream(settings, sources)
+    return Loaded(settings, sources)
+
+
+def _check_upstream(settings: Settings, sources: dict[str, str]) -> None:
+    """Upstream settings that only make sense together."""
+    static = ("upstream_auth_header", "upstream_auth_value")
+    oauth = ("upstream_token_url", "upstream_client_id", "upstream_client_secret")
+    for group in (static, oauth):
+        given = [name for name in group if getattr(settings, name)]
+        if given and len(given) < len(group):
+            missing = ", ".join(name for name in group if name not in given)
+            raise ConfigError(f"setting {given[0]} ({sources[given[0]]}) also needs {missing}")
+    if settings.upstream_auth_header and settings.upstream_token_url:
+        raise ConfigError("set either upstream_auth_header/value or the upstream OAuth2 settings, not both")
+    used = [f.name for f in FIELDS if f.name.startswith("upstream_") and sources[f.name] != "default"]
+    if used and not settings.upstream_url:
+        raise ConfigError(f"setting {used[0]} ({sources[used[0]]}) needs upstream_url")
+    if settings.upstream_total_timeout_seconds < settings.upstream_connect_timeout_seconds:
+        raise ConfigError("upstream_total_timeout_seconds must be >= upstream_connect_timeout_seconds")
 
 
 def _parse(field: Field, value: Any, source: str) -> Any:
@@ -276,6 +391,8 @@ def masked(field: Field, value: Any) -> str:
     if field.sensitive and isinstance(value, tuple):
         return f"<{len(value)} secret(s)>"
     text = ", ".join(value) if isinstance(value, tuple) else str(value)
+    if field.sensitive and "://" not in text:
+        return "<secret>" if text else ""  # a credential, not a URL with one inside
     if field.sensitive:
         parts = urlsplit(text)
         if parts.password:

@@ -1,6 +1,7 @@
 """Open-time content: a block's rendered body for a recipient, within the block's time budget.
 
-Order of lookup: the in-process cache of rendered bodies, then the profile store. A cold lookup is
+Order of lookup: the in-process cache of rendered bodies, then the profile store, then (on a store
+miss, when one is configured) the upstream profile API. A cold lookup is
 shared by every concurrent request for the same key (coalescing); when it misses the budget the
 caller gets the block's static fallback and the lookup still completes and fills the cache, so the
 next open is served fresh. Unknown recipients are remembered briefly (negative cache) so a flood of
@@ -9,16 +10,20 @@ opens for them never reaches the store.
 The cold path is built from callbacks and plain futures (the store calls back with the profile,
 each request awaits one future) and one timer per budget rather than a Task, ``asyncio.wait`` and a
 timer per request: those cost more than the SQLite read itself.
+
+A rendered entry keeps the time its data last changed (the profile's ``updated_at``, or when the
+upstream answered), so every response, cache hits too, can report the age of the data it used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -26,17 +31,41 @@ from app.cache import BoundedCache
 from app.campaigns import Campaign, ListBlock
 from app.render.json import render_list
 from app.store.base import Profile, ProfileStore, StoreError
+from app.upstream import NOT_FOUND, UpstreamClient, UpstreamResult
 
 logger = logging.getLogger(__name__)
 
-# A cached entry is either the encoded body (bytes) or the reason to serve the fallback (str).
-Entry = bytes | str
+T = TypeVar("T")
+UNKNOWN = "unknown-recipient"
+
+
+class Rendered(NamedTuple):
+    body: bytes
+    updated_at: float  # when the data it was rendered from last changed (wall clock, seconds)
+
+
+# A cached entry is either the rendered body or the reason to serve the fallback (str).
+Entry = Rendered | str
 Key = tuple[str, str, str]
 
 
 class Outcome(NamedTuple):
     body: bytes
     fallback_reason: str | None = None
+    updated_at: float | None = None  # None for a fallback: no recipient data was used
+
+
+class Found(NamedTuple):
+    """A recipient's profile as the open-time path sees it, wherever it came from."""
+
+    attributes: dict[str, Any]
+    updated_at: float
+    version: int | None  # None: from the upstream, which has no versions
+    source: str  # "store" or "upstream"
+
+
+def entry_size(entry: Entry) -> int:
+    return len(entry) if isinstance(entry, str) else len(entry[0])
 
 
 class ListContent:
@@ -49,11 +78,19 @@ class ListContent:
         *,
         ttl_seconds: float,
         negative_ttl_seconds: float,
+        upstream: UpstreamClient | None = None,
+        upstream_ttl_seconds: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._cache = cache
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
+        self.upstream = upstream
+        # Renders of upstream data live no longer than the upstream's freshness.
+        self._upstream_ttl = upstream_ttl_seconds or ttl_seconds
+        self._clock = clock
+        self._pulls: set[asyncio.Task[UpstreamResult]] = set()
         # Requests waiting on each key being fetched: they share one store lookup.
         self._inflight: dict[Key, list[asyncio.Future[Entry]]] = {}
         self._stale: set[Key] = set()  # fetched before a profile change: answer, but don't cache
@@ -77,21 +114,30 @@ class ListContent:
         self._deadlines.add(waiter, block.budget_s)
         return self._outcome(block, await waiter)
 
+    @property
+    def cache(self) -> BoundedCache[Key, Entry]:
+        return self._cache
+
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
         """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
-        task = asyncio.ensure_future(self._store.get(recipient))
-        done, _ = await asyncio.wait((task,), timeout=budget_s)
-        if not done:
-            task.cancel()
-            return None, "budget-exceeded"
-        try:
-            profile = task.result()
-        except StoreError:
-            return None, "store-error"
-        if profile is None:
-            return None, "unknown-recipient"
-        data = orjson.loads(profile.attributes)
-        return (data, None) if isinstance(data, dict) else (None, "bad-profile")
+        found = await self.find(recipient, budget_s)
+        return (None, found) if isinstance(found, str) else (found.attributes, None)
+
+    async def find(self, recipient: str, budget_s: float) -> Found | str:
+        """Store, then upstream on a store miss, within the budget; or the reason there is nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        profile = await _within(self._store.get(recipient), budget_s)
+        if isinstance(profile, Profile):
+            return _found(profile.attributes, profile.updated_at, profile.version, "store")
+        if profile is not None or self.upstream is None:
+            return profile or UNKNOWN
+        result = await _within(self.upstream.fetch(recipient), deadline - loop.time())
+        if isinstance(result, str):
+            return result
+        if result.attributes is None:
+            return UNKNOWN if result.reason == NOT_FOUND else result.reason or UNKNOWN
+        return _found(result.attributes, self._fetched_at(result), None, "upstream")
 
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
@@ -105,7 +151,10 @@ class ListContent:
             self._stale.add(key)  # its lookup may have read the old profile
 
     async def aclose(self) -> None:
-        """Release opens still waiting on the store (on shutdown)."""
+        """Release opens still waiting on the store or the upstream (on shutdown)."""
+        for task in list(self._pulls):
+            task.cancel()
+        await asyncio.gather(*self._pulls, return_exceptions=True)
         for waiting in self._inflight.values():
             for waiter in waiting:
                 _settle(waiter, "store-error")
@@ -113,26 +162,56 @@ class ListContent:
         self._deadlines.clear()
 
     def _outcome(self, block: ListBlock, entry: Entry) -> Outcome:
-        if isinstance(entry, bytes):
-            return Outcome(entry)
-        return Outcome(block.fallback_body, entry)
+        if isinstance(entry, str):
+            return Outcome(block.fallback_body, entry)
+        return Outcome(entry[0], None, entry[1])
 
     def _fetched(self, key: Key, block: ListBlock, result: Profile | StoreError | None) -> None:
         """The store answered: render, cache, and wake every open waiting on this key."""
-        waiting = self._inflight.pop(key, [])
-        entry: Entry
+        if result is None and self.upstream is not None:
+            self._pull(key, block, self.upstream)  # the waiters stay in _inflight
+            return
         if isinstance(result, StoreError):
             # Not cached: the next open retries the store.
             logger.warning("profile store failed for block %s/%s: %s", key[0], key[1], result)
-            entry = "store-error"
+            self._answer(key, "store-error", None)
+        elif result is None:
+            self._answer(key, UNKNOWN, self._negative_ttl)
         else:
-            entry = "unknown-recipient" if result is None else _render(block, result.attributes)
-            if key in self._stale:
-                self._stale.discard(key)
-            else:
-                self._cache.set(key, entry, self._block_ttl(block, entry))
+            entry = _render(block, result.attributes, result.updated_at)
+            self._answer(key, entry, self._block_ttl(block, entry))
+
+    def _pull(self, key: Key, block: ListBlock, upstream: UpstreamClient) -> None:
+        """Ask the upstream; Deadlines answers the waiters if it is late, and its answer fills the cache."""
+        task = asyncio.ensure_future(upstream.fetch(key[2]))
+        self._pulls.add(task)
+        task.add_done_callback(partial(self._pulled, key, block))
+
+    def _pulled(self, key: Key, block: ListBlock, task: asyncio.Task[UpstreamResult]) -> None:
+        self._pulls.discard(task)
+        result = None if task.cancelled() else task.result()
+        if result is None or (result.attributes is None and result.reason != NOT_FOUND):
+            # Not cached: the next open asks again (the upstream client's breaker guards the upstream).
+            self._answer(key, "upstream-error" if result is None else result.reason or "upstream-error", None)
+        elif result.attributes is None:
+            self._answer(key, UNKNOWN, self._negative_ttl)
+        else:
+            entry = _render(block, result.attributes, self._fetched_at(result))
+            ttl = min(self._block_ttl(block, entry), self._upstream_ttl)
+            self._answer(key, entry, self._negative_ttl if isinstance(entry, str) else ttl)
+
+    def _answer(self, key: Key, entry: Entry, ttl: float | None) -> None:
+        """Cache ``entry`` for ``ttl`` (None: don't) unless the profile changed meanwhile; wake waiters."""
+        waiting = self._inflight.pop(key, [])
+        if key in self._stale:
+            self._stale.discard(key)
+        elif ttl is not None:
+            self._cache.set(key, entry, ttl)
         for waiter in waiting:
             _settle(waiter, entry)
+
+    def _fetched_at(self, result: UpstreamResult) -> float:
+        return self._clock() if result.fetched_at is None else result.fetched_at
 
     def _block_ttl(self, block: ListBlock, entry: Entry) -> float:
         if isinstance(entry, str):
@@ -194,7 +273,25 @@ class Deadlines:
             self._arm(loop, earliest)
 
 
-def _render(block: ListBlock, attributes: bytes) -> Entry:
+async def _within(awaitable: Awaitable[T], budget_s: float) -> T | str:
+    """The awaitable's result, "store-error", or "budget-exceeded" (the work is then cancelled)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait((task,), timeout=max(budget_s, 0.0))
+    if not done:
+        task.cancel()
+        return "budget-exceeded"
+    try:
+        return task.result()
+    except StoreError:
+        return "store-error"
+
+
+def _found(attributes: bytes, updated_at: float, version: int | None, source: str) -> Found | str:
+    data = orjson.loads(attributes)
+    return Found(data, updated_at, version, source) if isinstance(data, dict) else "bad-profile"
+
+
+def _render(block: ListBlock, attributes: bytes, updated_at: float) -> Entry:
     try:
         data = orjson.loads(attributes)
     except orjson.JSONDecodeError:
@@ -203,4 +300,4 @@ def _render(block: ListBlock, attributes: bytes) -> Entry:
     if not isinstance(data, dict):
         return "bad-profile"
     body = render_list(block, data)
-    return "no-data" if body is None else body
+    return "no-data" if body is None else Rendered(body, updated_at)

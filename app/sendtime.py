@@ -67,10 +67,16 @@ class SendTime:
             "recipient": {"id": recipient},
             "profile": profile,
             "blocks": {name: block_data(block, profile) for name, block in campaign.lists.items()},
-            "urls": template_urls(self.base_url, token, campaign),
+            "urls": template_urls(self.base_url, token, campaign, self._shared_token(campaign)),
             "campaign": {"name": campaign.name, "title": campaign.title},
             "now": datetime.fromtimestamp(now, UTC),
         }
+
+    def _shared_token(self, campaign: Campaign) -> str | None:
+        """One campaign-wide token for shared countdowns (a few microseconds: signed per render)."""
+        if not any(block.shared for block in campaign.countdowns.values()):
+            return None
+        return self.signer.sign_shared(campaign.name, now=int(self.clock()))
 
     def render(
         self,

@@ -15,13 +15,15 @@ from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
 from app.config import Settings
 from app.images.content import ImageContent
 from app.keyring import load_keyring
-from app.open_time import Entry, Key, ListContent
+from app.metrics import OpenStats
+from app.open_time import Entry, Key, ListContent, entry_size
 from app.render.templates import Templates
 from app.sendtime import SendTime
 from app.store import open_store
 from app.store.base import ProfileStore
 from app.store.sqlite_events import EventWriter
 from app.tokens import TokenSigner, TokenVerifier
+from app.upstream import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
 from app.webhook_auth import ReplayGuard
 
 
@@ -41,11 +43,12 @@ class Services:
     replay_guard: ReplayGuard
     images: ImageContent
     cache_policy: CachePolicy
+    open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
+    upstream: UpstreamClient | None = None
 
     def forget(self, recipient: str) -> None:
         """The recipient's profile changed: drop what this process cached from the old data."""
-        self.lists.forget(recipient, self.campaigns)
-        self.images.forget(recipient)
+        _forget(self.lists, self.campaigns, self.images, (recipient,))
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -76,12 +79,18 @@ async def running_services(
     signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
     store = open_store(settings.database_url)
     await store.open()
-    cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=len)
+    config = upstream_config(settings)
+    # One clock for the upstream too, so its fetch times compare with profiles' updated_at (data age).
+    upstream = None if config is None else UpstreamClient(config, clock=clock)
+    cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=entry_size)
     lists = ListContent(
         store,
         cache,
         ttl_seconds=settings.cache_ttl_seconds,
         negative_ttl_seconds=settings.negative_ttl_seconds,
+        upstream=upstream,
+        upstream_ttl_seconds=settings.upstream_fresh_ttl_seconds,
+        clock=clock,
     )
     images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
     forget = partial(_forget, lists, campaigns, images)
@@ -102,11 +111,42 @@ async def running_services(
             replay_guard=ReplayGuard(settings.webhook_tolerance_seconds),
             images=images,
             cache_policy=CachePolicy(ring.signing_key.secret),
+            open_stats=OpenStats(),
+            upstream=upstream,
         )
     finally:
         images.close()
         await lists.aclose()
+        if upstream is not None:
+            await upstream.aclose()
         await store.close()
+
+
+def upstream_config(settings: Settings) -> UpstreamConfig | None:
+    """The upstream client's configuration, or None when no upstream is configured."""
+    if not settings.upstream_url:
+        return None
+    auth: StaticHeaderAuth | OAuth2ClientCredentials | None = None
+    if settings.upstream_auth_header:
+        auth = StaticHeaderAuth(settings.upstream_auth_header, settings.upstream_auth_value)
+    elif settings.upstream_token_url:
+        auth = OAuth2ClientCredentials(
+            settings.upstream_token_url,
+            settings.upstream_client_id,
+            settings.upstream_client_secret,
+            settings.upstream_scope or None,
+        )
+    return UpstreamConfig(
+        settings.upstream_url,
+        auth,
+        connect_timeout_s=settings.upstream_connect_timeout_seconds,
+        read_timeout_s=settings.upstream_read_timeout_seconds,
+        total_timeout_s=settings.upstream_total_timeout_seconds,
+        retries=settings.upstream_retries,
+        fresh_ttl_s=settings.upstream_fresh_ttl_seconds,
+        stale_ttl_s=settings.upstream_stale_ttl_seconds,
+        negative_ttl_s=settings.upstream_negative_ttl_seconds,
+    )
 
 
 def _forget(
@@ -115,3 +155,5 @@ def _forget(
     for recipient in recipients:
         lists.forget(recipient, campaigns)
         images.forget(recipient)
+        if lists.upstream is not None:
+            lists.upstream.discard(recipient)

@@ -6,6 +6,10 @@ images across recipients cost nothing; concurrent requests for one key share one
 latest key is remembered: a re-open of a profile-only block within its TTL answers without touching
 the store, and a late open gets that last good render instead of the static fallback. A render that
 misses the budget still completes and fills the cache for the next open.
+
+Countdowns (``serve_countdown``) share the pool, the output cache and the coalescing: their content key is
+the block, deadline instant, time bucket, format and scale, so a campaign-wide timer renders once per
+bucket for every recipient, and its output lives for two buckets (the expired image for a day).
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from app.cache import BoundedCache
 from app.images import render
+from app.images.countdown import CountdownError, bucket_start
+from app.images.countdown_blocks import CountdownBlock
 from app.images.fetch_class import FETCH_CLASSES, FetchClass, FetchClassifier
 from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
+from app.images.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest, render_timer, timer_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,13 @@ class Served(NamedTuple):
     body: bytes
     key: str  # content key (the ETag); the fallback's own hash for fallbacks
     fallback_reason: str | None = None
+
+
+class Timed(NamedTuple):
+    """A served countdown; ``shared_ttl``: how long a CDN may keep campaign-wide output (None: personal)."""
+
+    served: Served
+    shared_ttl: float | None
 
 
 class ImageRequest(NamedTuple):
@@ -113,7 +128,44 @@ class ImageContent:
             return self._degraded(recent_key, request, "render-error")
         return await self._output(spec, recent_key, request, deadline)
 
-    def fallback(self, block: ImageBlock, fmt: ImageFormat, scale: int, reason: str) -> Served:
+    async def serve_countdown(self, request: CountdownRequest) -> Timed:
+        """A countdown at the current time bucket: one render per key, shared by every request for it."""
+        block = request.block
+        budget_end = asyncio.get_running_loop().time() + block.budget_s
+        profile: dict[str, Any] | None = None
+        if not block.shared:
+            if request.recipient is None:
+                return self._timer_fallback(request, "no-recipient")
+            profile, reason = await self._profile(request.recipient, block.budget_s)
+            if profile is None:
+                return self._timer_fallback(request, reason or "no-data")
+        try:
+            deadline = block.deadline(profile)
+        except CountdownError:
+            return self._timer_fallback(request, "no-deadline")
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        bucket = bucket_start(now, block.bucket_seconds, deadline)
+        key = timer_key(request, deadline, bucket)
+        body = self._outputs.get(key)
+        if body is None:
+            job = partial(render_timer, block, request.fmt, request.scale, deadline, bucket.start)
+            # A bucket's render is useless once the bucket is over; the expired image lasts.
+            ttl = OUTPUT_TTL_SECONDS if bucket.until is None else 2.0 * block.bucket_seconds
+            result = await self._within(budget_end, self._render(key, block.name, block.max_bytes, job, ttl))
+            if isinstance(result, str):
+                return self._timer_fallback(request, result)
+            body = result
+        if not block.shared:
+            return Timed(Served(body, key), None)
+        until = EXPIRED_CDN_TTL_SECONDS if bucket.until is None else (bucket.until - now).total_seconds()
+        return Timed(Served(body, key), until)
+
+    def _timer_fallback(self, request: CountdownRequest, reason: str) -> Timed:
+        return Timed(self.fallback(request.block, request.fmt, request.scale, reason), None)
+
+    def fallback(
+        self, block: ImageBlock | CountdownBlock, fmt: ImageFormat, scale: int, reason: str
+    ) -> Served:
         body = block.fallbacks[fmt, scale]
         return Served(body, f"f-{hash_of(body)}", reason)
 
@@ -142,11 +194,10 @@ class ImageContent:
     ) -> Served:
         body = self._outputs.get(spec.key)
         if body is None:
-            loop = asyncio.get_running_loop()
-            try:
-                result = await asyncio.wait_for(asyncio.shield(self._render(spec)), deadline - loop.time())
-            except TimeoutError:
-                return self._degraded(recent_key, request, "budget-exceeded")
+            job = partial(self._renderer, spec)
+            result = await self._within(
+                deadline, self._render(spec.key, spec.block.name, spec.block.max_bytes, job)
+            )
             if isinstance(result, str):
                 return self._degraded(recent_key, request, result)
             body = result
@@ -154,32 +205,45 @@ class ImageContent:
             self._recent.set(recent_key, (self._clock(), spec.key), OUTPUT_TTL_SECONDS)
         return Served(body, spec.key)
 
-    def _render(self, spec: RenderSpec) -> asyncio.Future[bytes | str]:
+    async def _within(self, deadline: float, future: asyncio.Future[bytes | str]) -> bytes | str:
+        """The render's result, or "budget-exceeded" at the deadline (the render still fills the cache)."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), deadline - asyncio.get_running_loop().time()
+            )
+        except TimeoutError:
+            return "budget-exceeded"
+
+    def _render(
+        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float = OUTPUT_TTL_SECONDS
+    ) -> asyncio.Future[bytes | str]:
         """One render per content key, however many requests wait for it."""
-        future = self._inflight.get(spec.key)
+        future = self._inflight.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._run(spec))
-            self._inflight[spec.key] = future
+            future = asyncio.ensure_future(self._run(key, name, max_bytes, job, ttl))
+            self._inflight[key] = future
         return future
 
-    async def _run(self, spec: RenderSpec) -> bytes | str:
+    async def _run(
+        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float
+    ) -> bytes | str:
         try:
             self.renders += 1
-            body = await asyncio.get_running_loop().run_in_executor(self._pool, self._render_in_worker, spec)
+            body = await asyncio.get_running_loop().run_in_executor(self._pool, self._render_in_worker, job)
         except Exception:
-            logger.exception("image block %s failed to render", spec.block.name)
+            logger.exception("image block %s failed to render", name)
             return "render-error"
         finally:
-            self._inflight.pop(spec.key, None)
-        if len(body) > spec.block.max_bytes:
-            logger.warning("image block %s: %d bytes is over its max_bytes", spec.block.name, len(body))
+            self._inflight.pop(key, None)
+        if len(body) > max_bytes:
+            logger.warning("image block %s: %d bytes is over its max_bytes", name, len(body))
             return "too-large"
-        self._outputs.set(spec.key, body, OUTPUT_TTL_SECONDS)
+        self._outputs.set(key, body, ttl)
         return body
 
-    def _render_in_worker(self, spec: RenderSpec) -> bytes:
+    def _render_in_worker(self, job: Callable[[], bytes]) -> bytes:
         self.render_threads.add(threading.current_thread().name)
-        return self._renderer(spec)
+        return job()
 
     def _degraded(self, recent_key: RecentKey, request: ImageRequest, reason: str) -> Served:
         """The recipient's last good image when the data is late, else the block's static fallback."""

@@ -2,10 +2,16 @@
 
 ``POST /api/render`` (scope ``render``) renders a campaign for a batch of recipients at send time:
 the three parts with each recipient's signed URLs, as JSON, or as ``.eml`` text.
+
+``GET /api/customers/{id}/personalization`` (scope ``personalization:read``, optional ``?campaign=``)
+returns what the templates see for that customer, per campaign and list block (``block_data``: items
+and ``live``), with the profile's source, version, ``updated_at`` and data age. The profile comes from
+the store, then the upstream (if configured), like an open; 404 when neither knows the customer.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api_auth import require_scope
+from app.campaigns import Campaign
 from app.errors import (
     BadRequest,
     CampaignError,
@@ -23,13 +30,17 @@ from app.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from app.open_time import UNKNOWN, Found
 from app.render.email import EmailLimitError, parts_json, to_message
 from app.render.templates import TemplateError
+from app.sendtime import block_data
 from app.services import Services
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500
 FORMATS = ("parts", "eml")
+# An API caller can wait longer than an open, but not forever: the upstream's own deadline is shorter.
+LOOKUP_BUDGET_S = 10.0
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -148,4 +159,51 @@ def _recipient_object(item: Any, index: int) -> tuple[str, str | None]:
     return item["id"], to
 
 
-routes = [Route("/api/render", render, methods=["POST"])]
+async def personalization(request: Request) -> Response:
+    await require_scope(request, "personalization:read")
+    services: Services = request.state.services
+    customer = request.path_params["customer"]
+    wanted = request.query_params.get("campaign")
+    if wanted is not None and wanted not in services.campaigns:
+        raise NotFound(f"unknown campaign {wanted!r}")
+    found = await services.lists.find(customer, LOOKUP_BUDGET_S)
+    if isinstance(found, str):
+        return _lookup_failed(customer, found)
+    names = [wanted] if wanted is not None else sorted(services.campaigns)
+    campaigns = {name: _blocks(services.campaigns[name], found) for name in names}
+    return json_response(_personalization(customer, found, services.clock(), campaigns))
+
+
+def _blocks(campaign: Campaign, found: Found) -> dict[str, Any]:
+    return {name: block_data(block, found.attributes) for name, block in campaign.lists.items()}
+
+
+def _personalization(
+    customer: str, found: Found, now: float, campaigns: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "customer": customer,
+        "source": found.source,
+        "version": found.version,
+        "updated_at": datetime.fromtimestamp(found.updated_at, UTC).isoformat().replace("+00:00", "Z"),
+        "data_age_seconds": round(max(now - found.updated_at, 0.0), 3),
+        "campaigns": {name: {"blocks": blocks} for name, blocks in campaigns.items()},
+    }
+
+
+def _lookup_failed(customer: str, reason: str) -> Response:
+    if reason == UNKNOWN:
+        raise NotFound(f"unknown customer {customer!r}")
+    if reason == "bad-profile":
+        raise Unprocessable(f"the profile of {customer!r} is not a JSON object")
+    # The store or the upstream failed or was too slow: worth retrying later.
+    body = {"error": f"customer data unavailable ({reason}), try again", "reason": reason}
+    response = json_response(body, 503)
+    response.headers["retry-after"] = "5"
+    return response
+
+
+routes = [
+    Route("/api/render", render, methods=["POST"]),
+    Route("/api/customers/{customer}/personalization", personalization, methods=["GET"]),
+]

@@ -1,4 +1,9 @@
-"""``/v1/{token}/img/{block}[@2x].{png|jpg|gif}``: dynamic images, as a plain ASGI callable.
+"""``/v1/{token}/img/{block}[@2x].{png|jpg|gif}``: dynamic images and countdowns, as a plain ASGI callable.
+
+Countdown blocks answer on the same URLs: ``.gif`` is the animated timer, ``.png``/``.jpg`` its first
+frame as a still, ``@2x`` twice the size. A campaign-wide timer (fixed deadline) is the same for every
+token, so its headers let the CDN keep it until the current time bucket ends (the expired image a day);
+a per-recipient timer gets the per-recipient image headers.
 
 Never a broken image: every outcome for an image URL is a 200 with an image (the recipient's render,
 their last good render, the block's pre-rendered fallback or a 1x1 pixel for unknown blocks), the
@@ -15,8 +20,10 @@ from typing import TYPE_CHECKING, cast
 from app.asgi import Receive, Scope, Send, send_bytes
 from app.cache_policy import CachePolicy, Header, etag_for, not_modified
 from app.images import render
-from app.images.content import ImageContent, ImageRequest, Served, hash_of
+from app.images.content import ImageContent, ImageRequest, Served, Timed, hash_of
+from app.images.countdown_blocks import CountdownBlock
 from app.images.layout import CONTENT_TYPES, ImageBlock, ImageFormat
+from app.images.timers import CountdownRequest
 from app.routes.open_time import FALLBACK_HEADER, send_error
 from app.tokens import Claims, TokenError, TokenExpired
 
@@ -67,10 +74,16 @@ async def _image(
         )
     except TokenError as exc:
         return Served(render.blank(fmt), "blank", exc.reason), policy.fallback_image()
+    fetch_class = content.classify(_header(scope, b"user-agent"), _client(scope), claims.issued_at)
+    timer = find_countdown(services, claims.campaign, block_name)
+    if timer is not None:
+        timed = await content.serve_countdown(
+            CountdownRequest(claims.campaign, timer, claims.recipient, fmt, scale)
+        )
+        return timed.served, _timer_headers(policy, claims, timed)
     block = find_image(services, claims.campaign, block_name)
     if block is None:
         return Served(render.blank(fmt), "blank", "unknown-block"), policy.fallback_image()
-    fetch_class = content.classify(_header(scope, b"user-agent"), _client(scope), claims.issued_at)
     request = ImageRequest(claims.campaign, block, claims.recipient, fmt, scale, fetch_class)
     served = await content.serve(request)
     return served, _headers(policy, claims, block, served)
@@ -84,6 +97,16 @@ def _headers(policy: CachePolicy, claims: Claims, block: ImageBlock, served: Ser
     return policy.image(claims.recipient, claims.campaign)
 
 
+def _timer_headers(policy: CachePolicy, claims: Claims, timed: Timed) -> list[Header]:
+    """Campaign-wide timers: the CDN keeps each bucket's render until the bucket ends."""
+    if timed.served.fallback_reason is not None:
+        return policy.fallback_image()
+    if timed.shared_ttl is not None:
+        return policy.shared_image(claims.campaign, timed.shared_ttl)
+    assert claims.recipient is not None  # personal timers need a recipient, else they fall back
+    return policy.image(claims.recipient, claims.campaign)
+
+
 def _fallback(
     services: Services,
     content: ImageContent,
@@ -93,7 +116,7 @@ def _fallback(
     scale: int,
     reason: str,
 ) -> Served:
-    block = find_image(services, campaign, block_name)
+    block = find_countdown(services, campaign, block_name) or find_image(services, campaign, block_name)
     if block is None:
         return Served(render.blank(fmt), "blank", reason)
     return content.fallback(block, fmt, scale, reason)
@@ -102,6 +125,11 @@ def _fallback(
 def find_image(services: Services, campaign_name: str, block_name: str) -> ImageBlock | None:
     campaign = services.campaigns.get(campaign_name)
     return None if campaign is None else campaign.images.get(block_name)
+
+
+def find_countdown(services: Services, campaign_name: str, block_name: str) -> CountdownBlock | None:
+    campaign = services.campaigns.get(campaign_name)
+    return None if campaign is None else campaign.countdowns.get(block_name)
 
 
 async def send_image(

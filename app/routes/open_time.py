@@ -3,7 +3,8 @@
 Built for tens of thousands of requests a second on one core: no Request/Response objects, the
 path split once, pre-encoded headers, and a cache hit answered without awaiting anything. Every
 outcome is a 200 with JSON (the block's data or a static fallback, marked by the
-``X-Opentime-Fallback`` header) or a 4xx JSON error for a URL that is not an open-time URL at
+``X-Opentime-Fallback`` header; ``X-Opentime-Data-Age`` gives the age in seconds of the profile data
+a personalized answer used) or a 4xx JSON error for a URL that is not an open-time URL at
 all: never a redirect and never a 500, since a mail client shows a broken block for either.
 """
 
@@ -30,6 +31,7 @@ JSON_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
 )
 FALLBACK_HEADER = b"x-opentime-fallback"
+DATA_AGE_HEADER = b"x-opentime-data-age"
 
 
 async def list_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -42,31 +44,39 @@ async def list_app(scope: Scope, receive: Receive, send: Send) -> None:
     if method != "GET" and method != "HEAD":
         await send_error(send, 405, f"method {method} not allowed: use GET")
         return
+    services: Services = scope["state"]["services"]
     try:
-        body, reason = await list_body(scope["state"]["services"], parts[2], parts[4][:-5])
+        body, reason, age = await list_body(services, parts[2], parts[4][:-5])
     except Exception:
         # Last line of defence: the email must still get well-formed JSON.
         logger.exception("open-time list request failed")
-        body, reason = GENERIC_FALLBACK, "internal-error"
-    await send_json(send, body, reason, head=method == "HEAD")
+        body, reason, age = GENERIC_FALLBACK, "internal-error", None
+    services.open_stats.served(reason, age)
+    await send_json(send, body, reason, head=method == "HEAD", age=age)
 
 
-async def list_body(services: Services, token: str, block_name: str) -> tuple[bytes, str | None]:
+async def list_body(
+    services: Services, token: str, block_name: str
+) -> tuple[bytes, str | None, float | None]:
+    """The body, the fallback reason (None when personalized) and the age of the data used."""
+    now = services.clock()
     try:
-        claims = services.verifier.verify(token, now=int(services.clock()))
+        claims = services.verifier.verify(token, now=int(now))
     except TokenExpired as exc:
-        return _campaign_fallback(services, exc.claims.campaign, block_name), exc.reason
+        return _campaign_fallback(services, exc.claims.campaign, block_name), exc.reason, None
     except TokenError as exc:
-        return GENERIC_FALLBACK, exc.reason
+        return GENERIC_FALLBACK, exc.reason, None
     block = find_block(services, claims.campaign, block_name)
     if block is None:
-        return GENERIC_FALLBACK, "unknown-block"
+        return GENERIC_FALLBACK, "unknown-block", None
     if claims.recipient is None:
-        return block.fallback_body, "no-recipient"
+        return block.fallback_body, "no-recipient", None
     outcome = services.lists.cached(claims.campaign, block, claims.recipient)
     if outcome is None:
         outcome = await services.lists.load(claims.campaign, block, claims.recipient)
-    return outcome.body, outcome.fallback_reason
+        now = services.clock()
+    updated_at = outcome.updated_at
+    return outcome.body, outcome.fallback_reason, None if updated_at is None else max(now - updated_at, 0.0)
 
 
 def find_block(services: Services, campaign_name: str, block_name: str) -> ListBlock | None:
@@ -79,10 +89,14 @@ def _campaign_fallback(services: Services, campaign_name: str, block_name: str) 
     return GENERIC_FALLBACK if block is None else block.fallback_body
 
 
-async def send_json(send: Send, body: bytes, reason: str | None, *, head: bool = False) -> None:
+async def send_json(
+    send: Send, body: bytes, reason: str | None, *, head: bool = False, age: float | None = None
+) -> None:
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     if reason is not None:
         headers.append((FALLBACK_HEADER, reason.encode()))
+    if age is not None:
+        headers.append((DATA_AGE_HEADER, b"%d" % age))
     await send_bytes(send, 200, headers, b"" if head else body)
 
 

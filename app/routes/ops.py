@@ -1,11 +1,19 @@
-"""Operational endpoints: liveness and readiness."""
+"""Operational endpoints: liveness, readiness and Prometheus metrics.
+
+``/metrics`` is meant for the internal network (keep it off the CDN); with ``metrics_token`` set it
+also wants ``Authorization: Bearer <metrics_token>``.
+"""
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.errors import Unauthorized
+from app.metrics import CONTENT_TYPE, exposition
 from app.services import Services
 from app.store.base import StoreError
 
@@ -27,7 +35,18 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "campaigns": sorted(services.campaigns)}, headers=NO_STORE)
 
 
+async def metrics(request: Request) -> Response:
+    services: Services = request.state.services
+    token = services.settings.metrics_token
+    if token:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise Unauthorized("GET /metrics needs 'Authorization: Bearer <metrics_token>'")
+    return Response(exposition(services), media_type=CONTENT_TYPE, headers=NO_STORE)
+
+
 routes = [
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET", "HEAD"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]

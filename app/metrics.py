@@ -1,0 +1,158 @@
+"""``GET /metrics`` in the Prometheus text format; the only module that imports ``prometheus_client``.
+
+The open-time path only bumps plain counters in ``OpenStats`` (a dict increment and a bisect, well
+under a microsecond); the Prometheus families are built from those counters and the services' own
+statistics (caches, images, upstream breaker) when the endpoint is scraped, never per request.
+
+Families::
+
+    opentime_open_responses_total{kind,outcome}   open-time responses; outcome "ok" or the fallback reason
+    opentime_data_age_seconds{kind}                histogram: age of the profile data a response used
+    opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
+    opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
+    opentime_upstream_breaker_state{state}         1 for the breaker's current state (upstream configured)
+    opentime_upstream_breaker_failures             consecutive upstream failures
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from app.breaker import BreakerState
+from app.cache import CacheStats
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Seconds: from "just changed" to "a week old" (a profile loaded once and never touched again).
+AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
+
+
+class AgeHistogram:
+    """Counts per bucket (upper bounds ``AGE_BUCKETS``, then +Inf) and the sum, without locks."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(AGE_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, age: float) -> None:
+        self.counts[bisect_left(AGE_BUCKETS, age)] += 1
+        self.sum += age
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative, as Prometheus wants them."""
+        total, result = 0, []
+        for bound, count in zip((*map(str, AGE_BUCKETS), "+Inf"), self.counts, strict=True):
+            total += count
+            result.append((bound, float(total)))
+        return result
+
+
+class OpenStats:
+    """What the open-time handlers count: outcomes by fallback reason and the data age of responses."""
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str | None] = Counter()  # None: served with the recipient's data
+        self.data_age = AgeHistogram()
+
+    def served(self, reason: str | None, age: float | None) -> None:
+        self.outcomes[reason] += 1
+        if age is not None:
+            self.data_age.observe(age)
+
+
+class _ServicesCollector(Collector):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[Metric]:
+        services = self._services
+        stats = services.open_stats
+        outcomes = CounterMetricFamily(
+            "opentime_open_responses", "Open-time responses by outcome.", labels=("kind", "outcome")
+        )
+        for reason, count in sorted(stats.outcomes.items(), key=lambda item: item[0] or ""):
+            outcomes.add_metric(("list", reason or "ok"), count)
+        yield outcomes
+        age = HistogramMetricFamily(
+            "opentime_data_age_seconds", "Age of the profile data a response used.", labels=["kind"]
+        )
+        age.add_metric(["list"], stats.data_age.buckets(), stats.data_age.sum)
+        yield age
+        lists = services.lists.cache
+        caches = [_CacheView("lists", lists.stats, lists.bytes, len(lists))]
+        if services.upstream is not None:
+            caches.append(_CacheView("upstream", services.upstream.cache_stats))
+        yield from _cache_families(caches)
+        yield from _image_families(services)
+        if services.upstream is not None:
+            yield from _breaker_families(services)
+
+
+class _CacheView(NamedTuple):
+    name: str
+    stats: CacheStats
+    bytes: int | None = None
+    entries: int | None = None
+
+
+def _cache_families(caches: list[_CacheView]) -> Iterator[Metric]:
+    names = ("hits", "misses", "evictions")
+    counters = {n: CounterMetricFamily(f"opentime_cache_{n}", f"Cache {n}.", labels=["cache"]) for n in names}
+    size = GaugeMetricFamily("opentime_cache_bytes", "Bytes held by the cache.", labels=["cache"])
+    entries = GaugeMetricFamily("opentime_cache_entries", "Entries held by the cache.", labels=["cache"])
+    for cache in caches:
+        for stat in names:
+            counters[stat].add_metric([cache.name], getattr(cache.stats, stat))
+        if cache.bytes is not None and cache.entries is not None:
+            size.add_metric([cache.name], cache.bytes)
+            entries.add_metric([cache.name], cache.entries)
+    yield from counters.values()
+    yield size
+    yield entries
+
+
+def _image_families(services: Services) -> Iterator[Metric]:
+    fetches = CounterMetricFamily(
+        "opentime_image_fetches", "Image requests by fetch class.", labels=["fetch_class"]
+    )
+    for fetch_class, count in sorted(services.images.fetch_counts.items()):
+        fetches.add_metric([fetch_class], count)
+    yield fetches
+    yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+
+
+def _breaker_families(services: Services) -> Iterator[Metric]:
+    assert services.upstream is not None
+    breaker = services.upstream.breaker
+    current = breaker.state
+    state = GaugeMetricFamily("opentime_upstream_breaker_state", "Upstream circuit state.", labels=["state"])
+    for each in BreakerState:
+        state.add_metric([each.value], 1.0 if each is current else 0.0)
+    yield state
+    yield GaugeMetricFamily(
+        "opentime_upstream_breaker_failures", "Consecutive upstream failures.", value=breaker.failures
+    )
+
+
+def exposition(services: Services) -> bytes:
+    """The current metrics, in the Prometheus text format (``CONTENT_TYPE``)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ServicesCollector(services))
+    return generate_latest(registry)

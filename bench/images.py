@@ -1,0 +1,329 @@
+"""Dynamic images in one run: render times, cached throughput, shared countdowns against a naive timer server.
+
+    python3 -m bench.images [--seconds 10] [--connections 50] [--recipients 400]
+
+Part of issue 4, from the repository root (loopback only; servers pinned to CPU 0, wrk to CPU 1):
+
+(a) the demo banner's render time per image (median ms) and bytes: PNG and JPEG, 600x200 and @2x;
+(b) the demo countdown's GIF render time and bytes (``bench/countdown.py``'s measurement: 60 frames);
+(c) served-from-cache banner throughput: ``python3 -m app serve`` after every recipient's banner has been
+    rendered once, against a bare Starlette route on the same URLs returning a constant image of the same
+    size (the amp-list benchmark's baseline, with an image body); target ratio >= 0.7;
+(d) a campaign-wide countdown over HTTP: Opentime (one render per minute, shared) against a naive timer
+    server written here, shaped like the open-source ones: a Starlette route that draws every frame in RGB
+    with ImageDraw per request and lets Pillow quantize (``bench/countdown.py``'s ``naive_render``);
+    target >= 20x.
+
+Prints a table; the last line is ``ratio_cache=<c> ratio_timer=<d>``. Needs wrk, taskset and two CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.campaigns import load_campaigns
+from app.cli_serve import write_toml
+from app.config import PROJECT_ROOT, load_settings
+from app.demo import DEMO_SENDER, demo_rows, recipient_id
+from app.images import render
+from app.images.countdown import CountdownStyle, render_countdown
+from app.images.layout import ImageFormat, prepare
+from app.keyring import new_keyring, save_keyring
+from app.tokens import TokenSigner
+from bench.amp_list import (
+    PROCS,
+    BenchError,
+    WrkResult,
+    _load_store,
+    describe,
+    free_port,
+    log,
+    preflight,
+    require_clean,
+    run_wrk,
+    start_server,
+    stop_server,
+)
+from bench.countdown import measure, naive_render
+
+CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+DEMO = CAMPAIGNS["demo"]
+
+
+# --- (a) and (b): render times ----------------------------------------------------------------------------
+
+
+def banner_rows(runs: int) -> list[tuple[str, float, int]]:
+    """Each timed render is a different recipient's banner (a cache would make them free)."""
+    block = DEMO.images["banner"]
+    contexts = [
+        {"profile": orjson.loads(raw), "now": datetime.now(UTC), "fetch_class": "direct"}
+        for _, raw in demo_rows(runs + 1)
+    ]
+    rows = []
+    formats: tuple[ImageFormat, ...] = ("png", "jpg")
+    for fmt in formats:
+        for scale in (1, 2):
+            specs = [prepare(block, c, fmt, scale) for c in contexts]
+            render.render(specs[0])  # warm-up: fonts, pictures
+            timings, size = [], 0
+            for spec in specs[1:]:
+                started = time.perf_counter()
+                size = len(render.render(spec))
+                timings.append((time.perf_counter() - started) * 1000)
+            label = f"banner {block.width * scale}x{block.height * scale} {fmt.upper()}"
+            rows.append((label, statistics.median(timings), size))
+    return rows
+
+
+def countdown_rows(runs: int, naive_runs: int) -> list[tuple[str, float, int]]:
+    style = DEMO.countdowns["countdown"].styles[1]
+    rows = []
+    for name, renderer, count in (("opentime", render_countdown, runs), ("naive", naive_render, naive_runs)):
+        timings, size = measure(renderer, style, count)
+        label = f"countdown {style.width}x{style.height} GIF {style.frame_count} frames, {name}"
+        rows.append((label, statistics.median(timings), size))
+    return rows
+
+
+# --- servers used as baselines (run as subprocesses of this script) ---------------------------------------
+
+
+def baseline_app(body: bytes, media_type: str) -> Starlette:
+    async def constant(request: Request) -> Response:
+        return Response(body, media_type=media_type)
+
+    return Starlette(routes=[Route("/v1/{token}/img/{name}", constant), Route("/readyz", ready)])
+
+
+def naive_app() -> Starlette:
+    style = CountdownStyle(font_path=str(PROJECT_ROOT / "static" / "fonts" / "DejaVuSans-Bold.ttf"))
+    deadline = datetime.now(UTC) + timedelta(days=3, hours=2)
+
+    def timer(request: Request) -> Response:  # a sync endpoint: Starlette runs it in its thread pool
+        gif = naive_render(style, deadline, datetime.now(UTC))
+        return Response(gif, media_type="image/gif", headers={"cache-control": "no-store"})
+
+    return Starlette(routes=[Route("/v1/{token}/img/{name}", timer), Route("/readyz", ready)])
+
+
+async def ready(request: Request) -> Response:
+    return Response(b'{"status":"ready"}', media_type="application/json")
+
+
+def serve(app: Starlette, port: int) -> None:
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
+
+
+# --- (c) and (d): HTTP ------------------------------------------------------------------------------------
+
+
+class Setup:
+    """A key ring, a store of demo recipients, a config and path files, in a temporary folder."""
+
+    def __init__(self, folder: Path, recipients: int) -> None:
+        ring = new_keyring(datetime.now(UTC))
+        save_keyring(ring, folder / "keys.json", overwrite=True)
+        database_url = f"sqlite:///{folder / 'profiles.db'}"
+        asyncio.run(_load_store(database_url, recipients))
+        self.port = free_port()
+        settings = load_settings(
+            {},
+            None,
+            public_base_url=f"http://127.0.0.1:{self.port}",
+            keys_file=str(folder / "keys.json"),
+            allowed_senders=DEMO_SENDER,
+            database_url=database_url,
+            host="127.0.0.1",
+            port=self.port,
+            workers=1,
+        ).settings
+        self.config = write_toml(folder / "opentime.toml", settings)
+        signer, now = TokenSigner(ring), int(time.time())
+        self.banners = folder / "banners.txt"
+        lines = [
+            f"/v1/{signer.sign('demo', recipient_id(i), now=now)}/img/banner.png"
+            for i in range(1, recipients)
+        ]
+        self.banners.write_text("\n".join(lines) + "\n")
+        self.timer = folder / "timer.txt"
+        self.timer.write_text(f"/v1/{signer.sign_shared('demo', now=now)}/img/countdown.gif\n")
+        self.count = len(lines)
+        self.folder = folder
+
+
+def first_body(url: str, path_file: Path) -> bytes:
+    response = httpx.get(url + path_file.read_text().splitlines()[0], timeout=30)
+    if response.status_code != 200 or "x-opentime-fallback" in response.headers:
+        raise BenchError(
+            f"{url}: status {response.status_code}, {response.headers.get('x-opentime-fallback')}"
+        )
+    return response.content
+
+
+def load(
+    url: str, paths: Path, args: argparse.Namespace, label: str, pid: int, connections: int
+) -> WrkResult:
+    result = run_wrk(
+        url,
+        paths,
+        seconds=args.seconds,
+        connections=connections,
+        cpu=args.wrk_cpu,
+        check=True,
+        label=label,
+        server_pid=pid,
+    )
+    require_clean(result)
+    log(describe(result))
+    return result
+
+
+def run_http(setup: Setup, args: argparse.Namespace) -> tuple[dict[str, WrkResult], int]:
+    """Opentime (banner from cache, shared timer), then the bare route, then the naive timer server."""
+    results = {}
+    opentime = start_server(
+        "opentime",
+        [sys.executable, "-m", "app", "serve", "--config", str(setup.config)],
+        setup.port,
+        setup.folder / "opentime.log",
+        args.server_cpu,
+    )
+    try:
+        url = opentime.base_url
+        for label in ("fill (every banner rendered once)", "check (every banner again: all cache hits)"):
+            once = run_wrk(
+                url,
+                setup.banners,
+                seconds=120,
+                connections=args.connections,
+                cpu=args.wrk_cpu,
+                limit=setup.count,
+                label=label,
+            )
+            require_clean(once, allow_fallbacks=label.startswith("fill"))
+            log(describe(once))
+            time.sleep(1)  # renders that missed their budget finish and fill the cache
+        banner = first_body(url, setup.banners)
+        results["opentime banner"] = load(
+            url, setup.banners, args, "opentime banner", opentime.pid, args.connections
+        )
+        first_body(url, setup.timer)
+        results["opentime timer"] = load(
+            url, setup.timer, args, "opentime timer", opentime.pid, args.timer_connections
+        )
+    finally:
+        stop_server(opentime)
+    port = free_port()
+    (setup.folder / "banner.png").write_bytes(banner)
+    cmd = [sys.executable, "-m", "bench.images", "serve-baseline", "--port", str(port), "--body"]
+    baseline = start_server(
+        "baseline", [*cmd, str(setup.folder / "banner.png")], port, setup.folder / "b.log", args.server_cpu
+    )
+    try:
+        results["baseline"] = load(
+            baseline.base_url, setup.banners, args, "baseline", baseline.pid, args.connections
+        )
+    finally:
+        stop_server(baseline)
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.images", "serve-naive", "--port", str(port)]
+    naive = start_server("naive", cmd, port, setup.folder / "naive.log", args.server_cpu)
+    try:
+        first_body(naive.base_url, setup.timer)
+        results["naive timer"] = load(
+            naive.base_url, setup.timer, args, "naive timer", naive.pid, args.timer_connections
+        )
+    finally:
+        stop_server(naive)
+    return results, len(banner)
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def report(renders: list[tuple[str, float, int]], http: dict[str, WrkResult], banner_bytes: int) -> None:
+    print(f"\n{'render (median of single-thread renders)':<52}{'ms':>9}{'bytes':>10}")
+    for label, ms, size in renders:
+        print(f"{label:<52}{ms:>9.1f}{size:>10,}")
+    print(f"\n{'HTTP (wrk, server on one CPU)':<40}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    for name in ("baseline", "opentime banner", "naive timer", "opentime timer"):
+        r = http[name]
+        print(f"{name:<40}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}")
+    cache = http["opentime banner"].rps / http["baseline"].rps
+    timer = http["opentime timer"].rps / http["naive timer"].rps
+    print(f"\n(c) cached banner ({banner_bytes:,} bytes) vs bare Starlette: {cache:.2f} (target >= 0.7)")
+    print(f"(d) shared countdown vs naive per-request renderer: {timer:,.0f}x (target >= 20x)")
+    print(f"ratio_cache={cache:.2f} ratio_timer={timer:.0f}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    base = sub.add_parser("serve-baseline", help="(internal) the bare Starlette image route")
+    base.add_argument("--port", type=int, required=True)
+    base.add_argument("--body", type=Path, required=True)
+    naive = sub.add_parser("serve-naive", help="(internal) the naive per-request countdown server")
+    naive.add_argument("--port", type=int, required=True)
+    parser.add_argument("--seconds", type=int, default=10, help="each measured wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--timer-connections", type=int, default=8, help="(d): the naive server is slow")
+    parser.add_argument("--recipients", type=int, default=400, help="distinct banners in (c)")
+    parser.add_argument("--renders", type=int, default=21)
+    parser.add_argument("--naive-renders", type=int, default=5)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--wrk-cpu", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve-baseline":
+        serve(baseline_app(args.body.read_bytes(), "image/png"), args.port)
+        return 0
+    if args.command == "serve-naive":
+        serve(naive_app(), args.port)
+        return 0
+    preflight(args)
+    renders = banner_rows(args.renders) + countdown_rows(args.renders, args.naive_renders)
+    for label, ms, size in renders:
+        log(f"{label}: {ms:.1f} ms, {size:,} bytes")
+    try:
+        with tempfile.TemporaryDirectory(prefix="opentime-bench-img-") as tmp:
+            http, banner_bytes = run_http(Setup(Path(tmp), args.recipients), args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        PROCS.stop_all()
+    report(renders, http, banner_bytes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""GET /metrics (Prometheus text) and the per-response data age of the open-time path."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from app.app import create_app
+from app.config import Settings
+from app.demo import recipient_id
+from app.metrics import AGE_BUCKETS, AgeHistogram, OpenStats
+from app.tokens import TokenSigner
+from tests.conftest import BASE_URL, SENDER
+
+AMP = {"AMP-Email-Sender": SENDER}
+
+
+def test_age_histogram_buckets_are_cumulative() -> None:
+    histogram = AgeHistogram()
+    for age in (0.2, 1.0, 4.0, 10 * 86400.0):
+        histogram.observe(age)
+    buckets = dict(histogram.buckets())
+    assert (buckets["1.0"], buckets["5.0"], buckets[str(AGE_BUCKETS[-1])], buckets["+Inf"]) == (2, 3, 3, 4)
+    assert histogram.sum == pytest.approx(0.2 + 1.0 + 4.0 + 864000.0)
+
+
+def test_open_stats_count_outcomes_and_ages() -> None:
+    stats = OpenStats()
+    stats.served(None, 3.0)
+    stats.served("budget-exceeded", None)
+    assert stats.outcomes == {None: 1, "budget-exceeded": 1}
+    assert sum(stats.data_age.counts) == 1
+
+
+def test_metrics_after_some_opens(client: TestClient, signer: TokenSigner) -> None:
+    token = signer.sign("demo", recipient_id(3), now=int(time.time()))
+    for _ in range(2):
+        response = client.get(f"/v1/{token}/list/picks.json", headers=AMP)
+        assert int(response.headers["x-opentime-data-age"]) >= 0  # cache hits carry it too
+    client.get("/v1/not-a-token/list/picks.json", headers=AMP)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'opentime_open_responses_total{kind="list",outcome="ok"} 2.0' in text
+    assert 'opentime_data_age_seconds_count{kind="list"} 2.0' in text
+    assert 'opentime_cache_hits_total{cache="lists"} 1.0' in text
+    assert 'opentime_cache_entries{cache="lists"} 1.0' in text
+    assert "opentime_image_renders_total 0.0" in text
+    assert 'opentime_image_fetches_total{fetch_class="' in text
+    assert "opentime_upstream_breaker_state" not in text  # no upstream configured
+    fallbacks = re.findall(r'opentime_open_responses_total\{kind="list",outcome="([a-z-]+)"\} 1\.0', text)
+    assert fallbacks and "ok" not in fallbacks  # the bad token, counted by its reason
+
+
+def test_metrics_token_is_required_when_set(settings: Settings) -> None:
+    configured = settings.replace(metrics_token="m3trics-t0ken-for-tests")
+    with TestClient(create_app(configured), base_url=BASE_URL) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+        ok = client.get("/metrics", headers={"authorization": "Bearer m3trics-t0ken-for-tests"})
+        assert ok.status_code == 200 and "opentime_open_responses_total" in ok.text
