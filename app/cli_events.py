@@ -82,7 +82,9 @@ def events() -> None:
     help="Signing secret (env OPENTIME_WEBHOOK_SECRET).",
 )
 @click.option("--recipient", required=True, help="Recipient id.")
-@click.option("--type", "event_type", required=True, type=click.Choice(sorted(RULES)), help="Event type.")
+@click.option(
+    "--type", "event_type", required=True, help=f"Event type: {', '.join(sorted(RULES))} or a custom type."
+)
 @click.option("--payload", default="{}", show_default=True, help="Event payload, a JSON object.")
 @click.option("--id", "event_id", help="Event id (default: a new random id; reuse one to test idempotency).")
 @click.option("--occurred-at", help="RFC 3339 time of the event (default: now).")

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.errors import ConfigError
+from app.events import EventTypesError, Rule, with_custom_types
 
 ENV_PREFIX = "OPENTIME_"
 CONFIG_ENV = "OPENTIME_CONFIG"
@@ -73,6 +74,7 @@ class Settings:
     upstream_stale_ttl_seconds: float = 3600.0
     upstream_negative_ttl_seconds: float = 30.0
     metrics_token: str = ""
+    event_types_file: Path | None = None
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -237,6 +239,36 @@ def _base_url(value: Any) -> str:
     return url
 
 
+def _event_types_file(value: Any) -> Path | None:
+    path = _optional_str(value)
+    if not path:
+        return None
+    read_event_types(Path(path).expanduser())  # fail at start-up, not on the first webhook
+    return Path(path).expanduser()
+
+
+def read_event_types(path: Path) -> dict[str, Rule]:
+    """The event rules: built-ins plus the custom types declared in ``path``; ``ValueError`` names it."""
+    try:
+        return with_custom_types(tomllib.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    except EventTypesError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def event_rules(settings: Settings) -> dict[str, Rule]:
+    """The event rules the server applies; ``ConfigError`` when the custom types file is unusable."""
+    if settings.event_types_file is None:
+        return with_custom_types({"types": {}})
+    try:
+        return read_event_types(settings.event_types_file)
+    except ValueError as exc:
+        raise ConfigError(f"setting event_types_file {exc}") from None
+
+
 def _log_level(value: Any) -> str:
     level = _str(value).lower()
     if level not in LOG_LEVELS:
@@ -305,6 +337,11 @@ FIELDS: tuple[Field, ...] = (
         _optional_str,
         "Bearer token GET /metrics requires (empty: open, for an internal network only).",
         sensitive=True,
+    ),
+    Field(
+        "event_types_file",
+        _event_types_file,
+        "TOML file of custom webhook event types (set/increment/append rules; empty: built-ins only).",
     ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
@@ -390,7 +427,7 @@ def masked(field: Field, value: Any) -> str:
     """Render a value for display, hiding credentials."""
     if field.sensitive and isinstance(value, tuple):
         return f"<{len(value)} secret(s)>"
-    text = ", ".join(value) if isinstance(value, tuple) else str(value)
+    text = ", ".join(value) if isinstance(value, tuple) else "" if value is None else str(value)
     if field.sensitive and "://" not in text:
         return "<secret>" if text else ""  # a credential, not a URL with one inside
     if field.sensitive:

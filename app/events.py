@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +70,7 @@ class Event:
     recipient: str
     occurred_at: str  # normalised: UTC, microseconds, e.g. 2024-05-01T10:00:00.000000Z
     payload: dict[str, Any]
+    rule: Rule | None = field(default=None, compare=False, repr=False)  # None: the built-in of ``type``
 
     @property
     def stamp(self) -> Stamp:
@@ -93,8 +94,13 @@ class EventError:
 # -- parsing -------------------------------------------------------------------------------------
 
 
-def parse_batch(data: Any, *, now: float) -> tuple[list[tuple[int, Event]], list[EventError]]:
-    """Split a decoded body into valid events (with their index) and per-event errors."""
+def parse_batch(
+    data: Any, *, now: float, rules: Mapping[str, Rule] | None = None
+) -> tuple[list[tuple[int, Event]], list[EventError]]:
+    """Split a decoded body into valid events (with their index) and per-event errors.
+
+    ``rules`` are the known types (default: the built-ins; see ``with_custom_types``).
+    """
     items = [data] if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise BatchError("body must be an event object or a non-empty JSON array of events")
@@ -104,14 +110,15 @@ def parse_batch(data: Any, *, now: float) -> tuple[list[tuple[int, Event]], list
     errors: list[EventError] = []
     for index, item in enumerate(items):
         try:
-            events.append((index, parse_event(item, now=now)))
+            events.append((index, parse_event(item, now=now, rules=rules)))
         except Invalid as exc:
             event_id = item.get("id") if isinstance(item, dict) else None
             errors.append(EventError(index, exc.field, exc.error, event_id if _is_id(event_id) else None))
     return events, errors
 
 
-def parse_event(item: Any, *, now: float) -> Event:
+def parse_event(item: Any, *, now: float, rules: Mapping[str, Rule] | None = None) -> Event:
+    rules = RULES if rules is None else rules
     if not isinstance(item, dict):
         raise Invalid("event", "must be a JSON object")
     unknown = sorted(set(item) - set(EVENT_FIELDS))
@@ -123,15 +130,16 @@ def parse_event(item: Any, *, now: float) -> Event:
     for name in ("id", "recipient"):
         if not _is_id(item[name]):
             raise Invalid(name, f"must be 1-{MAX_ID_LENGTH} characters without control characters")
-    rule = RULES.get(item["type"]) if isinstance(item["type"], str) else None
+    rule = rules.get(item["type"]) if isinstance(item["type"], str) else None
     if rule is None:
-        raise Invalid("type", f"must be one of {', '.join(RULES)}")
+        raise Invalid("type", f"must be one of {', '.join(rules)}")
     occurred_at = parse_time(item["occurred_at"], now=now)
     payload = item["payload"]
     if not isinstance(payload, dict):
         raise Invalid("payload", "must be a JSON object")
     rule.validate(payload)
-    return Event(item["id"], item["type"], item["recipient"], occurred_at, payload)
+    custom = None if RULES.get(item["type"]) is rule else rule
+    return Event(item["id"], item["type"], item["recipient"], occurred_at, payload, custom)
 
 
 def parse_time(value: Any, *, now: float) -> str:
@@ -207,7 +215,7 @@ def apply_event(
 ) -> tuple[Attributes, FieldTimes]:
     """The profile after ``event``: new objects, the arguments are left untouched."""
     new_attributes, new_times = orjson.loads(orjson.dumps([attributes, field_times]))
-    RULES[event.type].apply(new_attributes, new_times, event)
+    (event.rule or RULES[event.type]).apply(new_attributes, new_times, event)
     return new_attributes, new_times
 
 
@@ -311,14 +319,192 @@ RULES: dict[str, Rule] = {
 }
 
 
+# -- custom types ----------------------------------------------------------------------------------
+#
+# Declared in TOML (``event_types_file``), validated at start-up, e.g.
+#
+#   [types."loyalty.points_earned"]
+#   set = { "loyalty.last_earned_at" = "$occurred_at", "loyalty.tier" = "payload.tier" }
+#   increment = { "loyalty.points" = "payload.points", "loyalty.earn_count" = 1 }
+#   append = { "loyalty.history" = { from = "payload", max = 20 } }
+#
+# A source is "$occurred_at", "$id", "payload" (the whole payload) or "payload.<dotted path>"; an
+# increment may also be a number. Sets are last-writer-wins per field like profile.updated (null
+# deletes); increments and appends merge commutatively like the purchase counters and lists. Both
+# skip a field that a newer set or delete covers, so a newer delete of ``loyalty`` is not undone.
+
+CUSTOM_OPERATIONS = ("set", "increment", "append")
+MAX_APPEND = 1000
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*\Z")
+_FIELD_PART = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
+_META_SOURCES = ("$occurred_at", "$id")
+
+
+class EventTypesError(ValueError):
+    """The custom event types are malformed; the message names the type and the operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    source: str
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomType:
+    """One declared type: target field (dotted path) → source, per operation."""
+
+    sets: dict[str, str]
+    increments: dict[str, str | int | float]
+    appends: dict[str, _Append]
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        _check_depth(payload)
+        for source in [*self.sets.values(), *(a.source for a in self.appends.values())]:
+            _source_value(source, payload, None)
+        for amount in self.increments.values():
+            if isinstance(amount, str) and not _is_number(_source_value(amount, payload, None)):
+                raise Invalid(amount, "must be a finite number")
+
+    def apply(self, attributes: Attributes, times: FieldTimes, event: Event) -> None:
+        for path, source in self.sets.items():
+            write_field(attributes, times, path, _source_value(source, event.payload, event), event.stamp)
+        for path, amount in self.increments.items():
+            if not covered(times, path, event.stamp):
+                value = _source_value(amount, event.payload, event) if isinstance(amount, str) else amount
+                _set(attributes, path.split("."), _add(_get(attributes, path), value))
+        for path, append in self.appends.items():
+            if not covered(times, path, event.stamp):
+                value = _source_value(append.source, event.payload, event)
+                _append(attributes, path, value, append.max, event)
+
+
+def with_custom_types(data: Any) -> dict[str, Rule]:
+    """The built-in rules plus the types declared in a decoded TOML document; ``EventTypesError``."""
+    if not isinstance(data, dict) or set(data) != {"types"} or not isinstance(data["types"], dict):
+        raise EventTypesError('expected only a [types."<name>"] table per custom event type')
+    rules = dict(RULES)
+    for name, spec in data["types"].items():
+        if name in RULES:
+            raise EventTypesError(f"type {name!r}: a built-in type cannot be redefined")
+        if not _TYPE_NAME.match(name) or len(name) > 100:
+            raise EventTypesError(
+                f"type {name!r}: names are lower-case words joined by dots, e.g. loyalty.earned"
+            )
+        try:
+            custom = _custom_type(spec)
+        except EventTypesError as exc:
+            raise EventTypesError(f"type {name!r}: {exc}") from None
+        rules[name] = Rule(custom.validate, custom.apply)
+    return rules
+
+
+def _custom_type(spec: Any) -> CustomType:
+    if not isinstance(spec, dict) or not spec:
+        raise EventTypesError(f"must be a table with at least one of {', '.join(CUSTOM_OPERATIONS)}")
+    unknown = sorted(set(spec) - set(CUSTOM_OPERATIONS))
+    if unknown:
+        raise EventTypesError(f"unknown operation {unknown[0]!r}; use {', '.join(CUSTOM_OPERATIONS)}")
+    tables = {op: _targets(op, spec.get(op, {})) for op in CUSTOM_OPERATIONS}
+    paths = [path for table in tables.values() for path in table]
+    for index, first in enumerate(paths):
+        for second in paths[index + 1 :]:
+            if first == second or second.startswith(first + ".") or first.startswith(second + "."):
+                raise EventTypesError(f"field {second!r} is written twice (also as {first!r})")
+    sets = {path: _string_source("set", path, source) for path, source in tables["set"].items()}
+    increments = {path: _increment_source(path, source) for path, source in tables["increment"].items()}
+    appends = {path: _append_spec(path, source) for path, source in tables["append"].items()}
+    return CustomType(sets, increments, appends)
+
+
+def _targets(op: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise EventTypesError(f'{op} must be a table of "field" = source')
+    for path in table:
+        parts = path.split(".")
+        if len(parts) > MAX_DEPTH or not all(_FIELD_PART.match(part) for part in parts):
+            raise EventTypesError(f"{op}.{path!r}: fields are dotted names of letters, digits, _ and -")
+    return table
+
+
+def _string_source(op: str, path: str, source: Any) -> str:
+    if not isinstance(source, str) or not (
+        source in (*_META_SOURCES, "payload") or (source.startswith("payload.") and _is_path(source[8:]))
+    ):
+        raise EventTypesError(
+            f'{op}.{path!r}: the source must be "$occurred_at", "$id", "payload" or "payload.<field>"'
+            f", got {source!r}"
+        )
+    return source
+
+
+def _increment_source(path: str, source: Any) -> str | int | float:
+    if _is_number(source):
+        return source  # type: ignore[no-any-return]
+    if not (isinstance(source, str) and source.startswith("payload.") and _is_path(source[8:])):
+        raise EventTypesError(f'increment.{path!r}: the amount must be a number or "payload.<field>"')
+    return source
+
+
+def _append_spec(path: str, spec: Any) -> _Append:
+    if not isinstance(spec, dict) or set(spec) - {"from", "max"} or "from" not in spec:
+        raise EventTypesError(f"append.{path!r}: must be {{ from = <source>, max = <1-{MAX_APPEND}> }}")
+    size = spec.get("max", MAX_RECENTLY_VIEWED)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_APPEND:
+        raise EventTypesError(f"append.{path!r}: max must be an integer from 1 to {MAX_APPEND}")
+    return _Append(_string_source("append", path, spec["from"]), size)
+
+
+def _is_path(text: str) -> bool:
+    return all(_FIELD_PART.match(part) for part in text.split("."))
+
+
+def _check_depth(payload: dict[str, Any], path: str = "payload", depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise Invalid(path, f"nests deeper than {MAX_DEPTH} levels")
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            _check_depth(value, f"{path}.{key}", depth + 1)
+
+
+def _source_value(source: str, payload: dict[str, Any], event: Event | None) -> Any:
+    """The value of a source; raises ``Invalid`` when a payload field is missing (validation)."""
+    if source in _META_SOURCES:
+        return None if event is None else (event.occurred_at if source == "$occurred_at" else event.id)
+    node: Any = payload
+    for key in source.split(".")[1:]:
+        if not isinstance(node, dict) or key not in node:
+            raise Invalid(source, "is required by this event type")
+        node = node[key]
+    return node
+
+
+def _get(attributes: Attributes, path: str) -> Any:
+    node: Any = attributes
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _add(current: Any, amount: Any) -> int | float:
+    total = (current if _is_number(current) else 0) + amount
+    return total if isinstance(total, int) else round(total, 6)
+
+
+def _append(attributes: Attributes, path: str, value: Any, size: int, event: Event) -> None:
+    entry = {**value} if isinstance(value, dict) else {"value": value}
+    entry.update(occurred_at=event.occurred_at, event_id=event.id)
+    entries = _newest_first([*_dicts(_get(attributes, path)), entry], "occurred_at", "event_id")
+    _set(attributes, path.split("."), entries[:size])
+
+
 # -- last-writer-wins fields -----------------------------------------------------------------------
 
 
 def write_field(attributes: Attributes, times: FieldTimes, path: str, value: Any, stamp: Stamp) -> bool:
     """Set (or, for None, delete) ``path`` unless a newer write covers it; True if applied."""
     parts = path.split(".")
-    ancestors = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    if any(_stamp(times.get(p)) >= stamp for p in ancestors):
+    if covered(times, path, stamp):
         return False
     below = path + "."
     children = [key for key in times if key.startswith(below)]
@@ -332,6 +518,12 @@ def write_field(attributes: Attributes, times: FieldTimes, path: str, value: Any
     else:
         _set(attributes, parts, value)
     return True
+
+
+def covered(times: FieldTimes, path: str, stamp: Stamp) -> bool:
+    """Did a write at least as new as ``stamp`` set or delete ``path`` or one of its parents?"""
+    parts = path.split(".")
+    return any(_stamp(times.get(".".join(parts[:i]))) >= stamp for i in range(1, len(parts) + 1))
 
 
 def _stamp(value: Any) -> Stamp:

@@ -29,6 +29,7 @@ import orjson
 
 from app.cache import BoundedCache
 from app.campaigns import Campaign, ListBlock
+from app.log_throttle import ThrottledLog
 from app.render.json import render_list
 from app.store.base import Profile, ProfileStore, StoreError
 from app.upstream import NOT_FOUND, UpstreamClient, UpstreamResult
@@ -95,6 +96,7 @@ class ListContent:
         self._inflight: dict[Key, list[asyncio.Future[Entry]]] = {}
         self._stale: set[Key] = set()  # fetched before a profile change: answer, but don't cache
         self._deadlines = Deadlines()
+        self._warnings = ThrottledLog(logger)
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
         """The fast path: a cache hit answers without awaiting anything."""
@@ -173,7 +175,9 @@ class ListContent:
             return
         if isinstance(result, StoreError):
             # Not cached: the next open retries the store.
-            logger.warning("profile store failed for block %s/%s: %s", key[0], key[1], result)
+            self._warnings.warning(
+                "store", "profile store failed for block %s/%s: %s", key[0], key[1], result
+            )
             self._answer(key, "store-error", None)
         elif result is None:
             self._answer(key, UNKNOWN, self._negative_ttl)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from app.apikeys import ApiKeyCache
 from app.cache import BoundedCache
 from app.cache_policy import CachePolicy
 from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
-from app.config import Settings
+from app.config import Settings, event_rules
+from app.events import RULES, Rule
 from app.images.content import ImageContent
 from app.keyring import load_keyring
 from app.metrics import OpenStats
@@ -45,6 +46,7 @@ class Services:
     cache_policy: CachePolicy
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
     upstream: UpstreamClient | None = None
+    event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
 
     def forget(self, recipient: str) -> None:
         """The recipient's profile changed: drop what this process cached from the old data."""
@@ -74,6 +76,7 @@ async def running_services(
 ) -> AsyncIterator[Services]:
     """Open everything a server process needs; close it all on the way out."""
     ring = load_keyring(settings.keys_file)
+    rules = event_rules(settings)
     campaigns = load_campaigns_for(settings)
     templates = load_templates(settings, campaigns)
     signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
@@ -113,6 +116,7 @@ async def running_services(
             cache_policy=CachePolicy(ring.signing_key.secret),
             open_stats=OpenStats(),
             upstream=upstream,
+            event_rules=rules,
         )
     finally:
         images.close()

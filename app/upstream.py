@@ -35,6 +35,7 @@ import orjson
 
 from app.breaker import CircuitBreaker
 from app.cache import BoundedCache, CacheStats
+from app.log_throttle import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
@@ -203,13 +204,18 @@ class UpstreamClient:
             follow_redirects=False,
             trust_env=False,
         )
+        # Requests wait for a connection here, not in httpcore's pool: its queue is rescanned against every
+        # connection on each request and cancellation, which stalls the event loop for hundreds of ms once
+        # a hanging upstream holds every connection and requests pile up (bench/upstream_budget.py).
+        self._slots = asyncio.Semaphore(config.max_connections)
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_s, clock=clock)
+        self._warnings = ThrottledLog(logger)
         self._cache: BoundedCache[str, _Entry] = BoundedCache(
             config.cache_max_bytes, size_of=_entry_size, clock=clock
         )
         self._tokens: _TokenSource | None = None
         if isinstance(config.auth, OAuth2ClientCredentials):
-            self._tokens = _TokenSource(config.auth, self._http, config.max_response_bytes, clock)
+            self._tokens = _TokenSource(config.auth, self._http, self._send, clock)
         self._inflight: dict[str, asyncio.Task[UpstreamResult]] = {}
         self._invalidated: set[str] = set()  # changed while being fetched: answer, but don't cache
 
@@ -311,7 +317,7 @@ class UpstreamClient:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
-        logger.warning("upstream profile fetch failed (%s): %s", error.reason, error)
+        self._warnings.warning(error.reason, "upstream profile fetch failed (%s): %s", error.reason, error)
         return UpstreamResult(error=error)
 
     async def _retrying(self, recipient: str) -> UpstreamResult:
@@ -353,19 +359,26 @@ class UpstreamClient:
             headers["Authorization"] = f"Bearer {token}"
         elif isinstance(self._config.auth, StaticHeaderAuth):
             headers[self._config.auth.name] = self._config.auth.value
-        request = self._http.build_request("GET", url, headers=headers)
-        return await _send(self._http, request, self._config.max_response_bytes)
+        return await self._send(self._http.build_request("GET", url, headers=headers))
+
+    async def _send(self, request: httpx.Request) -> _Reply:
+        async with self._slots:
+            return await _send(self._http, request, self._config.max_response_bytes)
 
 
 class _TokenSource:
     """The OAuth2 access token: cached until shortly before expiry, one refresh shared by all waiters."""
 
     def __init__(
-        self, creds: OAuth2ClientCredentials, http: httpx.AsyncClient, cap: int, clock: Clock
+        self,
+        creds: OAuth2ClientCredentials,
+        http: httpx.AsyncClient,
+        send: Callable[[httpx.Request], Awaitable[_Reply]],
+        clock: Clock,
     ) -> None:
         self._creds = creds
         self._http = http
-        self._cap = cap
+        self._send = send
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -400,7 +413,7 @@ class _TokenSource:
         basic = base64.b64encode(f"{creds.client_id}:{creds.client_secret}".encode()).decode()
         headers = {"Authorization": f"Basic {basic}"}
         request = self._http.build_request("POST", creds.token_url, data=form, headers=headers)
-        reply = await _send(self._http, request, self._cap)
+        reply = await self._send(request)
         if reply.status != 200:
             raise _status_error(reply, "token")
         data = orjson.loads(_json_object(reply.body))

@@ -574,3 +574,33 @@ async def test_aclose_cancels_background_fetches(
     started = time.monotonic()
     await client.aclose()
     assert time.monotonic() - started < 0.1
+
+
+class HangingTransport(httpx.AsyncBaseTransport):
+    """Never answers; records how many requests are inside the transport (httpx's pool) at once."""
+
+    def __init__(self) -> None:
+        self.inside = self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.inside += 1
+        self.peak = max(self.peak, self.inside)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.inside -= 1
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.anyio
+async def test_requests_beyond_the_connection_limit_wait_outside_the_pool(clock: FakeClock) -> None:
+    # Regression: with a hanging upstream holding every connection, httpcore's pool rescans its whole
+    # queue against every connection on each new request and each cancellation (quadratic), which
+    # stalled the event loop ~250 ms past the open-time budget. At most max_connections requests may
+    # be in the transport at once; the rest queue on the client's semaphore.
+    transport = HangingTransport()
+    settings = config("http://upstream.test", read_timeout_s=5.0, total_timeout_s=5.0, max_connections=3)
+    async with UpstreamClient(settings, transport=transport, clock=clock) as client:
+        results = await asyncio.gather(*(client.lookup(f"r{i}", 0.05) for i in range(20)))
+        assert results == [(None, "upstream-timeout")] * 20
+        assert transport.peak == 3

@@ -83,7 +83,7 @@ def _authenticate(request: Request, services: Services, body: bytes) -> Verified
 
 async def _ingest(services: Services, body: bytes) -> Response:
     try:
-        events, errors = parse_batch(orjson.loads(body), now=services.clock())
+        events, errors = parse_batch(orjson.loads(body), now=services.clock(), rules=services.event_rules)
     except orjson.JSONDecodeError as exc:
         raise Refused(400, f"body is not valid JSON: {exc}") from None
     except BatchError as exc:
