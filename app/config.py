@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.errors import ConfigError
-from app.events import EventTypesError, Rule, with_custom_types
+from app.event_types import EventTypesError, with_custom_types
+from app.events import Rule
 
 ENV_PREFIX = "OPENTIME_"
 CONFIG_ENV = "OPENTIME_CONFIG"
@@ -133,13 +134,17 @@ def _port(value: Any) -> int:
     return number
 
 
-def _positive_float(value: Any) -> float:
+def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a number")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"must be a number, got {value!r}") from None
+
+
+def _positive_float(value: Any) -> float:
+    number = _float(value)
     if not number > 0:
         raise ValueError(f"must be greater than 0, got {number}")
     return number
@@ -193,12 +198,7 @@ def _non_negative_int(value: Any) -> int:
 
 
 def _non_negative_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("must be a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a number, got {value!r}") from None
+    number = _float(value)
     if not number >= 0:
         raise ValueError(f"must be 0 or more, got {number}")
     return number

@@ -42,7 +42,7 @@ _RFC3339 = re.compile(
 _ITEM_FIELDS: dict[str, Callable[[Any], bool]] = {
     "sku": lambda v: isinstance(v, str) and 0 < len(v) <= 100,
     "name": lambda v: isinstance(v, str) and len(v) <= 200,
-    "price": lambda v: _is_number(v) and v >= 0,
+    "price": lambda v: is_number(v) and v >= 0,
     "qty": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000,
     "image": lambda v: isinstance(v, str) and len(v) <= 500,
     "url": lambda v: isinstance(v, str) and len(v) <= 500,
@@ -167,7 +167,7 @@ def _is_id(value: Any) -> bool:
     )
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -255,7 +255,7 @@ def _validate_purchase(payload: dict[str, Any]) -> None:
     _only(payload, ("order_id", "total", "currency", "items"))
     if "order_id" in payload and not _is_id(payload["order_id"]):
         raise Invalid("payload.order_id", f"must be 1-{MAX_ID_LENGTH} characters")
-    if not _is_number(payload.get("total")) or payload["total"] < 0:
+    if not is_number(payload.get("total")) or payload["total"] < 0:
         raise Invalid("payload.total", "is required: a number >= 0")
     currency = payload.get("currency")
     if currency is not None and not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
@@ -265,16 +265,16 @@ def _validate_purchase(payload: dict[str, Any]) -> None:
 
 def _apply_purchase(attributes: Attributes, times: FieldTimes, event: Event) -> None:
     order_id = event.payload.get("order_id", event.id)
-    recent = _dicts(attributes.get("recent_purchases"))
+    recent = dicts(attributes.get("recent_purchases"))
     if any(p.get("order_id") == order_id for p in recent):
         return  # the same order reported again under another event id
     entry = {"order_id": order_id, **event.payload, "occurred_at": event.occurred_at}
-    recent = _newest_first([*recent, entry], "occurred_at", "order_id")[:MAX_RECENT_PURCHASES]
+    recent = newest_first([*recent, entry], "occurred_at", "order_id")[:MAX_RECENT_PURCHASES]
     totals = attributes.get("totals")
     totals = totals if isinstance(totals, dict) else {}
     orders, spent = totals.get("orders"), totals.get("spent")
     totals["orders"] = (orders if isinstance(orders, int) else 0) + 1
-    totals["spent"] = round((spent if _is_number(spent) else 0) + event.payload["total"], 2)
+    totals["spent"] = round((spent if is_number(spent) else 0) + event.payload["total"], 2)
     attributes.update(recent_purchases=recent, totals=totals, last_purchase=recent[0])
 
 
@@ -303,7 +303,7 @@ def _validate_viewed(payload: dict[str, Any]) -> None:
 
 def _apply_viewed(attributes: Attributes, times: FieldTimes, event: Event) -> None:
     entry = {**event.payload, "viewed_at": event.occurred_at}
-    views = _newest_first([*_dicts(attributes.get("recently_viewed")), entry], "viewed_at", "sku")
+    views = newest_first([*dicts(attributes.get("recently_viewed")), entry], "viewed_at", "sku")
     unique: dict[Any, dict[str, Any]] = {}
     for view in views:
         unique.setdefault(view.get("sku"), view)  # the newest view of each sku
@@ -317,185 +317,6 @@ RULES: dict[str, Rule] = {
     "cart.cleared": Rule(_validate_empty, _apply_cart),
     "product.viewed": Rule(_validate_viewed, _apply_viewed),
 }
-
-
-# -- custom types ----------------------------------------------------------------------------------
-#
-# Declared in TOML (``event_types_file``), validated at start-up, e.g.
-#
-#   [types."loyalty.points_earned"]
-#   set = { "loyalty.last_earned_at" = "$occurred_at", "loyalty.tier" = "payload.tier" }
-#   increment = { "loyalty.points" = "payload.points", "loyalty.earn_count" = 1 }
-#   append = { "loyalty.history" = { from = "payload", max = 20 } }
-#
-# A source is "$occurred_at", "$id", "payload" (the whole payload) or "payload.<dotted path>"; an
-# increment may also be a number. Sets are last-writer-wins per field like profile.updated (null
-# deletes); increments and appends merge commutatively like the purchase counters and lists. Both
-# skip a field that a newer set or delete covers, so a newer delete of ``loyalty`` is not undone.
-
-CUSTOM_OPERATIONS = ("set", "increment", "append")
-MAX_APPEND = 1000
-_TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*\Z")
-_FIELD_PART = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
-_META_SOURCES = ("$occurred_at", "$id")
-
-
-class EventTypesError(ValueError):
-    """The custom event types are malformed; the message names the type and the operation."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Append:
-    source: str
-    max: int
-
-
-@dataclass(frozen=True, slots=True)
-class CustomType:
-    """One declared type: target field (dotted path) → source, per operation."""
-
-    sets: dict[str, str]
-    increments: dict[str, str | int | float]
-    appends: dict[str, _Append]
-
-    def validate(self, payload: dict[str, Any]) -> None:
-        _check_depth(payload)
-        for source in [*self.sets.values(), *(a.source for a in self.appends.values())]:
-            _source_value(source, payload, None)
-        for amount in self.increments.values():
-            if isinstance(amount, str) and not _is_number(_source_value(amount, payload, None)):
-                raise Invalid(amount, "must be a finite number")
-
-    def apply(self, attributes: Attributes, times: FieldTimes, event: Event) -> None:
-        for path, source in self.sets.items():
-            write_field(attributes, times, path, _source_value(source, event.payload, event), event.stamp)
-        for path, amount in self.increments.items():
-            if not covered(times, path, event.stamp):
-                value = _source_value(amount, event.payload, event) if isinstance(amount, str) else amount
-                _set(attributes, path.split("."), _add(_get(attributes, path), value))
-        for path, append in self.appends.items():
-            if not covered(times, path, event.stamp):
-                value = _source_value(append.source, event.payload, event)
-                _append(attributes, path, value, append.max, event)
-
-
-def with_custom_types(data: Any) -> dict[str, Rule]:
-    """The built-in rules plus the types declared in a decoded TOML document; ``EventTypesError``."""
-    if not isinstance(data, dict) or set(data) != {"types"} or not isinstance(data["types"], dict):
-        raise EventTypesError('expected only a [types."<name>"] table per custom event type')
-    rules = dict(RULES)
-    for name, spec in data["types"].items():
-        if name in RULES:
-            raise EventTypesError(f"type {name!r}: a built-in type cannot be redefined")
-        if not _TYPE_NAME.match(name) or len(name) > 100:
-            raise EventTypesError(
-                f"type {name!r}: names are lower-case words joined by dots, e.g. loyalty.earned"
-            )
-        try:
-            custom = _custom_type(spec)
-        except EventTypesError as exc:
-            raise EventTypesError(f"type {name!r}: {exc}") from None
-        rules[name] = Rule(custom.validate, custom.apply)
-    return rules
-
-
-def _custom_type(spec: Any) -> CustomType:
-    if not isinstance(spec, dict) or not spec:
-        raise EventTypesError(f"must be a table with at least one of {', '.join(CUSTOM_OPERATIONS)}")
-    unknown = sorted(set(spec) - set(CUSTOM_OPERATIONS))
-    if unknown:
-        raise EventTypesError(f"unknown operation {unknown[0]!r}; use {', '.join(CUSTOM_OPERATIONS)}")
-    tables = {op: _targets(op, spec.get(op, {})) for op in CUSTOM_OPERATIONS}
-    paths = [path for table in tables.values() for path in table]
-    for index, first in enumerate(paths):
-        for second in paths[index + 1 :]:
-            if first == second or second.startswith(first + ".") or first.startswith(second + "."):
-                raise EventTypesError(f"field {second!r} is written twice (also as {first!r})")
-    sets = {path: _string_source("set", path, source) for path, source in tables["set"].items()}
-    increments = {path: _increment_source(path, source) for path, source in tables["increment"].items()}
-    appends = {path: _append_spec(path, source) for path, source in tables["append"].items()}
-    return CustomType(sets, increments, appends)
-
-
-def _targets(op: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise EventTypesError(f'{op} must be a table of "field" = source')
-    for path in table:
-        parts = path.split(".")
-        if len(parts) > MAX_DEPTH or not all(_FIELD_PART.match(part) for part in parts):
-            raise EventTypesError(f"{op}.{path!r}: fields are dotted names of letters, digits, _ and -")
-    return table
-
-
-def _string_source(op: str, path: str, source: Any) -> str:
-    if not isinstance(source, str) or not (
-        source in (*_META_SOURCES, "payload") or (source.startswith("payload.") and _is_path(source[8:]))
-    ):
-        raise EventTypesError(
-            f'{op}.{path!r}: the source must be "$occurred_at", "$id", "payload" or "payload.<field>"'
-            f", got {source!r}"
-        )
-    return source
-
-
-def _increment_source(path: str, source: Any) -> str | int | float:
-    if _is_number(source):
-        return source  # type: ignore[no-any-return]
-    if not (isinstance(source, str) and source.startswith("payload.") and _is_path(source[8:])):
-        raise EventTypesError(f'increment.{path!r}: the amount must be a number or "payload.<field>"')
-    return source
-
-
-def _append_spec(path: str, spec: Any) -> _Append:
-    if not isinstance(spec, dict) or set(spec) - {"from", "max"} or "from" not in spec:
-        raise EventTypesError(f"append.{path!r}: must be {{ from = <source>, max = <1-{MAX_APPEND}> }}")
-    size = spec.get("max", MAX_RECENTLY_VIEWED)
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_APPEND:
-        raise EventTypesError(f"append.{path!r}: max must be an integer from 1 to {MAX_APPEND}")
-    return _Append(_string_source("append", path, spec["from"]), size)
-
-
-def _is_path(text: str) -> bool:
-    return all(_FIELD_PART.match(part) for part in text.split("."))
-
-
-def _check_depth(payload: dict[str, Any], path: str = "payload", depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
-        raise Invalid(path, f"nests deeper than {MAX_DEPTH} levels")
-    for key, value in payload.items():
-        if isinstance(value, dict):
-            _check_depth(value, f"{path}.{key}", depth + 1)
-
-
-def _source_value(source: str, payload: dict[str, Any], event: Event | None) -> Any:
-    """The value of a source; raises ``Invalid`` when a payload field is missing (validation)."""
-    if source in _META_SOURCES:
-        return None if event is None else (event.occurred_at if source == "$occurred_at" else event.id)
-    node: Any = payload
-    for key in source.split(".")[1:]:
-        if not isinstance(node, dict) or key not in node:
-            raise Invalid(source, "is required by this event type")
-        node = node[key]
-    return node
-
-
-def _get(attributes: Attributes, path: str) -> Any:
-    node: Any = attributes
-    for key in path.split("."):
-        node = node.get(key) if isinstance(node, dict) else None
-    return node
-
-
-def _add(current: Any, amount: Any) -> int | float:
-    total = (current if _is_number(current) else 0) + amount
-    return total if isinstance(total, int) else round(total, 6)
-
-
-def _append(attributes: Attributes, path: str, value: Any, size: int, event: Event) -> None:
-    entry = {**value} if isinstance(value, dict) else {"value": value}
-    entry.update(occurred_at=event.occurred_at, event_id=event.id)
-    entries = _newest_first([*_dicts(_get(attributes, path)), entry], "occurred_at", "event_id")
-    _set(attributes, path.split("."), entries[:size])
 
 
 # -- last-writer-wins fields -----------------------------------------------------------------------
@@ -516,7 +337,7 @@ def write_field(attributes: Attributes, times: FieldTimes, path: str, value: Any
     if value is None:
         _delete(attributes, parts)
     else:
-        _set(attributes, parts, value)
+        set_path(attributes, parts, value)
     return True
 
 
@@ -532,7 +353,7 @@ def _stamp(value: Any) -> Stamp:
     return ("", "")  # none, or unreadable: older than any event
 
 
-def _set(attributes: Attributes, parts: list[str], value: Any) -> None:
+def set_path(attributes: Attributes, parts: list[str], value: Any) -> None:
     node = attributes
     for key in parts[:-1]:
         child = node.get(key)
@@ -551,9 +372,9 @@ def _delete(attributes: Attributes, parts: list[str]) -> None:
     node.pop(parts[-1], None)
 
 
-def _dicts(value: Any) -> list[dict[str, Any]]:
+def dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _newest_first(entries: list[dict[str, Any]], time_key: str, tie_key: str) -> list[dict[str, Any]]:
+def newest_first(entries: list[dict[str, Any]], time_key: str, tie_key: str) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (str(e.get(time_key, "")), str(e.get(tie_key, ""))), reverse=True)
