@@ -766,31 +766,28 @@ def run_baseline(prep: Prepared, args: argparse.Namespace, results: Results) -> 
     server = start_server("baseline", cmd, port, prep.folder / "baseline.log", args.server_cpu)
     try:
         check_sample(server, first_paths(prep.paths["warm"], SAMPLE_SIZE), expect_cors=False, body_size=2048)
-        warm = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=args.warmup,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            check=True,
-            label="baseline warm-up",
-        )
-        require_clean(warm)
-        wait_quiet(args, results, "baseline")
-        results.baseline = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=args.duration,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            label="baseline",
-            server_pid=server.pid,
-        )
-        require_clean(results.baseline)
-        log(describe(results.baseline))
+        results.baseline = warm_up_and_measure(server, prep.paths["warm"], args, results, "baseline")
         results.baseline_runs.append(results.baseline)
     finally:
         stop_server(server)
+
+
+def warm_up_and_measure(
+    server: Server, paths: Path, args: argparse.Namespace, results: Results, label: str
+) -> WrkResult:
+    """A checked warm-up, a wait for idle CPUs, then the measured run (which must be clean too)."""
+    common = {"connections": args.connections, "cpu": args.wrk_cpu}
+    warm = run_wrk(
+        server.base_url, paths, seconds=args.warmup, check=True, label=f"{label} warm-up", **common
+    )
+    require_clean(warm)
+    wait_quiet(args, results, label)
+    result = run_wrk(
+        server.base_url, paths, seconds=args.duration, label=label, server_pid=server.pid, **common
+    )
+    require_clean(result)
+    log(describe(result))
+    return result
 
 
 def opentime_cmd(prep: Prepared) -> list[str]:
@@ -829,28 +826,7 @@ def run_warm(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         prep.body_bytes = check_sample(
             server, first_paths(prep.paths["warm"], SAMPLE_SIZE), expect_cors=True, body_size=None
         )
-        warm = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=args.warmup,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            check=True,
-            label="opentime warm-up",
-        )
-        require_clean(warm)
-        wait_quiet(args, results, "opentime warm")
-        results.warm = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=args.duration,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            label="opentime warm",
-            server_pid=server.pid,
-        )
-        require_clean(results.warm)
-        log(describe(results.warm))
+        results.warm = warm_up_and_measure(server, prep.paths["warm"], args, results, "opentime warm")
         results.warm_runs.append(results.warm)
         after = run_wrk(
             server.base_url,
