@@ -79,7 +79,8 @@ async def require_scope(request: Request, scope: str, *, basic: bool = False) ->
         presented = presented_key(request.headers, basic=basic)
         key = await authenticate(services.store, presented, cache=services.api_key_cache)
     except ApiKeyError as exc:
-        logger.info("API key rejected on %s: %s", request.url.path, exc)
+        route = getattr(request.scope.get("route"), "path", "?")  # not the path: it may hold an id
+        logger.info("API key rejected on %s: %s", route, exc)
         error = BasicAuthRequired if basic else Unauthorized
         raise error(_MESSAGES[type(exc)]) from None
     if not key.allows(scope):

@@ -94,5 +94,7 @@ async def _opentime_error(request: Request, exc: Exception) -> Response:
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
-    logger.warning("store unavailable for %s", request.url.path, exc_info=exc)
+    # The route template, not the path: paths can hold customer ids (personal data).
+    route = getattr(request.scope.get("route"), "path", "?")
+    logger.warning("store unavailable for %s %s", request.method, route, exc_info=exc)
     return JSONResponse({"error": "storage is unavailable, try again"}, 503, headers={"retry-after": "5"})

@@ -57,15 +57,15 @@ class Settings:
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "info"
     access_log: bool = False
-    webhook_secrets: tuple[str, ...] = ()
+    webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # a secret
     webhook_tolerance_seconds: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
     upstream_url: str = ""
     upstream_auth_header: str = ""
-    upstream_auth_value: str = ""
+    upstream_auth_value: str = dataclasses.field(default="", repr=False)  # a secret
     upstream_token_url: str = ""
     upstream_client_id: str = ""
-    upstream_client_secret: str = ""
+    upstream_client_secret: str = dataclasses.field(default="", repr=False)  # a secret
     upstream_scope: str = ""
     upstream_connect_timeout_seconds: float = 0.5
     upstream_read_timeout_seconds: float = 2.0
@@ -74,7 +74,7 @@ class Settings:
     upstream_fresh_ttl_seconds: float = 60.0
     upstream_stale_ttl_seconds: float = 3600.0
     upstream_negative_ttl_seconds: float = 30.0
-    metrics_token: str = ""
+    metrics_token: str = dataclasses.field(default="", repr=False)  # a secret
     event_types_file: Path | None = None
 
     def replace(self, **changes: Any) -> Settings:

@@ -170,6 +170,15 @@ class ListContent:
 
     def _fetched(self, key: Key, block: ListBlock, result: Profile | StoreError | None) -> None:
         """The store answered: render, cache, and wake every open waiting on this key."""
+        try:
+            self._settle_fetched(key, block, result)
+        except Exception:
+            # Whatever one profile holds, the waiters of this key (and the rest of the store's batch)
+            # must still be answered, or their opens would wait out the budget forever.
+            logger.exception("rendering block %s/%s failed", key[0], key[1])
+            self._answer(key, "internal-error", None)
+
+    def _settle_fetched(self, key: Key, block: ListBlock, result: Profile | StoreError | None) -> None:
         if result is None and self.upstream is not None:
             self._pull(key, block, self.upstream)  # the waiters stay in _inflight
             return
@@ -193,7 +202,13 @@ class ListContent:
 
     def _pulled(self, key: Key, block: ListBlock, task: asyncio.Task[UpstreamResult]) -> None:
         self._pulls.discard(task)
-        result = None if task.cancelled() else task.result()
+        try:
+            self._settle_pulled(key, block, None if task.cancelled() else task.result())
+        except Exception:
+            logger.exception("rendering block %s/%s from the upstream failed", key[0], key[1])
+            self._answer(key, "internal-error", None)
+
+    def _settle_pulled(self, key: Key, block: ListBlock, result: UpstreamResult | None) -> None:
         if result is None or (result.attributes is None and result.reason != NOT_FOUND):
             # Not cached: the next open asks again (the upstream client's breaker guards the upstream).
             self._answer(key, "upstream-error" if result is None else result.reason or "upstream-error", None)
@@ -291,7 +306,10 @@ async def _within(awaitable: Awaitable[T], budget_s: float) -> T | str:
 
 
 def _found(attributes: bytes, updated_at: float, version: int | None, source: str) -> Found | str:
-    data = orjson.loads(attributes)
+    try:
+        data = orjson.loads(attributes)
+    except orjson.JSONDecodeError:
+        return "bad-profile"
     return Found(data, updated_at, version, source) if isinstance(data, dict) else "bad-profile"
 
 

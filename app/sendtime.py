@@ -59,9 +59,13 @@ class SendTime:
         attributes: Mapping[str, Any] | None,
         *,
         at: float | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
+        """With ``token`` (an open-time page), its URLs reuse the token that was presented: a page
+        served at open time must never mint a fresh token, or any token could be renewed forever."""
         now = self.clock() if at is None else at
-        token = self.signer.sign(campaign.name, recipient, now=int(self.clock()))
+        if token is None:
+            token = self.signer.sign(campaign.name, recipient, now=int(self.clock()))
         profile = dict(attributes or {})
         return {
             "recipient": {"id": recipient},

@@ -97,3 +97,13 @@ def test_readme_documents_every_setting() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     missing = [f.env_var for f in FIELDS if f"`{f.env_var}`" not in readme or f"`{f.name}`" not in readme]
     assert not missing
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    env = {
+        **REQUIRED,
+        "OPENTIME_WEBHOOK_SECRETS": "whsec-0123456789abcdef",
+        "OPENTIME_METRICS_TOKEN": "m3tr1cs-t0ken",
+    }
+    text = repr(load_settings(env).settings)
+    assert "whsec-0123456789abcdef" not in text and "m3tr1cs-t0ken" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -115,3 +116,15 @@ async def test_shutdown_cancels_background_lookups(store: GatedStore, demo: Camp
     await lists.load("demo", demo.lists["picks"], recipient_id(3))
     await lists.aclose()
     assert lists.cached("demo", demo.lists["picks"], recipient_id(3)) is None
+
+
+@pytest.mark.anyio
+async def test_a_failing_render_still_answers_every_waiter(store: GatedStore, demo: Campaign) -> None:
+    store.gate.set()
+    lists = content(store)
+    # A block whose shaping raises (a field spec that is not one) stands for any unexpected error.
+    bad_block = replace(demo.lists["picks"], fields=(None,))  # type: ignore[arg-type]
+    outcome = await lists.load("demo", bad_block, recipient_id(1))
+    assert outcome.fallback_reason == "internal-error"
+    good = await lists.load("demo", demo.lists["picks"], recipient_id(2))
+    assert good.fallback_reason is None

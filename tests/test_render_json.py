@@ -124,3 +124,10 @@ def test_url_fast_paths_agree_with_the_general_path(value: str) -> None:
     base = "https://shop.example.com/p/"
     general = render_json._url_general(value, base)
     assert render_json._url(value, base) == general
+
+
+def test_url_that_urllib_cannot_parse_drops_the_item_instead_of_raising() -> None:
+    # Attack: one profile with "https://[x/y" (an invalid IPv6 host) used to raise inside the store's
+    # batch callback and leave every recipient of that batch waiting until the process restarted.
+    recs = [{"name": "Bad", "sku": "https://[x/y"}, {"name": "Good", "sku": "g"}]
+    assert items({"recs": recs}) == [{"name": "Good", "url": "https://shop.example.com/p/g"}]

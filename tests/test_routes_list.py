@@ -138,3 +138,11 @@ def test_unknown_routes_are_json_404_and_health(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and "demo" in ready["campaigns"]
+
+
+def test_readiness_says_unavailable_without_details(client: TestClient) -> None:
+    services = client.app_state["services"]
+    client.portal.call(services.store.close)  # type: ignore[union-attr]
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "reason": "store"}

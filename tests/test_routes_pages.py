@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from starlette.testclient import TestClient
 
 from app.demo import recipient_id
-from app.tokens import TokenSigner
+from app.keyring import KeyRing
+from app.tokens import TokenSigner, TokenVerifier
 
 
 def token(signer: TokenSigner, recipient: str = recipient_id(1), **kw: int) -> str:
@@ -69,3 +71,16 @@ def test_malformed_page_urls_are_404_json(client: TestClient, path: str) -> None
 
 def test_post_to_view_is_405(client: TestClient, signer: TokenSigner) -> None:
     assert client.post(f"/v1/{token(signer)}/view").status_code == 405
+
+
+def test_web_view_reuses_the_presented_token_and_never_mints_one(
+    client: TestClient, signer: TokenSigner, ring: KeyRing
+) -> None:
+    # Attack: a token with a day left, opened in the browser, must not come back as 31-day tokens.
+    short = signer.sign("demo", recipient_id(1), now=int(time.time()), ttl_seconds=86400)
+    page = client.get(f"/v1/{short}/view").text
+    tokens = set(re.findall(r"/v1/([A-Za-z0-9_.-]+)/(?:list|html|img|view|form)", page))
+    verifier = TokenVerifier(ring)
+    others = [verifier.verify(t, now=int(time.time())) for t in tokens - {short}]
+    assert short in tokens
+    assert all(claims.recipient is None for claims in others)  # only campaign-wide (countdown) tokens

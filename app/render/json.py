@@ -127,11 +127,14 @@ def _url_general(value: str, base: str | None) -> Any:
     value = value.strip()
     if not value:
         return _MISSING
-    url = urljoin(base, value) if base else value
-    # Percent-encode what may not stand in a URL (spaces, quotes, <>, braces, non-ASCII): profile
-    # data is untrusted, and AMP validators and mail clients reject such href/src values.
-    url = quote(url, safe=URL_SAFE)
-    parts = urlsplit(url)
+    try:
+        url = urljoin(base, value) if base else value
+        # Percent-encode what may not stand in a URL (spaces, quotes, <>, braces, non-ASCII): profile
+        # data is untrusted, and AMP validators and mail clients reject such href/src values.
+        url = quote(url, safe=URL_SAFE)
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "https://[x/y": an invalid IPv6 host
+        return _MISSING
     # Only complete https URLs reach the email: no javascript:, no relative, no http.
     if parts.scheme != "https" or not parts.hostname:
         return _MISSING

@@ -7,6 +7,7 @@ also wants ``Authorization: Bearer <metrics_token>``.
 from __future__ import annotations
 
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +20,8 @@ from app.store.base import StoreError
 
 NO_STORE = {"cache-control": "no-store"}
 
+logger = logging.getLogger(__name__)
+
 
 async def healthz(request: Request) -> JSONResponse:
     """The process is up and serving."""
@@ -30,8 +33,10 @@ async def readyz(request: Request) -> JSONResponse:
     services: Services = request.state.services
     try:
         await services.store.ping()
-    except StoreError as exc:
-        return JSONResponse({"status": "unavailable", "reason": str(exc)}, 503, headers=NO_STORE)
+    except StoreError:
+        # No details: this endpoint is public, and the error names files and hosts.
+        logger.warning("readiness check: the profile store does not answer", exc_info=True)
+        return JSONResponse({"status": "unavailable", "reason": "store"}, 503, headers=NO_STORE)
     return JSONResponse({"status": "ready", "campaigns": sorted(services.campaigns)}, headers=NO_STORE)
 
 

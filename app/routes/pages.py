@@ -94,7 +94,7 @@ async def web_view(services: Services, token: str) -> tuple[str, str | None]:
     if campaign is None or not campaign.has_email:
         return UNAVAILABLE_PAGE, "unknown-campaign"
     attributes, reason = await services.lists.profile(claims.recipient, VIEW_BUDGET_S)
-    context = services.sendtime.context(campaign, claims.recipient, attributes)
+    context = services.sendtime.context(campaign, claims.recipient, attributes, token=token)
     return services.templates.render(campaign.template("email.html"), context), reason
 
 

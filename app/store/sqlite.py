@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -225,7 +226,7 @@ class SQLiteProfileStore:
             for recipient_id, callbacks in batch.items():
                 profile = outcome.get(recipient_id)
                 for callback in callbacks:
-                    callback(profile)
+                    _call(callback, profile)
         else:
             _fail(batch, outcome)
         if self._pending:
@@ -362,7 +363,15 @@ def _fail(batch: Waiters, error: Exception) -> None:
             # One exception object per waiter: a shared one would grow its traceback on every raise.
             copy = StoreError(str(error))
             copy.__cause__ = error.__cause__ if isinstance(error, StoreError) else error
-            callback(copy)
+            _call(callback, copy)
+
+
+def _call(callback: Callable[[LookupResult], None], result: LookupResult) -> None:
+    """One waiter's failure must not keep the rest of the batch from their answers."""
+    try:
+        callback(result)
+    except Exception:
+        logging.getLogger(__name__).exception("a profile lookup callback failed")
 
 
 def _resolve(future: asyncio.Future[Profile | None], result: LookupResult) -> None:
