@@ -92,8 +92,11 @@ def parse_at(value: str | None, now: float) -> datetime:
         example = "2025-06-01T09:30:00Z"
         raise ValueError(f"'at' must be an ISO 8601 time such as {example}, got {value!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # valid ISO 8601 whose UTC instant is before year 1 or after 9999
+        raise ValueError(f"'at' is outside the years 1 to 9999 in UTC, got {value!r}") from None
 
 
 def profile_attributes(profile: Profile | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -51,6 +51,7 @@ __all__ = [
     "TokenSigner",
     "TokenUnknownKey",
     "TokenVerifier",
+    "check_recipient",
     "esp_campaign_key",
 ]
 
@@ -168,7 +169,7 @@ class TokenSigner:
     ) -> str:
         """Sign a per-recipient token; ids containing "@" are always sealed (`seal=False` is refused)."""
         _check_campaign(campaign)
-        rcpt = _check_recipient(recipient)
+        rcpt = _recipient_bytes(recipient)
         if seal is None:
             seal = "@" in recipient
         elif not seal and "@" in recipient:
@@ -398,7 +399,13 @@ def _check_campaign(campaign: str) -> None:
         raise ValueError(f"campaign {campaign!r} must match [a-z0-9][a-z0-9_-]{{0,39}}")
 
 
-def _check_recipient(recipient: str) -> bytes:
+def check_recipient(recipient: str) -> None:
+    """Raise ValueError unless `recipient` is an id `TokenSigner.sign` accepts (for callers that validate
+    input before signing, so that they reject it with the signer's own rule)."""
+    _recipient_bytes(recipient)
+
+
+def _recipient_bytes(recipient: str) -> bytes:
     if _CONTROL_RE.search(recipient):
         raise ValueError("recipient id contains control characters")
     try:

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -103,7 +104,10 @@ class UpstreamConfig:
             raise ValueError("upstream stale_ttl_s must be >= 0")
 
     def url_for(self, recipient: str) -> str:
-        return self.url_template.replace("{recipient}", quote(recipient, safe=""))
+        """The profile URL; ``.`` is encoded too, or a recipient id ``..`` would be a dot segment that the
+        URL parser resolves (``https://crm/profiles/..`` is ``https://crm/``): a credentialed request to
+        another resource of the upstream."""
+        return self.url_template.replace("{recipient}", quote(recipient, safe="").replace(".", "%2E"))
 
 
 class UpstreamError(Exception):
@@ -417,12 +421,24 @@ class _TokenSource:
         if reply.status != 200:
             raise _status_error(reply, "token")
         data = orjson.loads(_json_object(reply.body))
-        token, expires_in = data.get("access_token"), data.get("expires_in", 3600)
-        if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
+        token, expires_in = data.get("access_token"), _expires_in(data.get("expires_in", 3600))
+        if not isinstance(token, str) or not token or expires_in is None:
             raise UpstreamBadResponse("token response lacks access_token or a numeric expires_in")
         margin = min(creds.refresh_margin_s, expires_in / 2)
         self._token, self._refresh_at = token, self._clock() + expires_in - margin
         return token
+
+
+def _expires_in(value: object) -> float | None:
+    """Seconds a token lives, at least 1: some servers send a numeric string, or 0 or less (a token of 0 s
+    would be refreshed before every request). None when it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return max(seconds, 1.0) if math.isfinite(seconds) else None
 
 
 async def _send(http: httpx.AsyncClient, request: httpx.Request, cap: int) -> _Reply:

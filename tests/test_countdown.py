@@ -129,6 +129,11 @@ def test_local_deadline_resolves_in_its_zone() -> None:
         ("2026-12-24T18:00", "Mars/Olympus_Mons", "unknown time zone"),
         ("2026-12-24T18:00", "../../etc/passwd", "unknown time zone"),
         ("2026-02-30T18:00", BERLIN, "not an ISO 8601"),
+        # Valid ISO 8601 whose UTC instant is outside datetime's range: OverflowError used to escape.
+        ("0001-01-01T00:00:00+01:00", None, "outside the years 1 to 9999"),
+        ("9999-12-31T23:59:59-01:00", None, "outside the years 1 to 9999"),
+        ("0001-01-01T00:00:00", BERLIN, "outside the years 1 to 9999"),
+        ("9999-12-31T23:59:59", "America/New_York", "outside the years 1 to 9999"),
     ],
 )
 def test_unreadable_deadlines(value: str, tz: str | None, message: str) -> None:
@@ -148,6 +153,7 @@ def test_unreadable_deadlines(value: str, tz: str | None, message: str) -> None:
             "profile field 'ends_at': deadline 'next friday 18:00' is not an ISO",
         ),
         ({"ends_at": "2026-12-24T18:00"}, "no UTC offset and no time zone"),
+        ({"ends_at": "0001-01-01T00:00:00+01:00"}, "profile field 'ends_at': .* outside the years"),
     ],
 )
 def test_profile_deadline_errors(profile: dict[str, object], message: str) -> None:

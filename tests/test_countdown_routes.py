@@ -54,6 +54,8 @@ OFFERS = {
     "cust-ny": {"offer": {"ends_at": "2026-12-22T09:00", "zone": "America/New_York"}},  # 14:00Z
     "cust-berlin": {"offer": {"ends_at": "2026-12-22T15:00"}},  # 14:00Z too: the same pixels
     "cust-none": {"first_name": "Nora"},
+    # Before year 1 in UTC: OverflowError used to escape and serve a blank image instead of the fallback.
+    "cust-year-zero": {"offer": {"ends_at": "0001-01-01T00:00:00+01:00"}},
 }
 
 
@@ -170,7 +172,12 @@ def test_per_recipient_deadlines(timers: TestClient, signer: TokenSigner) -> Non
 
 @pytest.mark.parametrize(
     ("recipient", "reason"),
-    [("cust-none", "no-deadline"), (None, "no-recipient"), ("cust-9999999", "unknown-recipient")],
+    [
+        ("cust-none", "no-deadline"),
+        ("cust-year-zero", "no-deadline"),
+        (None, "no-recipient"),
+        ("cust-9999999", "unknown-recipient"),
+    ],
 )
 def test_per_recipient_fallbacks(
     timers: TestClient, signer: TokenSigner, recipient: str | None, reason: str

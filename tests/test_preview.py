@@ -47,6 +47,10 @@ def test_parse_at() -> None:
     for bad in ("tomorrow", "2030-02-30", "1700000000"):
         with pytest.raises(ValueError, match="ISO 8601"):
             parse_at(bad, NOW)
+    # Valid ISO 8601 that overflows when moved to UTC: OverflowError used to escape as a 500.
+    for bad in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+            parse_at(bad, NOW)
 
 
 def test_profile_attributes() -> None:

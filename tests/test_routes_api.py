@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import sqlite3
 import time
 
 import pytest
@@ -12,7 +13,9 @@ from starlette.testclient import TestClient
 
 from app.apikeys import create_key
 from app.config import Settings
+from app.routes.api import UNREADABLE_PROFILE
 from app.store import open_store
+from app.tokens import check_recipient
 
 
 def make_key(settings: Settings, *scopes: str) -> str:
@@ -108,3 +111,57 @@ def test_wrong_content_type_and_oversized_body(client: TestClient, render_key: s
         "/api/render", content=b"{nope", headers={**headers, "content-type": "application/json"}
     )
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+
+
+@pytest.mark.parametrize("rid", ["a\x85b", "\x7f", "é" * 150, "a\u009fb"])
+def test_recipient_ids_are_checked_with_the_signers_rule(
+    client: TestClient, render_key: str, rid: str
+) -> None:
+    # These passed the route's own check, then TokenSigner.sign raised ValueError: a 500 for the batch.
+    status, data = post(client, render_key, {"campaign": "demo", "recipients": ["cust-0000001", rid]})
+    assert status == 400
+    assert str(data["error"]).startswith("recipients[1]: recipient id")
+
+
+def test_check_recipient_is_the_rule_sign_applies() -> None:
+    check_recipient("é" * 100)
+    for bad in ["", "a\x85b", "é" * 101]:
+        with pytest.raises(ValueError, match="recipient id"):
+            check_recipient(bad)
+
+
+@pytest.mark.parametrize("value", ["a\u2028b", "a\u2029b", "a\x0bb", "a\x85b", "a\x1cb", "a\tb", "a\x00b"])
+def test_header_values_that_break_lines_are_rejected(client: TestClient, render_key: str, value: str) -> None:
+    # The email package refuses these in headers with ValueError, which used to fail the whole batch.
+    body = {"campaign": "demo", "format": "eml", "recipients": [{"id": "r", "to": value}]}
+    status, data = post(client, render_key, body)
+    assert status == 400 and "recipients[0].to" in str(data["error"])
+    status, data = post(client, render_key, {**body, "recipients": ["r"], "from": value})
+    assert status == 400 and str(data["error"]).startswith("from:")
+
+
+def test_a_malformed_address_fails_only_its_recipient(client: TestClient, render_key: str) -> None:
+    recipients = [{"id": "a", "to": "<"}, {"id": "b", "to": "a@["}, {"id": "c", "to": "c@example.org"}]
+    status, data = post(client, render_key, {"campaign": "demo", "format": "eml", "recipients": recipients})
+    assert status == 200
+    results = data["results"]
+    assert isinstance(results, list)
+    assert ["error" in r for r in results] == [True, True, False]
+    assert "cannot build the message" in results[0]["error"] and "eml" in results[2]
+
+
+def test_a_corrupt_stored_profile_renders_without_data(
+    client: TestClient, render_key: str, settings: Settings
+) -> None:
+    path = settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE profiles SET attributes = ? WHERE recipient_id = ?", (b"{nope", "cust-0000001"))
+        conn.execute("UPDATE profiles SET attributes = ? WHERE recipient_id = ?", (b"[1]", "cust-0000002"))
+    conn.close()
+    recipients = ["cust-0000001", "cust-0000002", "cust-0000003"]
+    status, data = post(client, render_key, {"campaign": "demo", "recipients": recipients})
+    assert status == 200
+    results = data["results"]
+    assert isinstance(results, list)
+    assert [r["found"] for r in results] == [False, False, True]
+    assert [UNREADABLE_PROFILE in r["warnings"] for r in results] == [True, True, False]

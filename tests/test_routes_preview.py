@@ -132,6 +132,18 @@ def test_bad_open_time_is_a_json_400(client: TestClient, keys: dict[str, str], a
     assert "ISO 8601" in response.json()["error"]
 
 
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_open_time_out_of_range_in_utc_is_a_json_400(
+    client: TestClient, keys: dict[str, str], at: str
+) -> None:
+    # These parse, then overflow when moved to UTC: the OverflowError used to be a 500.
+    response = client.get(
+        "/preview/demo", params={"recipient": "x", "at": at}, headers=basic(keys["preview"])
+    )
+    assert response.status_code == 400
+    assert "outside the years 1 to 9999" in response.json()["error"]
+
+
 @pytest.mark.parametrize("recipient", ["a" * 201, "a\x01b"])
 def test_unusable_recipient_id_is_a_json_400(
     client: TestClient, keys: dict[str, str], recipient: str

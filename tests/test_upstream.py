@@ -604,3 +604,65 @@ async def test_requests_beyond_the_connection_limit_wait_outside_the_pool(clock:
         results = await asyncio.gather(*(client.lookup(f"r{i}", 0.05) for i in range(20)))
         assert results == [(None, "upstream-timeout")] * 20
         assert transport.peak == 3
+
+
+def token_transport(expires_in: object, issued: list[str]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            issued.append(f"token-{len(issued) + 1}")
+            return httpx.Response(200, json={"access_token": issued[-1], "expires_in": expires_in})
+        return httpx.Response(200, json={"token": request.headers["authorization"]})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("expires_in", "lives"), [(0, 1.0), (-5, 1.0), ("0", 1.0), ("300", 300.0), (7.5, 7.5)]
+)
+async def test_token_lifetime_is_at_least_a_second_and_may_be_a_numeric_string(
+    clock: FakeClock, expires_in: object, lives: float
+) -> None:
+    # expires_in <= 0 used to make every request fetch a new token; "300" failed every request.
+    issued: list[str] = []
+    creds = OAuth2ClientCredentials("http://up.test/token", CLIENT_ID, CLIENT_SECRET)
+    cfg = config("http://up.test", auth=creds, fresh_ttl_s=0.01)
+    async with UpstreamClient(cfg, transport=token_transport(expires_in, issued), clock=clock) as client:
+        assert attributes(await client.fetch("alice")) == {"token": "Bearer token-1"}
+        clock.advance(lives - min(creds.refresh_margin_s, lives / 2) - 0.01)  # just before the refresh
+        assert attributes(await client.fetch("bob")) == {"token": "Bearer token-1"}
+        clock.advance(0.02)
+        assert attributes(await client.fetch("carol")) == {"token": "Bearer token-2"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("expires_in", ["soon", "nan", "1e400", True, None, [300]])
+async def test_a_token_without_a_numeric_lifetime_is_a_bad_response(
+    clock: FakeClock, expires_in: object
+) -> None:
+    creds = OAuth2ClientCredentials("http://up.test/token", CLIENT_ID, CLIENT_SECRET)
+    transport = token_transport(expires_in, [])
+    async with UpstreamClient(
+        config("http://up.test", auth=creds), transport=transport, clock=clock
+    ) as client:
+        result = await client.fetch("alice")
+    assert isinstance(result.error, UpstreamBadResponse) and "expires_in" in str(result.error)
+
+
+@pytest.mark.parametrize(
+    ("recipient", "path"), [("..", "/profiles/%2E%2E"), (".", "/profiles/%2E"), ("a.b", "/profiles/a%2Eb")]
+)
+def test_dot_segments_in_recipient_ids_are_encoded(recipient: str, path: str) -> None:
+    # A recipient id ".." made https://crm/profiles/.. which httpx resolves to https://crm/: the upstream
+    # credentials would go to the CRM's parent resource.
+    url = config("https://crm.test").url_for(recipient)
+    assert httpx.Request("GET", url).url.raw_path.decode() == path
+
+
+@pytest.mark.anyio
+async def test_a_dot_segment_recipient_stays_under_the_profiles_path(
+    stub: UpstreamStub, upstream: UpstreamClient
+) -> None:
+    stub.profiles[".."] = {"dots": True}
+    await upstream.fetch("..")
+    assert stub.paths == ["/profiles/%2E%2E"]

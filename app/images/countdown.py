@@ -86,11 +86,15 @@ def parse_deadline(value: str, tz: str | None = None) -> datetime:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise DeadlineError(f"deadline {value!r} is not an ISO 8601 date and time") from None
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC)
-    if tz is None:
-        raise DeadlineError(f"deadline {value!r} has no UTC offset and no time zone is configured")
-    return resolve_local(parsed, get_zone(tz))
+    try:
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+        if tz is None:
+            raise DeadlineError(f"deadline {value!r} has no UTC offset and no time zone is configured")
+        return resolve_local(parsed, get_zone(tz))
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is a valid ISO 8601 text whose UTC instant is before year 1.
+        raise DeadlineError(f"deadline {value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 @dataclass(frozen=True, slots=True)

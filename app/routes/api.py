@@ -11,6 +11,7 @@ the store, then the upstream (if configured), like an open; 404 when neither kno
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,16 +32,20 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.open_time import UNKNOWN, Found
-from app.render.email import EmailLimitError, parts_json, to_message
+from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
 from app.sendtime import block_data
 from app.services import Services
+from app.tokens import check_recipient
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500
 FORMATS = ("parts", "eml")
 # An API caller can wait longer than an open, but not forever: the upstream's own deadline is shorter.
 LOOKUP_BUDGET_S = 10.0
+# Every character str.splitlines() breaks on (the email package refuses them in headers), and controls.
+_HEADER_BAD_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+UNREADABLE_PROFILE = "stored profile is unreadable: rendered without customer data"
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -59,7 +64,7 @@ async def render(request: Request) -> Response:
     except CampaignError as exc:
         raise NotFound(str(exc)) from None
     profiles = await services.store.get_many([r for r, _ in recipients])
-    attributes = {rid: orjson.loads(p.attributes) for rid, p in profiles.items()}
+    attributes = {rid: _decode_profile(p.attributes) for rid, p in profiles.items()}
     # Jinja is CPU work: keep the event loop free for open-time requests while a batch renders.
     results = await run_in_threadpool(
         render_batch, services, campaign.name, recipients, attributes, fmt, sender
@@ -67,35 +72,52 @@ async def render(request: Request) -> Response:
     return json_response({"campaign": campaign.name, "format": fmt, "results": results})
 
 
+def _decode_profile(raw: bytes) -> dict[str, Any] | None:
+    """The stored attributes, or None when they are corrupt (not JSON, or not an object)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def render_batch(
     services: Services,
     campaign: str,
     recipients: list[tuple[str, str | None]],
-    attributes: dict[str, Any],
+    attributes: dict[str, dict[str, Any] | None],
     fmt: str,
     sender: str | None,
 ) -> list[dict[str, Any]]:
-    spec = services.campaigns[campaign]
+    """One result per recipient; a recipient that fails gets an ``error`` without failing the batch."""
+    sender = sender or services.campaigns[campaign].sender
     results = []
     for recipient, to in recipients:
+        data = attributes.get(recipient)
         try:
-            parts = services.sendtime.render(campaign, recipient, attributes.get(recipient))
+            parts = services.sendtime.render(campaign, recipient, data)
         except EmailLimitError as exc:
             results.append({"recipient": recipient, "error": str(exc), "problems": exc.problems})
             continue
         except TemplateError as exc:
             raise Unprocessable(f"template error: {exc}") from None
         item = parts_json(recipient, parts)
-        item["found"] = recipient in attributes
-        if fmt == "eml":
-            message = to_message(parts, sender=sender or spec.sender, to=to)
-            item = {
-                "recipient": recipient,
-                "eml": bytes(message).decode("ascii"),
-                "warnings": item["warnings"],
-            }
-        results.append(item)
+        item["found"] = data is not None
+        if recipient in attributes and data is None:
+            item["warnings"].append(UNREADABLE_PROFILE)
+        results.append(_eml_item(item, parts, sender, to) if fmt == "eml" else item)
     return results
+
+
+def _eml_item(item: dict[str, Any], parts: EmailParts, sender: str | None, to: str | None) -> dict[str, Any]:
+    recipient, warnings = item["recipient"], item["warnings"]
+    # The stdlib address parser raises assorted errors (ValueError, IndexError, even AttributeError) on
+    # malformed input: whatever it is, it concerns this recipient's headers only.
+    try:
+        eml = bytes(to_message(parts, sender=sender, to=to)).decode("ascii")
+    except Exception as exc:
+        return {"recipient": recipient, "error": f"cannot build the message: {exc}", "warnings": warnings}
+    return {"recipient": recipient, "eml": eml, "warnings": warnings}
 
 
 async def read_json(request: Request) -> Any:
@@ -129,8 +151,8 @@ def parse_render_request(payload: Any) -> tuple[str, list[tuple[str, str | None]
     if fmt not in FORMATS:
         raise BadRequest(f"format: must be one of {', '.join(FORMATS)}")
     sender = payload.get("from")
-    if sender is not None and (not isinstance(sender, str) or "\n" in sender or "\r" in sender):
-        raise BadRequest("from: must be a single-line string")
+    if sender is not None and (not isinstance(sender, str) or _HEADER_BAD_RE.search(sender)):
+        raise BadRequest("from: must be a single-line string without control characters")
     return campaign, parse_recipients(payload.get("recipients")), fmt, sender
 
 
@@ -142,10 +164,12 @@ def parse_recipients(value: Any) -> list[tuple[str, str | None]]:
     parsed = []
     for index, item in enumerate(value):
         rid, to = (item, None) if isinstance(item, str) else _recipient_object(item, index)
-        if not rid or len(rid) > 200 or any(ord(c) < 32 for c in rid):
-            raise BadRequest(f"recipients[{index}]: ids are 1-200 characters without control characters")
-        if to is not None and ("\n" in to or "\r" in to):
-            raise BadRequest(f"recipients[{index}].to: must be a single line")
+        try:
+            check_recipient(rid)
+        except ValueError as exc:
+            raise BadRequest(f"recipients[{index}]: {exc}") from None
+        if to is not None and _HEADER_BAD_RE.search(to):
+            raise BadRequest(f"recipients[{index}].to: must be a single line without control characters")
         parsed.append((rid, to))
     return parsed
 
