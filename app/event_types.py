@@ -17,9 +17,11 @@ from app.events import (
     RULES,
     Attributes,
     Event,
+    FieldIndex,
     FieldTimes,
     Invalid,
     Rule,
+    add_numbers,
     covered,
     dicts,
     is_number,
@@ -76,8 +78,10 @@ class CustomType:
                 raise Invalid(amount, "must be a finite number")
 
     def apply(self, attributes: Attributes, times: FieldTimes, event: Event) -> None:
+        index = FieldIndex(times)  # the fields of one type are never parent and child (checked at start)
         for path, source in self.sets.items():
-            write_field(attributes, times, path, _source_value(source, event.payload, event), event.stamp)
+            value = _source_value(source, event.payload, event)
+            write_field(attributes, times, path, value, event.stamp, index)
         for path, amount in self.increments.items():
             if not covered(times, path, event.stamp):
                 value = _source_value(amount, event.payload, event) if isinstance(amount, str) else amount
@@ -196,7 +200,7 @@ def _get(attributes: Attributes, path: str) -> Any:
 
 
 def _add(current: Any, amount: Any) -> int | float:
-    total = (current if is_number(current) else 0) + amount
+    total = add_numbers(current, amount)
     return total if isinstance(total, int) else round(total, 6)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,8 @@ MAX_RECENT_PURCHASES = 10
 MAX_RECENTLY_VIEWED = 20
 MAX_CART_ITEMS = 100
 MAX_DEPTH = 8
+MAX_FIELDS = 1000  # leaves per profile.updated: bounds the writer's work per event
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what the stored JSON (orjson) can hold, with room to add
 EVENT_FIELDS = ("id", "type", "recipient", "occurred_at", "payload")
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?P<fraction>\.\d+)?(?P<zone>[Zz]|[+-]\d{2}:\d{2})\Z"
@@ -137,6 +141,7 @@ def parse_event(item: Any, *, now: float, rules: Mapping[str, Rule] | None = Non
     payload = item["payload"]
     if not isinstance(payload, dict):
         raise Invalid("payload", "must be a JSON object")
+    check_numbers(payload, "payload")
     rule.validate(payload)
     custom = None if RULES.get(item["type"]) is rule else rule
     return Event(item["id"], item["type"], item["recipient"], occurred_at, payload, custom)
@@ -152,11 +157,12 @@ def parse_time(value: Any, *, now: float) -> str:
     zone = "+00:00" if match["zone"] in "Zz" else match["zone"]
     try:
         moment = datetime.fromisoformat(text.replace("t", "T") + fraction + zone)
-    except ValueError:
+        timestamp, utc = moment.timestamp(), moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         raise Invalid("occurred_at", "is not a valid date and time") from None
-    if moment.timestamp() > now + MAX_FUTURE_SECONDS:
+    if timestamp > now + MAX_FUTURE_SECONDS:
         raise Invalid("occurred_at", f"is more than {MAX_FUTURE_SECONDS} s in the future")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _is_id(value: Any) -> bool:
@@ -168,7 +174,32 @@ def _is_id(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite float or an integer within signed 64 bits (what the stored JSON can hold)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return INT_MIN <= value <= INT_MAX
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def check_numbers(value: Any, path: str) -> None:
+    """Refuse a number the store could not save or add to, anywhere in ``value``."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            check_numbers(child, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            check_numbers(child, f"{path}[{index}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool) and not is_number(value):
+        raise Invalid(path, "numbers must be finite; integers within signed 64 bits")
+
+
+def add_numbers(current: Any, amount: int | float) -> int | float:
+    """``current`` (0 unless a number) plus ``amount``, held within what the store can save."""
+    total = (current if is_number(current) else 0) + amount
+    if isinstance(total, int):
+        return min(max(total, INT_MIN), INT_MAX)
+    return total if math.isfinite(total) else math.copysign(sys.float_info.max, total)
 
 
 def _check_item(item: Any, field: str) -> None:
@@ -230,11 +261,14 @@ def _validate_profile(payload: dict[str, Any], path: str = "payload", depth: int
             raise Invalid(f"{path}.{key}", "keys are 1-100 characters without dots")
         if isinstance(value, dict) and value:
             _validate_profile(value, f"{path}.{key}", depth + 1)
+    if depth == 0 and len(leaves := _leaves(payload)) > MAX_FIELDS:
+        raise Invalid(path, f"sets {len(leaves)} fields; at most {MAX_FIELDS} per event")
 
 
 def _apply_profile(attributes: Attributes, times: FieldTimes, event: Event) -> None:
+    index = FieldIndex(times)  # leaves are never parent and child of each other: one index serves all
     for path, value in _leaves(event.payload):
-        write_field(attributes, times, path, value, event.stamp)
+        write_field(attributes, times, path, value, event.stamp, index)
 
 
 def _leaves(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -272,9 +306,9 @@ def _apply_purchase(attributes: Attributes, times: FieldTimes, event: Event) -> 
     recent = newest_first([*recent, entry], "occurred_at", "order_id")[:MAX_RECENT_PURCHASES]
     totals = attributes.get("totals")
     totals = totals if isinstance(totals, dict) else {}
-    orders, spent = totals.get("orders"), totals.get("spent")
-    totals["orders"] = (orders if isinstance(orders, int) else 0) + 1
-    totals["spent"] = round((spent if is_number(spent) else 0) + event.payload["total"], 2)
+    orders = totals.get("orders")
+    totals["orders"] = add_numbers(orders if isinstance(orders, int) else 0, 1)
+    totals["spent"] = round(add_numbers(totals.get("spent"), event.payload["total"]), 2)
     attributes.update(recent_purchases=recent, totals=totals, last_purchase=recent[0])
 
 
@@ -322,13 +356,37 @@ RULES: dict[str, Rule] = {
 # -- last-writer-wins fields -----------------------------------------------------------------------
 
 
-def write_field(attributes: Attributes, times: FieldTimes, path: str, value: Any, stamp: Stamp) -> bool:
+class FieldIndex:
+    """The paths of ``field_times`` in order, so a path's children are found without a full scan.
+
+    A snapshot: it serves writes that are not parent and child of each other (one event's fields).
+    """
+
+    def __init__(self, times: FieldTimes) -> None:
+        self._keys = sorted(times)
+
+    def children(self, times: FieldTimes, path: str) -> list[str]:
+        # Every "<path>.<more>" sorts between "<path>." and "<path>/" ("/" follows "." in ASCII).
+        start, end = bisect_left(self._keys, path + "."), bisect_left(self._keys, path + "/")
+        return [key for key in self._keys[start:end] if key in times]
+
+
+def write_field(
+    attributes: Attributes,
+    times: FieldTimes,
+    path: str,
+    value: Any,
+    stamp: Stamp,
+    index: FieldIndex | None = None,
+) -> bool:
     """Set (or, for None, delete) ``path`` unless a newer write covers it; True if applied."""
     parts = path.split(".")
     if covered(times, path, stamp):
         return False
-    below = path + "."
-    children = [key for key in times if key.startswith(below)]
+    if index is None:
+        children = [key for key in times if key.startswith(path + ".")]
+    else:
+        children = index.children(times, path)
     if any(_stamp(times[key]) > stamp for key in children):
         return False
     for key in children:

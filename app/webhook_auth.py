@@ -4,13 +4,14 @@
 header may carry several ``v1=`` values (a sender signing with old and new secret during a rotation);
 any of them matching any configured secret is enough. Checks run in named steps with specific
 failures: missing header, malformed header, timestamp outside the tolerance window, no matching
-signature, and a signature already seen (replay). Comparison is constant-time.
+signature, and a request already seen (replay). Comparison is constant-time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 HEADER = "opentime-signature"
 SCHEME = "v1"
 MAX_SIGNATURES = 8  # per header: bounds the work an unauthenticated request can cause
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class SignatureError(Exception):
@@ -49,7 +51,8 @@ class ReplayedSignature(SignatureError):
 @dataclass(frozen=True, slots=True)
 class Verified:
     timestamp: int
-    signature: str  # the v1 value that matched: what the replay guard remembers
+    signature: str  # the v1 value that matched
+    body_digest: str  # sha256 of the body: with ``timestamp``, what the replay guard remembers
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -76,6 +79,8 @@ def parse_header(value: str | None) -> tuple[int, list[str]]:
                 raise MalformedSignature("t must appear once, as whole unix seconds")
             timestamp = int(text)
         elif key == SCHEME:
+            if not _HEX_DIGEST.fullmatch(text.lower()):
+                raise MalformedSignature(f"{SCHEME} must be 64 hex digits (hmac-sha256)")
             candidates.append(text.lower())
         # Unknown schemes (v0, v2...) are ignored, so senders can add new ones first.
     if timestamp is None or not candidates:
@@ -95,24 +100,25 @@ def verify(
     expected = [signature(secret, timestamp, body) for secret in secrets]
     for candidate in candidates:
         # Every expected value is compared (no early exit on the secret that matched first).
-        matched = [hmac.compare_digest(candidate, e) for e in expected]
+        matched = [hmac.compare_digest(candidate.encode("ascii"), e.encode("ascii")) for e in expected]
         if any(matched):
-            return Verified(timestamp, candidate)
+            return Verified(timestamp, candidate, hashlib.sha256(body).hexdigest())
     raise BadSignature("no signature matches the body with a configured secret")
 
 
 class ReplayGuard:
-    """Remembers accepted signatures until they leave the tolerance window, at most ``capacity``.
+    """Remembers accepted requests until they leave the tolerance window, at most ``capacity``.
 
-    A signature covers the timestamp and the body, so the same signature inside the window is the
-    same request sent again. When full, the oldest entries go first: a flood can push out memory of
+    A request is known by its timestamp and the sha256 of its body, not by a signature: a header may
+    carry several valid ``v1`` values (one per secret), and any of them, alone or reordered, would
+    replay the same request. When full, the oldest entries go first: a flood can push out memory of
     old requests, which event-id idempotency then still catches.
     """
 
     def __init__(self, tolerance: float, capacity: int = 100_000) -> None:
         self._tolerance = tolerance
         self._capacity = capacity
-        self._seen: OrderedDict[str, float] = OrderedDict()  # signature -> when it leaves the window
+        self._seen: OrderedDict[tuple[int, str], float] = OrderedDict()  # -> when it leaves the window
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -120,20 +126,21 @@ class ReplayGuard:
     def check(self, verified: Verified, now: float) -> None:
         """Remember ``verified`` or raise ``ReplayedSignature`` if it was seen in the window."""
         self._expire(now)
-        if verified.signature in self._seen:
-            raise ReplayedSignature("this signature was already used; sign each request anew")
-        self._seen[verified.signature] = verified.timestamp + self._tolerance
+        key = (verified.timestamp, verified.body_digest)
+        if key in self._seen:
+            raise ReplayedSignature("this request was already received; sign each request anew")
+        self._seen[key] = verified.timestamp + self._tolerance
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
 
     def forget(self, verified: Verified) -> None:
         """Allow a retry of a request that was not acknowledged (e.g. the store was down)."""
-        self._seen.pop(verified.signature, None)
+        self._seen.pop((verified.timestamp, verified.body_digest), None)
 
     def _expire(self, now: float) -> None:
         # Arrival order is close to expiry order; an out-of-order entry just lives a little longer.
         while self._seen:
-            signature, expires = next(iter(self._seen.items()))
+            key, expires = next(iter(self._seen.items()))
             if expires >= now:
                 return
-            del self._seen[signature]
+            del self._seen[key]

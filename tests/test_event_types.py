@@ -109,6 +109,13 @@ def test_events_missing_a_referenced_field_are_invalid() -> None:
         ev({"tier": "gold", "points": "10"}, "2024-05-01T01:00:00Z", "e1")
 
 
+def test_increments_past_64_bits_are_invalid() -> None:
+    # Attack: an increment the store cannot encode used to fail the whole shared commit.
+    with pytest.raises(Invalid) as info:
+        ev({"tier": "gold", "points": 2**63}, "2024-05-01T01:00:00Z", "e1")
+    assert info.value.field == "payload.points"
+
+
 def test_custom_types_are_unknown_without_their_rules() -> None:
     item = {"id": "e1", "type": TYPE, "recipient": "r1", "occurred_at": "2024-05-01T01:00:00Z", "payload": {}}
     with pytest.raises(Invalid) as info:

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 
 from app.events import (
+    INT_MAX,
+    MAX_FIELDS,
     MAX_RECENT_PURCHASES,
     MAX_RECENTLY_VIEWED,
     BatchError,
     Event,
     Invalid,
+    add_numbers,
     apply_event,
     parse_batch,
     parse_event,
@@ -56,6 +59,64 @@ def test_bad_or_far_future_times_are_refused(value: Any) -> None:
     with pytest.raises(Invalid) as info:
         parse_time(value, now=NOW)
     assert info.value.field == "occurred_at"
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_times_outside_the_representable_range_are_invalid_not_a_crash(value: str) -> None:
+    # Attack: year 1 at +01:00 is before year 1 in UTC; astimezone raised OverflowError, a 500.
+    with pytest.raises(Invalid) as info:
+        parse_time(value, now=NOW)
+    assert (info.value.field, info.value.error) == ("occurred_at", "is not a valid date and time")
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload", "field"),
+    [
+        ("profile.updated", {"totals": {"orders": 18446744073709551615}}, "payload.totals.orders"),
+        ("profile.updated", {"n": -(2**63) - 1}, "payload.n"),
+        ("profile.updated", {"list": [1, {"x": 2**64}]}, "payload.list[1].x"),
+        ("purchase", {"total": 2**63}, "payload.total"),
+        ("cart.updated", {"items": [{"sku": "a", "price": 2**70}]}, "payload.items[0].price"),
+    ],
+)
+def test_numbers_the_store_cannot_hold_are_invalid(type_: str, payload: dict[str, Any], field: str) -> None:
+    # Attack: totals.orders = 2**64 - 1, then a purchase: orjson could not encode 2**64 and the shared
+    # transaction failed for every request in it, on every retry.
+    with pytest.raises(Invalid) as info:
+        ev(type_, payload)
+    assert info.value.field == field
+
+
+def test_counters_stay_within_64_bits() -> None:
+    after = run([ev("purchase", {"total": INT_MAX})], {"totals": {"orders": INT_MAX, "spent": INT_MAX}})
+    assert after["totals"] == {"orders": INT_MAX, "spent": INT_MAX}
+    assert add_numbers(2**64, 1) == 1  # a stored value out of range counts as 0, like non-numbers
+    assert add_numbers(-INT_MAX, -INT_MAX) == -(2**63)
+    assert add_numbers(1.7e308, 1.7e308) == 1.7976931348623157e308
+
+
+def test_profile_update_is_limited_in_fields() -> None:
+    # Attack: 30,000 leaves in one event held the single writer for 24 s.
+    ev("profile.updated", {f"k{i}": i for i in range(MAX_FIELDS)})
+    with pytest.raises(Invalid) as info:
+        ev("profile.updated", {"a": {f"k{i}": i for i in range(MAX_FIELDS)}, "b": 1})
+    assert (info.value.field, info.value.error) == (
+        "payload",
+        f"sets {MAX_FIELDS + 1} fields; at most 1000 per event",
+    )
+
+
+def test_writing_a_parent_replaces_its_children_and_loses_to_newer_ones() -> None:
+    times: dict[str, list[str]] = {}
+    state: tuple[dict[str, Any], dict[str, list[str]]] = ({}, times)
+    newer = ev("profile.updated", {"a": {"b": 1, "c": 2}, "ab": 1, "a-": 1}, "2024-05-01T09:00:00Z", "n")
+    state = apply_event(*state, newer)
+    older = ev("profile.updated", {"a": None}, "2024-05-01T08:00:00Z", "o")
+    assert apply_event(*state, older) == state  # a newer child wins over an older parent
+    later = ev("profile.updated", {"a": 5}, "2024-05-01T09:30:00Z", "l")
+    attributes, times = apply_event(*state, later)
+    assert attributes == {"a": 5, "ab": 1, "a-": 1}
+    assert sorted(times) == ["a", "a-", "ab"]  # the children's stamps are folded into the parent's
 
 
 @pytest.mark.parametrize(

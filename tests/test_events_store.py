@@ -128,3 +128,22 @@ async def test_a_failed_commit_fails_every_waiter_and_the_writer_recovers(tmp_pa
     assert all(isinstance(r, StoreError) for r in results)
     assert await attributes(store, "r1") is None  # rolled back with the events row
     await store.close()
+
+
+async def test_a_poison_event_fails_alone_in_a_shared_transaction(store: SQLiteProfileStore) -> None:
+    # Attack: an event whose result the store cannot encode (here an integer past 64 bits, built
+    # directly since parsing refuses it) once rolled back the whole group commit: every request
+    # sharing it got 503, on every retry. Each event now runs under its own savepoint.
+    poison = Event("bad", "profile.updated", "r1", "2024-05-01T09:00:00.000000Z", {"big": 2**64})
+    counting = CountingStore(store)
+    writer = EventWriter(counting, clock=lambda: NOW)
+    counting.gate.clear()
+    first = asyncio.create_task(writer.write([ev("a", a=1), poison]))
+    second = asyncio.create_task(writer.write([ev("c", c=1)]))
+    await asyncio.sleep(0.01)
+    counting.gate.set()
+    assert await asyncio.gather(first, second) == [["applied", "failed"], ["applied"]]
+    assert counting.transactions == 1
+    assert await attributes(store, "r1") == {"a": 1, "c": 1}
+    ids = await store.run_read(lambda c: sorted(r[0] for r in c.execute("SELECT id FROM events")))
+    assert ids == ["a", "c"]  # the failed event is not recorded: it can be sent again once fixed

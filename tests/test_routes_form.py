@@ -18,9 +18,11 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import PROJECT_ROOT, Settings
 from app.demo import recipient_id
+from app.events import parse_event
 from app.routes.form import MAX_BODY_BYTES, Rejected, read_form
 from app.services import Services, load_campaigns_for
 from app.store import SQLiteProfileStore
+from app.store.sqlite_events import apply_events
 from app.tokens import TokenSigner
 from app.urls import campaign_urls, template_urls
 from tests.conftest import BASE_URL, SENDER
@@ -330,3 +332,25 @@ def test_form_urls_for_templates_and_exports(form_settings: Settings) -> None:
         "rename": "https://x.test/v1/tok/form/rename",
     }
     assert campaign_urls("https://x.test", "tok", campaign)["form:rate"] == "https://x.test/v1/tok/form/rate"
+
+
+def rating_event(event_id: str, at: float, rating: int) -> Any:
+    occurred_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    item = {"id": event_id, "type": "profile.updated", "recipient": recipient_id(3)}
+    item |= {"occurred_at": occurred_at, "payload": {"last_rating": rating}}
+    return parse_event(item, now=time.time())
+
+
+def test_an_older_event_arriving_later_does_not_overwrite_a_form_answer(
+    client: TestClient, signer: TokenSigner
+) -> None:
+    submitted = time.time()
+    post(client, form_path(signer, recipient=recipient_id(3)), "rating=4")
+    older = rating_event("older", submitted - 3600, 1)
+    assert on_store(client, lambda conn: apply_events(conn, [older], submitted), write=True) == ["applied"]
+    answered = profile(client, recipient_id(3))
+    assert answered is not None and answered[0]["last_rating"] == 4  # the user's answer is newer
+    newer = rating_event("newer", submitted + 60, 2)
+    on_store(client, lambda conn: apply_events(conn, [newer], submitted), write=True)
+    updated = profile(client, recipient_id(3))
+    assert updated is not None and updated[0]["last_rating"] == 2

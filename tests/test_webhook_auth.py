@@ -50,7 +50,14 @@ def test_valid_and_rotated_secrets() -> None:
         ("t=1,t=2,v1=ab", MalformedSignature),
         ("t=-5,v1=ab", MalformedSignature),
         ("garbage", MalformedSignature),
-        (f"t={NOW}," + ",".join(["v1=00"] * 9), MalformedSignature),
+        (f"t={NOW}," + ",".join([f"v1={'0' * 64}"] * 9), MalformedSignature),
+        # Attack: a v1 that is not hex (non-ASCII, short) once made compare_digest raise TypeError: a 500
+        # any unauthenticated client could cause. Every v1 must be 64 hex digits.
+        (f"t={NOW},v1=\xe9", MalformedSignature),
+        (f"t={NOW},v1=" + "\xe9" * 64, MalformedSignature),
+        (f"t={NOW},v1={'g' * 64}", MalformedSignature),
+        (f"t={NOW},v1={'0' * 63}", MalformedSignature),
+        (f"t={NOW},v1={signature('s1', NOW, BODY)},v1=zz", MalformedSignature),
         (f"t={NOW},v1={'0' * 64}", BadSignature),
         (f"t={NOW},v0={signature('s1', NOW, BODY)}", MalformedSignature),  # only v1 counts
     ],
@@ -86,11 +93,11 @@ def test_tolerance_window(offset: int, ok: bool) -> None:
 
 def test_replay_guard_rejects_a_second_use_until_the_window_ends() -> None:
     guard = ReplayGuard(tolerance=300)
-    seen = Verified(NOW, "abc")
+    seen = Verified(NOW, "sig", "abc")
     guard.check(seen, NOW)
     with pytest.raises(ReplayedSignature):
         guard.check(seen, NOW + 10)
-    guard.check(Verified(NOW + 400, "later"), NOW + 400)  # expires "abc" (its t is out of the window)
+    guard.check(Verified(NOW + 400, "sig", "later"), NOW + 400)  # expires "abc" (its t is out of the window)
     assert len(guard) == 1
     guard.check(seen, NOW + 400)  # verify() refuses that old t anyway
 
@@ -98,7 +105,24 @@ def test_replay_guard_rejects_a_second_use_until_the_window_ends() -> None:
 def test_replay_guard_is_bounded_and_forgets_on_request() -> None:
     guard = ReplayGuard(tolerance=300, capacity=3)
     for i in range(10):
-        guard.check(Verified(NOW, f"s{i}"), NOW)
+        guard.check(Verified(NOW, "sig", f"s{i}"), NOW)
     assert len(guard) == 3
-    guard.forget(Verified(NOW, "s9"))
-    guard.check(Verified(NOW, "s9"), NOW)  # a retry after a failed (not acknowledged) request
+    guard.forget(Verified(NOW, "sig", "s9"))
+    guard.check(Verified(NOW, "sig", "s9"), NOW)  # a retry after a failed (not acknowledged) request
+
+
+def test_uppercase_hex_is_accepted() -> None:
+    assert check(f"t={NOW},v1={signature('s1', NOW, BODY).upper()}").timestamp == NOW
+
+
+def test_replay_with_the_other_or_reordered_signatures_is_refused() -> None:
+    # Attack: a sender mid-rotation signs t=..,v1=A,v1=B. Replaying it as v1=B,v1=A, or as v1=B alone,
+    # once matched a different v1 than the guard remembered, so the same request was accepted twice.
+    secrets = ("s1", "s2")
+    a, b = signature("s1", NOW, BODY), signature("s2", NOW, BODY)
+    guard = ReplayGuard(tolerance=300)
+    guard.check(check(f"t={NOW},v1={a},v1={b}", secrets), NOW)
+    for replay in (f"t={NOW},v1={b},v1={a}", f"t={NOW},v1={b}", f"t={NOW},v1={a}"):
+        with pytest.raises(ReplayedSignature):
+            guard.check(check(replay, secrets), NOW)
+    guard.check(check(sign_header(["s2"], NOW + 1, BODY), secrets), NOW)  # signed anew: accepted

@@ -234,6 +234,42 @@ def test_batch_applies_good_events_and_reports_bad_ones(hooks: TestClient, hook_
     assert stored_event_ids(hook_settings) == {"good-1", "good-2"}
 
 
+def test_poison_numbers_times_and_field_counts_are_rejected_per_event(
+    hooks: TestClient, hook_settings: Settings
+) -> None:
+    # Attacks: an integer past 64 bits (later failing every shared commit: 503 forever), a time before
+    # year 1 in UTC (a 500), and thousands of fields in one event (the writer held for seconds).
+    batch = [
+        event("good-1"),
+        event("too-big", payload={"totals": {"orders": 18446744073709551615}}),
+        event("year-0", occurred_at="0001-01-01T00:00:00+01:00"),
+        event("too-many", payload={f"k{i}": 1 for i in range(1001)}),
+        event("good-2", type="purchase", payload={"total": 1}),
+    ]
+    response = post(hooks, batch)
+    assert response.status_code == 207, response.text
+    body = response.json()
+    assert (body["applied"], body["rejected"]) == (2, 3)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (1, "payload.totals.orders"),
+        (2, "occurred_at"),
+        (3, "payload"),
+    ]
+    assert "1001 fields" in body["errors"][2]["error"]
+    assert stored_event_ids(hook_settings) == {"good-1", "good-2"}
+
+
+def test_non_hex_signature_is_401_not_500(hooks: TestClient) -> None:
+    # Attack: v1=\xe9 made hmac.compare_digest raise TypeError, a 500 for any unauthenticated client.
+    raw = orjson.dumps(event("e1"))
+    header = f"t={int(time.time())},v1=\xe9".encode("latin-1")
+    response = hooks.post(
+        URL, content=raw, headers={"content-type": "application/json", "opentime-signature": header}
+    )
+    assert response.status_code == 401
+    assert response.json()["reason"] == "malformed-signature"
+
+
 def test_batch_without_any_valid_event_is_400(hooks: TestClient, hook_settings: Settings) -> None:
     response = post(hooks, [event("a", recipient=""), {"id": "b"}])
     assert response.status_code == 400

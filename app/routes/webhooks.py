@@ -98,7 +98,7 @@ async def _ingest(services: Services, body: bytes) -> Response:
     errors += _unapplied(events, statuses)
     results = statuses_json(events, statuses)
     results += [{"index": i, "status": "rejected"} for i in sorted({e.index for e in errors})]
-    results = [r for r in results if r["status"] != "unreadable-profile"]
+    results = [r for r in results if r["status"] not in _UNAPPLIED]
     results.sort(key=lambda r: int(r["index"]))
     body_out = {
         "applied": statuses.count("applied"),
@@ -110,11 +110,17 @@ async def _ingest(services: Services, body: bytes) -> Response:
     return reply(body_out, 207 if errors else 200)
 
 
+_UNAPPLIED: dict[str, tuple[str, str]] = {  # status -> (field, error)
+    "unreadable-profile": ("recipient", "the stored profile is not a JSON object; event not applied"),
+    "failed": ("event", "could not be applied to the profile; nothing was changed or recorded"),
+}
+
+
 def _unapplied(events: list[tuple[int, Event]], statuses: list[Status]) -> list[EventError]:
     return [
-        EventError(index, "recipient", "the stored profile is not a JSON object; event not applied", event.id)
+        EventError(index, *_UNAPPLIED[status], event.id)
         for (index, event), status in zip(events, statuses, strict=True)
-        if status == "unreadable-profile"
+        if status in _UNAPPLIED
     ]
 
 

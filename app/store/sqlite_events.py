@@ -2,7 +2,9 @@
 
 ``apply_events`` runs inside the store's write transaction (``run_write``, synchronous=FULL): the
 ``events`` row of each id and the profile changes are committed together, or not at all. A replayed
-id hits the primary key and is reported as a duplicate without touching the profile.
+id hits the primary key and is reported as a duplicate without touching the profile. Each event runs
+under its own savepoint: one that cannot be applied is rolled back alone and reported ``failed``, so it
+cannot fail the other events (or other requests) sharing the transaction.
 
 ``EventWriter`` is the group commit in front of it: requests that arrive while a transaction is being
 committed wait and go, all together, into the next one. Many small posts then cost one fsync per
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,12 +26,10 @@ from app.events import Attributes, Event, FieldTimes, apply_event
 from app.store.base import StoreError
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from app.store.sqlite_forms import TransactionalStore
 
 logger = logging.getLogger(__name__)
-Status = Literal["applied", "duplicate", "unreadable-profile"]
+Status = Literal["applied", "duplicate", "unreadable-profile", "failed"]
 
 MAX_EVENTS_PER_TRANSACTION = 5000
 _INSERT_EVENT = """
@@ -51,6 +52,7 @@ class _Working:
     attributes: Attributes
     field_times: FieldTimes
     original: tuple[bytes, bytes] | None  # stored (attributes, field_times); None: unreadable
+    encoded: tuple[bytes, bytes] | None = None  # the current (attributes, field_times), once changed
 
 
 def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) -> list[Status]:
@@ -64,15 +66,30 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) 
         if work.original is None:
             statuses.append("unreadable-profile")  # not recorded: it can be sent again once fixed
             continue
-        row = (event.id, event.recipient, event.type, event.occurred_at, now)
-        if conn.execute(_INSERT_EVENT, row).rowcount == 0:
-            statuses.append("duplicate")
-            continue
-        work.attributes, work.field_times = apply_event(work.attributes, work.field_times, event)
-        statuses.append("applied")
+        conn.execute("SAVEPOINT ev")
+        try:
+            statuses.append(_apply_one(conn, work, event, now))
+        except sqlite3.Error:
+            raise  # the store itself failed: the whole transaction goes
+        except Exception:
+            logger.exception("event %r could not be applied; rolled back alone", event.id)
+            conn.execute("ROLLBACK TO ev")
+            statuses.append("failed")
+        conn.execute("RELEASE ev")
     for recipient, work in profiles.items():
         _save(conn, recipient, work, now)
     return statuses
+
+
+def _apply_one(conn: sqlite3.Connection, work: _Working, event: Event, now: float) -> Status:
+    row = (event.id, event.recipient, event.type, event.occurred_at, now)
+    if conn.execute(_INSERT_EVENT, row).rowcount == 0:
+        return "duplicate"
+    attributes, field_times = apply_event(work.attributes, work.field_times, event)
+    # Encoded here, not at the end: a value the store cannot hold fails this event alone.
+    work.encoded = (orjson.dumps(attributes), orjson.dumps(field_times))
+    work.attributes, work.field_times = attributes, field_times
+    return "applied"
 
 
 def _load(conn: sqlite3.Connection, recipient: str) -> _Working:
@@ -95,9 +112,9 @@ def _raw(value: bytes | str) -> bytes:
 
 
 def _save(conn: sqlite3.Connection, recipient: str, work: _Working, now: float) -> None:
-    if work.original is None:
+    encoded = work.encoded
+    if work.original is None or encoded is None:
         return
-    encoded = (orjson.dumps(work.attributes), orjson.dumps(work.field_times))
     if encoded == work.original:  # nothing applied (duplicates only) or no visible change
         return
     conn.execute(_UPSERT_PROFILE, (recipient, *encoded, now))
