@@ -34,6 +34,7 @@ from app.errors import (
 from app.open_time import UNKNOWN, Found
 from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
+from app.routes.responses import json_response, read_limited
 from app.sendtime import block_data
 from app.services import Services
 from app.tokens import check_recipient
@@ -46,12 +47,6 @@ LOOKUP_BUDGET_S = 10.0
 # Every character str.splitlines() breaks on (the email package refuses them in headers), and controls.
 _HEADER_BAD_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 UNREADABLE_PROFILE = "stored profile is unreadable: rendered without customer data"
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data), status, media_type="application/json", headers={"cache-control": "no-store"}
-    )
 
 
 async def render(request: Request) -> Response:
@@ -123,14 +118,9 @@ def _eml_item(item: dict[str, Any], parts: EmailParts, sender: str | None, to: s
 async def read_json(request: Request) -> Any:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    body = await read_limited(request, MAX_BODY_BYTES)
+    if body is None:
         raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -14,13 +14,12 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app import forms
-from app.asgi import Receive, Scope, Send, send_bytes
-from app.routes.open_time import JSON_HEADERS
+from app.asgi import Receive, Scope, Send
+from app.routes.open_time import send_json_object
 from app.store.base import StoreError
 from app.store.sqlite_forms import Saved, Submission, TransactionalStore, save_submission
 from app.tokens import TokenError, TokenExpired
@@ -186,6 +185,4 @@ async def _multipart(headers: Headers, body: bytes) -> Pairs:
 async def send_reply(
     send: Send, status: int, body: Mapping[str, Any], extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    encoded = orjson.dumps(body)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(encoded)).encode()), *(extra or ())]
-    await send_bytes(send, status, headers, encoded)
+    await send_json_object(send, status, body, extra or ())

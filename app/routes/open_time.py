@@ -11,7 +11,8 @@ all: never a redirect and never a 500, since a mail client shows a broken block 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -107,6 +108,13 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def send_error(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send_json_object(send, status, {"error": message})
+
+
+async def send_json_object(
+    send: Send, status: int, data: Mapping[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """A JSON object with the open-time JSON headers (errors here, form replies in app.routes.form)."""
+    body = orjson.dumps(data)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
     await send_bytes(send, status, headers, body)

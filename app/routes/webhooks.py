@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.events import BatchError, Event, EventError, parse_batch
+from app.routes.responses import json_response, read_limited
 from app.services import Services
 from app.store.base import StoreError
 from app.store.sqlite_events import Status, statuses_json
@@ -36,18 +37,12 @@ class Refused(Exception):
         self.body = {"error": error, **extra}
 
 
-def reply(body: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body), status, media_type="application/json", headers={"cache-control": "no-store"}
-    )
-
-
 async def receive_events(request: Request) -> Response:
     services: Services = request.state.services
     try:
         return await _receive(request, services)
     except Refused as exc:
-        return reply(exc.body, exc.status)
+        return json_response(exc.body, exc.status)
 
 
 async def _receive(request: Request, services: Services) -> Response:
@@ -107,7 +102,7 @@ async def _ingest(services: Services, body: bytes) -> Response:
         "results": results,
         "errors": sorted((e.as_json() for e in errors), key=lambda e: int(e["index"])),
     }
-    return reply(body_out, 207 if errors else 200)
+    return json_response(body_out, 207 if errors else 200)
 
 
 _UNAPPLIED: dict[str, tuple[str, str]] = {  # status -> (field, error)
@@ -125,16 +120,10 @@ def _unapplied(events: list[tuple[int, Event]], statuses: list[Status]) -> list[
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    too_large = Refused(413, f"body larger than {limit} bytes; send smaller batches")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    body = await read_limited(request, limit)
+    if body is None:
+        raise Refused(413, f"body larger than {limit} bytes; send smaller batches")
+    return body
 
 
 routes = [Route("/webhooks/events", receive_events, methods=["POST"])]
