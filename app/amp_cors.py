@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.cache_policy import NO_STORE_HEADER
+
 Headers = list[tuple[bytes, bytes]]
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -39,7 +41,7 @@ _PREFLIGHT_V1 = [
     (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
     (b"access-control-allow-headers", b"Content-Type"),
 ]
-_NO_STORE = (b"cache-control", b"no-store")
+_NO_STORE = NO_STORE_HEADER
 
 
 def _is_domain(domain: str) -> bool:

@@ -23,6 +23,13 @@ ResponseKind = Literal["image", "shared-image", "fallback-image", "amp-json", "n
 
 NO_CACHE = b"no-cache, no-store, must-revalidate, max-age=0"
 PRIVATE_NO_STORE = b"private, no-store"
+NO_STORE = b"no-store"
+# Ready-made headers for the fixed policies of design.md section 6:
+# per-recipient JSON and HTML at open time (they vary with the sender and the recipient) ...
+OPEN_TIME_PRIVATE: Header = (b"cache-control", PRIVATE_NO_STORE)
+# ... and everything for systems and operators (API, webhooks, health, metrics, preview, rejections).
+NO_STORE_HEADER: Header = (b"cache-control", NO_STORE)
+NO_STORE_HEADERS: dict[str, str] = {"cache-control": NO_STORE.decode()}
 IMAGE_CDN_TTL_SECONDS = 30
 FALLBACK_CDN_TTL_SECONDS = 5
 STALE_IF_ERROR_SECONDS = 86_400

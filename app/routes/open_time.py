@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.asgi import Receive, Scope, Send, send_bytes
+from app.cache_policy import OPEN_TIME_PRIVATE
 from app.campaigns import ListBlock
 from app.tokens import TokenError, TokenExpired
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 GENERIC_FALLBACK = b'{"items":[]}'
 JSON_HEADERS = (
     (b"content-type", b"application/json"),
-    (b"cache-control", b"private, no-store"),
+    OPEN_TIME_PRIVATE,
     (b"x-content-type-options", b"nosniff"),
 )
 FALLBACK_HEADER = b"x-opentime-fallback"

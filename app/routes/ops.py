@@ -13,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.cache_policy import NO_STORE_HEADERS
 from app.errors import Unauthorized
 from app.metrics import CONTENT_TYPE, exposition
 from app.services import Services
 from app.store.base import StoreError
 
-NO_STORE = {"cache-control": "no-store"}
+NO_STORE = NO_STORE_HEADERS
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.asgi import Receive, Scope, Send, send_bytes
+from app.cache_policy import OPEN_TIME_PRIVATE
 from app.campaigns import Campaign, ListBlock
 from app.routes.open_time import FALLBACK_HEADER, find_block, send_error
 from app.tokens import Claims, TokenError
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 HTML_HEADERS = (
     (b"content-type", b"text/html; charset=utf-8"),
-    (b"cache-control", b"private, no-store"),
+    OPEN_TIME_PRIVATE,
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),  # the URL holds a token: keep it out of Referer headers
 )

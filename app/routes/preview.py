@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from app.amp_validator import AmpValidator, locate
 from app.api_auth import require_scope
+from app.cache_policy import NO_STORE_HEADERS
 from app.campaigns import Campaign
 from app.config import PROJECT_ROOT
 from app.errors import BadRequest, NotFound
@@ -35,7 +36,7 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_HEADERS = {
-    "cache-control": "no-store",
+    **NO_STORE_HEADERS,
     "x-frame-options": "DENY",
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",

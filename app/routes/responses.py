@@ -8,7 +8,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-NO_STORE = {"cache-control": "no-store"}
+from app.cache_policy import NO_STORE_HEADERS
+
+NO_STORE = NO_STORE_HEADERS
 
 
 def json_response(data: Any, status: int = 200) -> Response:
