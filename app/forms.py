@@ -309,17 +309,22 @@ def profile_updates(block: FormBlock, values: Mapping[str, Any]) -> list[tuple[A
     return [(path, values[name]) for path, name in block.profile if values[name] is not None]
 
 
-def set_paths(attributes: dict[str, Any], updates: Sequence[tuple[AttrPath, Any]]) -> bool:
-    """Set each path in ``attributes`` (creating objects on the way); return whether anything changed.
-
-    Raise ProfileConflict, leaving ``attributes`` untouched, when a path crosses a non-object value.
-    """
+def check_paths(attributes: dict[str, Any], updates: Sequence[tuple[AttrPath, Any]]) -> None:
+    """Raise ProfileConflict when a path would cross a value that is not an object."""
     for path, _ in updates:
         node: Any = attributes
         for key in path[:-1]:
             node = node.get(key, {})
             if not isinstance(node, dict):
                 raise ProfileConflict(f"attribute {'.'.join(path)} crosses a value that is not an object")
+
+
+def set_paths(attributes: dict[str, Any], updates: Sequence[tuple[AttrPath, Any]]) -> bool:
+    """Set each path in ``attributes`` (creating objects on the way); return whether anything changed.
+
+    Raise ProfileConflict, leaving ``attributes`` untouched, when a path crosses a non-object value.
+    """
+    check_paths(attributes, updates)
     changed = False
     for path, value in updates:
         node = attributes

@@ -36,8 +36,8 @@ _INSERT_EVENT = """
 INSERT INTO events (id, recipient, type, occurred_at, received_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
-_SELECT_PROFILE = "SELECT attributes, field_times FROM profiles WHERE recipient_id = ?"
-_UPSERT_PROFILE = """
+SELECT_PROFILE = "SELECT attributes, field_times FROM profiles WHERE recipient_id = ?"
+UPSERT_PROFILE = """
 INSERT INTO profiles (recipient_id, attributes, field_times, version, updated_at) VALUES (?, ?, ?, 1, ?)
 ON CONFLICT (recipient_id) DO UPDATE SET
     attributes = excluded.attributes, field_times = excluded.field_times,
@@ -93,7 +93,7 @@ def _apply_one(conn: sqlite3.Connection, work: _Working, event: Event, now: floa
 
 
 def _load(conn: sqlite3.Connection, recipient: str) -> _Working:
-    row = conn.execute(_SELECT_PROFILE, (recipient,)).fetchone()
+    row = conn.execute(SELECT_PROFILE, (recipient,)).fetchone()
     if row is None:
         return _Working({}, {}, (b"{}", b"{}"))
     try:
@@ -117,7 +117,7 @@ def _save(conn: sqlite3.Connection, recipient: str, work: _Working, now: float) 
         return
     if encoded == work.original:  # nothing applied (duplicates only) or no visible change
         return
-    conn.execute(_UPSERT_PROFILE, (recipient, *encoded, now))
+    conn.execute(UPSERT_PROFILE, (recipient, *encoded, now))
 
 
 # -- group commit ------------------------------------------------------------------------------------

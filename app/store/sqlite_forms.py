@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import orjson
 
 from app.events import Stamp, write_field
-from app.forms import AttrPath, ProfileConflict
+from app.forms import AttrPath, ProfileConflict, check_paths
+from app.store.sqlite_events import SELECT_PROFILE, UPSERT_PROFILE
 
 if TYPE_CHECKING:
     import sqlite3
@@ -31,13 +32,6 @@ logger = logging.getLogger(__name__)
 _INSERT = """
 INSERT INTO form_submissions (submission_id, campaign, block, recipient_id, payload, created_at)
 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (submission_id) DO NOTHING
-"""
-_SELECT_PROFILE = "SELECT attributes, field_times FROM profiles WHERE recipient_id = ?"
-_UPSERT_PROFILE = """
-INSERT INTO profiles (recipient_id, attributes, field_times, version, updated_at) VALUES (?, ?, ?, 1, ?)
-ON CONFLICT (recipient_id) DO UPDATE SET
-    attributes = excluded.attributes, field_times = excluded.field_times,
-    version = profiles.version + 1, updated_at = excluded.updated_at
 """
 _UPDATE_TIMES = "UPDATE profiles SET field_times = ? WHERE recipient_id = ?"
 
@@ -80,12 +74,12 @@ def _update_profile(
     stamp: Stamp,
     now: float,
 ) -> bool:
-    row = conn.execute(_SELECT_PROFILE, (recipient_id,)).fetchone()
+    row = conn.execute(SELECT_PROFILE, (recipient_id,)).fetchone()
     try:
         attributes = {} if row is None else orjson.loads(row[0])
         if not isinstance(attributes, dict):
             raise ProfileConflict("stored attributes are not a JSON object")
-        _check_paths(attributes, updates)
+        check_paths(attributes, updates)
         times = _field_times(row)
     except (orjson.JSONDecodeError, ProfileConflict) as exc:
         # The answer is still stored; overwriting a profile we cannot read would lose data.
@@ -96,19 +90,10 @@ def _update_profile(
         write_field(attributes, times, ".".join(path), value, stamp)
     after = orjson.dumps(attributes), orjson.dumps(times)
     if after[0] != before[0]:
-        conn.execute(_UPSERT_PROFILE, (recipient_id, *after, now))
+        conn.execute(UPSERT_PROFILE, (recipient_id, *after, now))
     elif after[1] != before[1]:  # the same answer again, newer: stamped, but the version stays
         conn.execute(_UPDATE_TIMES, (after[1], recipient_id))
     return after[0] != before[0]
-
-
-def _check_paths(attributes: dict[str, Any], updates: tuple[tuple[AttrPath, Any], ...]) -> None:
-    for path, _ in updates:
-        node: Any = attributes
-        for key in path[:-1]:
-            node = node.get(key, {})
-            if not isinstance(node, dict):
-                raise ProfileConflict(f"attribute {'.'.join(path)} crosses a value that is not an object")
 
 
 def _field_times(row: Any) -> dict[str, Any]:
