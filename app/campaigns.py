@@ -27,6 +27,7 @@ from app.forms import FormBlock, form_block
 from app.images.blocks import image_block
 from app.images.countdown_blocks import CountdownBlock, countdown_block
 from app.images.layout import ImageBlock
+from app.render.json import FieldPlan, compile_fields
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -58,6 +59,11 @@ class ListBlock:
     budget_s: float
     cache_ttl_s: float | None
     fallback_body: bytes
+    # The fields compiled for shaping (app.render.json), built once here instead of on every open.
+    plan: tuple[FieldPlan, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", compile_fields(self.fields))
 
 
 EMAIL_PARTS = ("email.txt", "email.amp.html", "email.html")

@@ -38,13 +38,16 @@ class MacKey:
     """A precomputed HMAC-SHA256 key: same result as `mac`, without OpenSSL's per-call setup.
 
     With OpenSSL 3, `hmac.digest` spends most of its ~2.5 µs looking up the algorithm and keying the
-    context; copying a keyed context instead costs about 1 µs.
+    context; copying a keyed context instead costs about 1 µs. CPython's `hmac.HMAC` wraps OpenSSL's
+    own HMAC object (`_hmac`), whose copy/update/digest are C calls; using it directly saves another
+    third. Where a Python build lacks it, the pure-Python object has the same three methods.
     """
 
     __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod="sha256")
+        keyed = hmac.new(key, digestmod="sha256")
+        self._keyed = getattr(keyed, "_hmac", None) or keyed
 
     def mac(self, msg: bytes | bytearray, size: int = 16) -> bytes:
         h = self._keyed.copy()
@@ -55,9 +58,9 @@ class MacKey:
         return "MacKey(<key hidden>)"
 
 
-def macs_equal(a: bytes, b: bytes) -> bool:
-    """Constant-time comparison; never compare MACs with `==`."""
-    return hmac.compare_digest(a, b)
+# Constant-time comparison; never compare MACs with `==`. The C function itself, not a wrapper: it
+# runs on every open-time token check.
+macs_equal = hmac.compare_digest
 
 
 class Sealer:

@@ -68,6 +68,9 @@ _KNOWN_FLAGS = _SEALED | _HAS_VARIANT | _SHARED
 _TIMES = struct.Struct(">II")
 _U32_MAX = 2**32 - 1
 _ESP_CACHE_SIZE = 4096
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_PADDING = (b"", b"=", b"==", b"=")  # by length % 4; 1 is never valid and strict decoding says so
 
 _CAMPAIGN_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _VARIANT_RE = re.compile(r"[a-z0-9_-]{1,20}")
@@ -256,12 +259,12 @@ class TokenVerifier:
         data = _b64decode(token)
         if len(data) < 3 + MAC_SIZE:
             raise TokenMalformed("token is too short")
-        payload, tag = data[:-MAC_SIZE], data[-MAC_SIZE:]
+        payload = data[:-MAC_SIZE]
         kid = _read_kid(payload)
         material = self._material.get(kid)
         if material is None:
             raise TokenUnknownKey(f"token key id {kid!r} is not in the key ring (rotated out?)")
-        if not crypto.macs_equal(material.mac_key.mac(payload, MAC_SIZE), tag):
+        if not crypto.macs_equal(material.mac_key.mac(payload, MAC_SIZE), data[-MAC_SIZE:]):
             raise TokenBadSignature("token signature does not match (tampered, or signed with another key)")
         return _parse_payload(payload, kid, material.sealer)
 
@@ -299,16 +302,15 @@ class TokenVerifier:
 
 
 def _b64decode(token: str) -> bytes:
-    # Strict: urlsafe_b64decode silently drops stray characters and ignores non-zero padding bits, which
-    # would let many different strings verify as the same token. Re-encoding and comparing rejects both
-    # (and "+", "/", "=" and whitespace).
-    if not token.isascii():
-        raise TokenMalformed("token is not base64url text")
+    # Strict: a lenient decoder drops stray characters and ignores non-zero padding bits, which would
+    # let many different strings verify as the same token. Strict mode rejects stray characters and
+    # misplaced padding; re-encoding and comparing rejects the rest ("+", "/", "=" and padding bits).
     try:
-        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except binascii.Error:
+        raw = token.encode("ascii")
+        data = binascii.a2b_base64(raw.translate(_FROM_URLSAFE) + _PADDING[len(raw) % 4], strict_mode=True)
+    except (UnicodeEncodeError, binascii.Error):
         raise TokenMalformed("token is not base64url text") from None
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != token.encode("ascii"):
+    if binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=") != raw:
         raise TokenMalformed("token is not canonical base64url")
     return data
 
@@ -327,44 +329,46 @@ def _read_kid(payload: bytes) -> str:
 
 
 def _parse_payload(payload: bytes, kid: str, sealer: crypto.Sealer) -> Claims:
+    # Runs once per new token on the open-time path, hence the fields read inline, not by helpers.
     flags = payload[1]
     if flags & ~_KNOWN_FLAGS or (flags & _SHARED and flags & _SEALED):
         raise TokenMalformed(f"token has invalid flags {flags:#04x}")
     pos = 3 + payload[2]
-    if pos + _TIMES.size > len(payload):
+    size = len(payload)
+    if pos + _TIMES.size > size:
         raise TokenMalformed("token is truncated (times)")
     issued_at, expires_at = _TIMES.unpack_from(payload, pos)
     campaign_raw, pos = _read_field(payload, pos + _TIMES.size, "campaign")
     rcpt, pos = _read_field(payload, pos, "recipient")
-    variant_raw = None
+    variant = None
     if flags & _HAS_VARIANT:
         variant_raw, pos = _read_field(payload, pos, "variant")
-    if pos != len(payload):
+        variant = _text(variant_raw, "variant")
+    if pos != size:
         raise TokenMalformed("token has trailing bytes")
-    sealed = bool(flags & _SEALED)
+    sealed = flags & _SEALED != 0
     if sealed:
         try:
             rcpt = sealer.unseal(rcpt, campaign_raw)
         except crypto.SealError:
             raise TokenBadSignature("token sealed recipient failed to open") from None
-    if bool(flags & _SHARED) == bool(rcpt):
+    if flags & _SHARED:
+        if rcpt:
+            raise TokenMalformed("token recipient does not agree with its shared flag")
+        recipient = None
+    elif rcpt:
+        recipient = _text(rcpt, "recipient")
+    else:
         raise TokenMalformed("token recipient does not agree with its shared flag")
-    return Claims(
-        recipient=None if flags & _SHARED else _text(rcpt, "recipient"),
-        campaign=_text(campaign_raw, "campaign"),
-        kid=kid,
-        issued_at=issued_at,
-        expires_at=expires_at,
-        sealed=sealed,
-        variant=None if variant_raw is None else _text(variant_raw, "variant"),
-        form="opentime",
-    )
+    campaign = _text(campaign_raw, "campaign")
+    return Claims(recipient, campaign, kid, issued_at, expires_at, sealed, variant, "opentime")
 
 
 def _read_field(payload: bytes, pos: int, name: str) -> tuple[bytes, int]:
-    if pos >= len(payload):
-        raise TokenMalformed(f"token is truncated ({name})")
-    end = pos + 1 + payload[pos]
+    try:
+        end = pos + 1 + payload[pos]
+    except IndexError:
+        raise TokenMalformed(f"token is truncated ({name})") from None
     if end > len(payload):
         raise TokenMalformed(f"token is truncated ({name})")
     return payload[pos + 1 : end], end

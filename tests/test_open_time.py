@@ -123,7 +123,9 @@ async def test_a_failing_render_still_answers_every_waiter(store: GatedStore, de
     store.gate.set()
     lists = content(store)
     # A block whose shaping raises (a field spec that is not one) stands for any unexpected error.
-    bad_block = replace(demo.lists["picks"], fields=(None,))  # type: ignore[arg-type]
+    picks = demo.lists["picks"]
+    bad_field = replace(picks.fields[0], max_length=None)  # type: ignore[arg-type]
+    bad_block = replace(picks, fields=(bad_field,))
     outcome = await lists.load("demo", bad_block, recipient_id(1))
     assert outcome.fallback_reason == "internal-error"
     good = await lists.load("demo", demo.lists["picks"], recipient_id(2))
