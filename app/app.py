@@ -1,9 +1,10 @@
 """``create_app(settings)``: the ASGI application.
 
-Run it with ``opentime serve`` or ``uvicorn app.app:create_app --factory`` (settings then come
-from the environment). Open-time URLs (``/v1/...``) bypass Starlette's routing and middleware
-stack: they are served by a plain ASGI callable behind the pure-ASGI AMP CORS middleware, since
-they carry almost all the traffic. Everything else (health, later the APIs) is a Starlette app.
+Run it with ``opentime serve`` or ``uvicorn app.app:serve_app --factory`` (settings then come from
+the environment; ``serve_app`` also tunes the garbage collector, see ``app.gc_policy``). Open-time
+URLs (``/v1/...``) bypass Starlette's routing and middleware stack: they are served by a plain ASGI
+callable behind the pure-ASGI AMP CORS middleware, since they carry almost all the traffic.
+Everything else (health, later the APIs) is a Starlette app.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
+from app.gc_policy import tune_for_serving
 from app.routes import api, ops, preview, webhooks
 from app.routes.form import form_app
 from app.routes.images import image_app
@@ -49,6 +51,12 @@ class OpentimeApp:
             await (handler or not_found)(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
+
+
+def serve_app() -> OpentimeApp:
+    """The factory ``opentime serve`` gives uvicorn (called once in each worker process)."""
+    tune_for_serving()
+    return create_app()
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> OpentimeApp:

@@ -44,7 +44,7 @@ def run_server(settings: Settings, config_file: Path | None) -> None:
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
     uvicorn.run(
-        "app.app:create_app",
+        "app.app:serve_app",
         factory=True,
         host=settings.host,
         port=settings.port,

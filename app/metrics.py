@@ -12,6 +12,8 @@ Families::
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
     opentime_upstream_breaker_state{state}         1 for the breaker's current state (upstream configured)
     opentime_upstream_breaker_failures             consecutive upstream failures
+    opentime_store_read_batches_total, opentime_store_read_keys_total
+                                                   profile queries and the recipient ids they asked for
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ class _ServicesCollector(Collector):
         if services.upstream is not None:
             caches.append(_CacheView("upstream", services.upstream.cache_stats))
         yield from _cache_families(caches)
+        reads = services.store.read_stats
+        yield CounterMetricFamily(
+            "opentime_store_read_batches", "Profile store queries.", value=reads.batches
+        )
+        yield CounterMetricFamily(
+            "opentime_store_read_keys", "Recipient ids asked for by profile store queries.", value=reads.keys
+        )
         yield from _image_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)

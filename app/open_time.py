@@ -96,6 +96,7 @@ class ListContent:
         self._inflight: dict[Key, list[asyncio.Future[Entry]]] = {}
         self._stale: set[Key] = set()  # fetched before a profile change: answer, but don't cache
         self._deadlines = Deadlines()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop opens are served on
         self._warnings = ThrottledLog(logger)
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
@@ -106,14 +107,18 @@ class ListContent:
     async def load(self, campaign: str, block: ListBlock, recipient: str) -> Outcome:
         """Fetch and render within the block's budget; a late fetch still fills the cache."""
         key = (campaign, block.name, recipient)
-        waiter: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # Remembered: in CPython 3.11 every get_running_loop() is a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Entry] = loop.create_future()
         waiting = self._inflight.get(key)
         if waiting is None:
             self._inflight[key] = [waiter]
             self._store.fetch(recipient, partial(self._fetched, key, block))
         else:
             waiting.append(waiter)
-        self._deadlines.add(waiter, block.budget_s)
+        self._deadlines.add(loop, waiter, block.budget_s)
         return self._outcome(block, await waiter)
 
     @property
@@ -255,8 +260,7 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def add(self, waiter: asyncio.Future[Entry], budget_s: float) -> None:
-        loop = asyncio.get_running_loop()
+    def add(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Entry], budget_s: float) -> None:
         deadline = loop.time() + budget_s
         queue = self._queues.get(budget_s)
         if queue is None:

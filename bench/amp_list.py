@@ -581,6 +581,17 @@ def stop_server(server: Server) -> None:
     PROCS.stop(server.process)
 
 
+def store_reads(server: Server) -> tuple[float, float]:
+    """The server's profile store counters from /metrics: (queries, recipient ids asked for)."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("opentime_store_read_batches_total", "opentime_store_read_keys_total"):
+            values[name] = float(value)
+    return values["opentime_store_read_batches_total"], values["opentime_store_read_keys_total"]
+
+
 def first_paths(path: Path, count: int) -> list[str]:
     with path.open(encoding="ascii") as lines:
         return [line.strip() for line in itertools.islice(lines, count)]
@@ -879,6 +890,7 @@ def run_cold(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         log(describe(warmup))
         bound = max(30, min(300, counts["cold"] // 500))
         wait_quiet(args, results, "opentime cold")
+        reads_before = store_reads(server)
         results.cold = run_wrk(
             server.base_url,
             prep.paths["cold"],
@@ -891,6 +903,11 @@ def run_cold(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         )
         require_clean(results.cold, allow_fallbacks=True)
         log(describe(results.cold))
+        reads_after = store_reads(server)
+        batches, keys = reads_after[0] - reads_before[0], reads_after[1] - reads_before[1]
+        note = f"store reads during the cold run: {keys:,.0f} recipient ids in {batches:,.0f} queries"
+        results.notes.append(f"{note} ({keys / max(batches, 1):.1f} per query)")
+        log(results.notes[-1])
         if not results.cold.raw.get("exhausted"):
             raise BenchError(f"cold run hit its {bound} s bound before the cold set was exhausted")
         if results.cold.fallbacks:

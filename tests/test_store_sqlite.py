@@ -66,10 +66,11 @@ async def test_get_many_chunks_and_skips_missing(store: SQLiteProfileStore) -> N
 
 async def test_concurrent_gets_share_reader_jobs(store: SQLiteProfileStore) -> None:
     await store.upsert_many([(f"r{i}", f'{{"i":{i}}}'.encode()) for i in range(100)])
-    jobs_before = store.read_jobs
+    jobs_before, keys_before = store.read_stats.batches, store.read_stats.keys
     ids = [f"r{i % 120}" for i in range(600)]  # repeats and 20 missing ids
     results = await asyncio.gather(*(store.get(rid) for rid in ids))
-    assert store.read_jobs - jobs_before <= 2
+    assert store.read_stats.batches - jobs_before <= 2
+    assert store.read_stats.keys - keys_before == 120  # each distinct id asked for once
     for rid, profile in zip(ids, results, strict=True):
         index = int(rid[1:])
         assert (profile is None) == (index >= 100)

@@ -26,8 +26,20 @@ class Profile(NamedTuple):
     updated_at: float
 
 
+class ReadStats:
+    """Profile reads so far: ``keys / batches`` is how well lookups share their queries."""
+
+    __slots__ = ("batches", "keys")
+
+    def __init__(self) -> None:
+        self.batches = 0  # queries (jobs) sent to the backend for profile lookups
+        self.keys = 0  # distinct recipient ids those queries asked for
+
+
 class ProfileStore(Protocol):
     """Async access to profiles. Implementations never do disk or network I/O on the event loop."""
+
+    read_stats: ReadStats
 
     async def open(self) -> None: ...
 

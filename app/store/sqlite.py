@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from app.store.base import Profile, StoreError
+from app.store.base import Profile, ReadStats, StoreError
 
 T = TypeVar("T")
 # What a lookup's waiter is told: the profile, None (unknown recipient) or the StoreError.
@@ -84,7 +84,7 @@ class SQLiteProfileStore:
 
     A reader thread and a writer thread each own one connection, so the event loop never touches the
     disk. ``get()`` calls made in the same loop tick, or while a read is in flight, share one
-    ``IN (...)`` query; ``read_jobs`` counts the jobs sent to the reader thread. Writes use
+    ``IN (...)`` query; ``read_stats`` counts the jobs sent to the reader thread and their keys. Writes use
     synchronous=FULL: a returned ``upsert_many`` survives power loss, which acknowledged events rely on.
     Memory-mapped reads are off by default: mapped pages of a large store count in the process's RSS
     (about 300 MB for a million profiles), and reads already run on the reader thread.
@@ -99,7 +99,7 @@ class SQLiteProfileStore:
         mmap_size: int = 0,
     ) -> None:
         self.path = path
-        self.read_jobs = 0
+        self.read_stats = ReadStats()
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._mmap_size = mmap_size
@@ -167,7 +167,7 @@ class SQLiteProfileStore:
         ids = list(dict.fromkeys(recipient_ids))
         if not ids:
             return {}
-        self.read_jobs += 1
+        self._count_read(len(ids))
         return await self._run(reader, self._select, ids)
 
     async def count(self) -> int:
@@ -217,7 +217,7 @@ class SQLiteProfileStore:
             return
         batch, self._pending = self._pending, {}
         self._read_in_flight = True
-        self.read_jobs += 1
+        self._count_read(len(batch))
         self._threads[0].submit(self._read_batch, self._loop, batch)
 
     def _deliver(self, batch: Waiters, outcome: dict[str, Profile] | Exception) -> None:
@@ -312,6 +312,10 @@ class SQLiteProfileStore:
         return conn.total_changes - before
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _count_read(self, keys: int) -> None:
+        self.read_stats.batches += 1
+        self.read_stats.keys += keys
 
     def _open_threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._threads is None:
