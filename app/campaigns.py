@@ -27,7 +27,7 @@ from app.forms import FormBlock, form_block
 from app.images.blocks import image_block
 from app.images.countdown_blocks import CountdownBlock, countdown_block
 from app.images.layout import ImageBlock
-from app.render.json import FieldPlan, compile_fields
+from app.render.json import Shaper, compile_shaper
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -59,11 +59,11 @@ class ListBlock:
     budget_s: float
     cache_ttl_s: float | None
     fallback_body: bytes
-    # The fields compiled for shaping (app.render.json), built once here instead of on every open.
-    plan: tuple[FieldPlan, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # The fields compiled into one shaping function (app.render.json), once here, not on every open.
+    shape: Shaper = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "plan", compile_fields(self.fields))
+        object.__setattr__(self, "shape", compile_shaper(self.fields))
 
 
 EMAIL_PARTS = ("email.txt", "email.amp.html", "email.html")

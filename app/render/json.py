@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 
-if TYPE_CHECKING:  # campaigns compile their plans with this module, so types only here
+if TYPE_CHECKING:  # campaigns compile their shapers with this module, so types only here
     from app.campaigns import ItemField, ListBlock
 
 _MISSING = object()
@@ -28,20 +28,37 @@ _PLAIN_HTTPS = re.compile(
 )
 
 
-class FieldPlan(NamedTuple):
-    """One item field, compiled once per block: unpacked in a loop, where attribute reads would cost."""
-
-    name: str
-    key: str  # the first step of the field's path
-    rest: tuple[str, ...]  # the remaining steps (usually none)
-    coerce: Callable[[Any], Any]  # the value, normalized, or _MISSING when unusable
-    default: Any
-    required: bool
+Shaper = Callable[[Any], "dict[str, Any] | None"]
 
 
-def compile_fields(fields: tuple[ItemField, ...]) -> tuple[FieldPlan, ...]:
-    """The shaping plan of a block's fields (``ListBlock`` builds it when a campaign loads)."""
-    return tuple(FieldPlan(f.name, f.path[0], f.path[1:], _coercer(f), f.default, f.required) for f in fields)
+def compile_shaper(fields: tuple[ItemField, ...]) -> Shaper:
+    """A block's item shaper: one raw item in, the shaped item out (None drops the item).
+
+    Generated once per block when its campaign loads, as straight-line code with one step per field:
+    shaping runs for every item of every cold open, and a loop over field specs spent ~40% more on
+    unpacking specs and on branches that are constant for a given field. Names, keys, defaults and
+    coercers are values in the function's namespace, never spliced into its source, so nothing from
+    ``blocks.toml`` becomes code.
+    """
+    namespace: dict[str, Any] = {"MISSING": _MISSING, "lookup": _lookup}
+    lines = ["def shape(raw):", "    if not isinstance(raw, dict):", "        return None", "    item = {}"]
+    for i, field in enumerate(fields):
+        namespace.update({f"k{i}": field.path[0], f"p{i}": field.path[1:], f"n{i}": field.name})
+        namespace.update({f"c{i}": _coercer(field), f"d{i}": field.default})
+        lines.append(f"    v = raw.get(k{i})")
+        if len(field.path) > 1:
+            lines += ["    if v is not None:", f"        v = lookup(v, p{i})"]
+        lines += ["    if v is not None and v is not MISSING:", f"        v = c{i}(v)"]
+        lines.append("    if v is None or v is MISSING:")
+        if field.default is not None:
+            lines.append(f"        item[n{i}] = d{i}")
+        else:
+            lines.append("        return None" if field.required else "        pass")
+        lines += ["    else:", f"        item[n{i}] = v"]
+    lines.append("    return item")
+    exec(compile("\n".join(lines), "<opentime item shaper>", "exec"), namespace)  # noqa: S102
+    shaper: Shaper = namespace["shape"]
+    return shaper
 
 
 def render_list(block: ListBlock, attributes: dict[str, Any]) -> bytes | None:
@@ -53,10 +70,10 @@ def render_list(block: ListBlock, attributes: dict[str, Any]) -> bytes | None:
         candidates = source
     else:
         return None
-    plan = block.plan
+    shape = block.shape
     items = []
     for candidate in candidates:
-        item = shape(plan, candidate)
+        item = shape(candidate)
         if item is not None:
             items.append(item)
             if len(items) == block.max_items:
@@ -65,27 +82,6 @@ def render_list(block: ListBlock, attributes: dict[str, Any]) -> bytes | None:
         return None
     # orjson over-allocates its result buffer (~8 KB); copy so a cached body costs only its length.
     return bytes(memoryview(orjson.dumps({"items": items})))
-
-
-def shape(plan: tuple[FieldPlan, ...], raw: Any) -> dict[str, Any] | None:
-    """Shape one raw item by a compiled plan; None drops it (a required field is missing or invalid)."""
-    if not isinstance(raw, dict):
-        return None
-    item: dict[str, Any] = {}
-    for name, key, rest, coerce, default, required in plan:
-        value = raw.get(key)
-        if rest and value is not None:
-            value = _lookup(value, rest)
-        if value is not None and value is not _MISSING:
-            value = coerce(value)
-        if value is None or value is _MISSING:
-            if default is None:
-                if required:
-                    return None
-                continue
-            value = default
-        item[name] = value
-    return item
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
