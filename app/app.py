@@ -82,7 +82,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
     open_time: dict[str, ASGIApp] = {
-        "list": AmpCorsMiddleware(list_app, policy),  # amp-list and amp-form need AMP CORS
+        # amp-list and amp-form need AMP CORS; list_app sends the CORS headers itself (the hot path).
+        "list": AmpCorsMiddleware(list_app, policy, inner_adds_headers=True),
         "form": AmpCorsMiddleware(form_app, policy),
         "html": fragment_app,
         "img": image_app,

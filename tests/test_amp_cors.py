@@ -1,10 +1,11 @@
 import asyncio
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from app.amp_cors import AmpCorsMiddleware, CorsDecision, SenderPolicy, decide
+from app.amp_cors import CORS_HEADERS, AmpCorsMiddleware, CorsDecision, SenderPolicy, decide
 
 POLICY = SenderPolicy(
     [
@@ -379,3 +380,35 @@ def test_middleware_passes_non_http_scopes() -> None:
     asyncio.run(AmpCorsMiddleware(inner, POLICY)({"type": "lifespan"}, receive, send))
     assert inner.calls == 1
     assert sent == []
+
+
+def test_inner_app_that_adds_the_headers_gets_them_in_the_scope_and_an_unwrapped_send() -> None:
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["headers"], seen["send"] = scope[CORS_HEADERS], send
+        await send({"type": "http.response.start", "status": 200, "headers": list(scope[CORS_HEADERS])})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/list",
+        "query_string": b"",
+        "headers": [(b"amp-email-sender", b"news@example.com")],
+    }
+    asyncio.run(AmpCorsMiddleware(inner, POLICY, inner_adds_headers=True)(scope, receive, send))
+    assert seen["send"] is send
+    assert seen["headers"] == [(b"amp-email-allow-sender", b"news@example.com")]
+    assert sent[0]["headers"] == seen["headers"]
+    scope["headers"] = [(b"amp-email-sender", b"evil@attacker.test")]
+    asyncio.run(AmpCorsMiddleware(inner, POLICY, inner_adds_headers=True)(scope, receive, send))
+    assert sent[2]["status"] == 403  # rejected before the inner app, as without the option

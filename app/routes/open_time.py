@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.asgi import Receive, Scope, Send, send_bytes
+from app.amp_cors import CORS_HEADERS
+from app.asgi import Headers, Receive, Scope, Send, send_bytes
 from app.cache_policy import OPEN_TIME_PRIVATE
 from app.campaigns import ListBlock
 from app.tokens import TokenError, TokenExpired
@@ -37,14 +38,16 @@ DATA_AGE_HEADER = b"x-opentime-data-age"
 
 
 async def list_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/v1/{token}/list/{block}.json``; the AMP CORS middleware has already run."""
+    """``/v1/{token}/list/{block}.json``; the AMP CORS middleware has already run and left the CORS
+    headers for every response of this app in ``scope[CORS_HEADERS]``."""
     method = scope["method"]
+    cors: Headers = scope.get(CORS_HEADERS, ())
     parts = scope["path"].split("/")
     if len(parts) != 5 or not parts[4].endswith(".json"):
-        await send_error(send, 404, "not an open-time URL: expected /v1/{token}/list/{block}.json")
+        await send_error(send, 404, "not an open-time URL: expected /v1/{token}/list/{block}.json", cors)
         return
     if method != "GET" and method != "HEAD":
-        await send_error(send, 405, f"method {method} not allowed: use GET")
+        await send_error(send, 405, f"method {method} not allowed: use GET", cors)
         return
     services: Services = scope["state"]["services"]
     try:
@@ -54,7 +57,7 @@ async def list_app(scope: Scope, receive: Receive, send: Send) -> None:
         logger.exception("open-time list request failed")
         body, reason, age = GENERIC_FALLBACK, "internal-error", None
     services.open_stats.served(reason, age)
-    await send_json(send, body, reason, head=method == "HEAD", age=age)
+    await send_json(send, body, reason, head=method == "HEAD", age=age, extra=cors)
 
 
 async def list_body(
@@ -92,14 +95,21 @@ def _campaign_fallback(services: Services, campaign_name: str, block_name: str) 
 
 
 async def send_json(
-    send: Send, body: bytes, reason: str | None, *, head: bool = False, age: float | None = None
+    send: Send,
+    body: bytes,
+    reason: str | None,
+    *,
+    head: bool = False,
+    age: float | None = None,
+    extra: Headers = (),
 ) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body)), *extra]
     if reason is not None:
         headers.append((FALLBACK_HEADER, reason.encode()))
     if age is not None:
         headers.append((DATA_AGE_HEADER, b"%d" % age))
-    await send_bytes(send, 200, headers, b"" if head else body)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,8 +118,8 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     )
 
 
-async def send_error(send: Send, status: int, message: str) -> None:
-    await send_json_object(send, status, {"error": message})
+async def send_error(send: Send, status: int, message: str, extra: Headers = ()) -> None:
+    await send_json_object(send, status, {"error": message}, extra)
 
 
 async def send_json_object(
