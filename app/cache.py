@@ -64,13 +64,15 @@ class BoundedCache(Generic[K, V]):
         size = self._size_of(value) + ENTRY_OVERHEAD
         if size > self._max_bytes:
             return
-        if key in self._entries:
-            self._drop(key)
-        self._entries[key] = (self._clock() + ttl, value, size)
+        entries = self._entries
+        replaced = entries.pop(key, None)
+        if replaced is not None:
+            self.bytes -= replaced[2]
+        entries[key] = (self._clock() + ttl, value, size)
         self.bytes += size
+        # A full cache evicts on every insert (every cold open): one popitem per eviction.
         while self.bytes > self._max_bytes:
-            oldest = next(iter(self._entries))
-            self._drop(oldest)
+            self.bytes -= entries.popitem(last=False)[1][2]
             self.stats.evictions += 1
 
     def discard(self, key: K) -> None:

@@ -245,7 +245,13 @@ class TokenVerifier:
             if len(self._authentic) >= AUTHENTIC_CACHE_SIZE:
                 self._authentic.clear()
             self._authentic[token] = claims
-        return claims if claims.form == "esp" else self._check_times(claims, now)
+        expires_at = claims.expires_at
+        if expires_at is None:  # the ESP form carries no times
+            return claims
+        # The common case inline (this runs on every open); _check_times says why a token is not valid.
+        if now < expires_at and (claims.issued_at or 0) <= now + self._skew:
+            return claims
+        return self._check_times(claims, now)
 
     def _authenticate(self, token: str) -> Claims:
         """The signature and layout checks, which do not depend on the time."""
