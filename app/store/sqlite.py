@@ -23,6 +23,8 @@ T = TypeVar("T")
 LookupResult = Profile | None | StoreError
 Waiters = dict[str, list[Callable[[LookupResult], None]]]
 
+# tuple.__new__ builds a named tuple from a row in one C call (Profile(*row) runs Python-level __new__).
+_new_tuple = tuple.__new__
 SCHEMA_VERSION = 3
 READ_CHUNK = 500
 # Padding IN (...) lists to a few sizes keeps the statement cache hot instead of compiling 500 variants.
@@ -226,7 +228,10 @@ class SQLiteProfileStore:
             for recipient_id, callbacks in batch.items():
                 profile = outcome.get(recipient_id)
                 for callback in callbacks:
-                    _call(callback, profile)
+                    try:  # _call inline: this runs once per cold open
+                        callback(profile)
+                    except Exception:
+                        _log_callback_failure()
         else:
             _fail(batch, outcome)
         if self._pending:
@@ -288,8 +293,9 @@ class SQLiteProfileStore:
             chunk = ids[start : start + READ_CHUNK]
             size = next(n for n in _BUCKETS if n >= len(chunk))
             chunk += chunk[-1:] * (size - len(chunk))
-            for recipient_id, attributes, version, updated_at in conn.execute(_SELECTS[size], chunk):
-                found[recipient_id] = Profile(recipient_id, attributes, version, updated_at)
+            for row in conn.execute(_SELECTS[size], chunk):
+                # The row is (recipient_id, attributes, version, updated_at): Profile's own layout.
+                found[row[0]] = _new_tuple(Profile, row)
         return found
 
     def _count(self) -> int:
@@ -375,7 +381,11 @@ def _call(callback: Callable[[LookupResult], None], result: LookupResult) -> Non
     try:
         callback(result)
     except Exception:
-        logging.getLogger(__name__).exception("a profile lookup callback failed")
+        _log_callback_failure()
+
+
+def _log_callback_failure() -> None:
+    logging.getLogger(__name__).exception("a profile lookup callback failed")
 
 
 def _resolve(future: asyncio.Future[Profile | None], result: LookupResult) -> None:
