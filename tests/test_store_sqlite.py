@@ -9,7 +9,7 @@ import pytest
 
 from app.store import SQLiteProfileStore, StoreError, open_store
 from app.store.base import Profile
-from app.store.sqlite import SCHEMA_VERSION
+from app.store.sqlite import READER_CACHE_KIB, SCHEMA_VERSION
 
 
 class Clock:
@@ -62,6 +62,12 @@ async def test_get_many_chunks_and_skips_missing(store: SQLiteProfileStore) -> N
     found = await store.get_many(wanted)
     assert set(found) == {f"r{i}" for i in range(0, 1200, 2)}
     assert await store.get_many([]) == {}
+
+
+async def test_reader_keeps_a_larger_page_cache(store: SQLiteProfileStore) -> None:
+    # Negative: KiB. Interior B-tree pages of a large store stay cached instead of being re-read.
+    size = await store.run_read(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0])
+    assert size == -READER_CACHE_KIB
 
 
 async def test_concurrent_gets_share_reader_jobs(store: SQLiteProfileStore) -> None:

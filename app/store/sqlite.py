@@ -27,6 +27,10 @@ Waiters = dict[str, list[Callable[[LookupResult], None]]]
 _new_tuple = tuple.__new__
 SCHEMA_VERSION = 3
 READ_CHUNK = 500
+# The reader's page cache (SQLite's default is 2 MiB). A million profiles make ~5 MB of interior B-tree
+# pages: with 2 MiB, a lookup re-read ~2 of them from the OS besides its leaf (strace: 3.2 preads per
+# row, 2.2 with 16 MiB); the bench's cold opens cost ~5% less CPU. Counted in RSS as it fills.
+READER_CACHE_KIB = 16 * 1024
 # Padding IN (...) lists to a few sizes keeps the statement cache hot instead of compiling 500 variants.
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, READ_CHUNK)
 _SELECT = "SELECT recipient_id, attributes, version, updated_at FROM profiles WHERE recipient_id IN "
@@ -266,6 +270,7 @@ class SQLiteProfileStore:
         try:
             conn.execute("PRAGMA query_only=ON")
             conn.execute(f"PRAGMA mmap_size={int(self._mmap_size)}")
+            conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             conn.execute("SELECT 1 FROM profiles LIMIT 0").fetchall()
         except BaseException:
             conn.close()
