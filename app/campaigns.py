@@ -197,7 +197,7 @@ def _item_field(name: str, spec: Any, where: str) -> ItemField:
         raise CampaignError(f"{where}: default of a url field must be an absolute https URL")
     return ItemField(
         name=name,
-        path=_dotted(spec.get("from", name), f"{where} from"),
+        path=_field_path(spec.get("from", name), f"{where} from"),
         type=kind,
         required=bool(spec.get("required", True)),
         default=default,
@@ -240,6 +240,13 @@ def _dotted(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, str) or not value:
         raise CampaignError(f"{where}: expected a dotted path such as 'cart.items' ('.' for the root)")
     return () if value == "." else tuple(value.split("."))
+
+
+def _field_path(value: Any, where: str) -> tuple[str, ...]:
+    path = _dotted(value, where)
+    if not path:  # "." is the whole item: a dict, never a text, number, bool or URL
+        raise CampaignError(f"{where}: expected a field of the item such as 'price' or 'sku.code', not '.'")
+    return path
 
 
 def _int_in(value: Any, low: int, high: int, where: str) -> int:

@@ -346,10 +346,9 @@ def _parse_payload(payload: bytes, kid: str, sealer: crypto.Sealer) -> Claims:
     issued_at, expires_at = _TIMES.unpack_from(payload, pos)
     campaign_raw, pos = _read_field(payload, pos + _TIMES.size, "campaign")
     rcpt, pos = _read_field(payload, pos, "recipient")
-    variant = None
+    variant_raw = None
     if flags & _HAS_VARIANT:
         variant_raw, pos = _read_field(payload, pos, "variant")
-        variant = _text(variant_raw, "variant")
     if pos != size:
         raise TokenMalformed("token has trailing bytes")
     sealed = flags & _SEALED != 0
@@ -367,6 +366,7 @@ def _parse_payload(payload: bytes, kid: str, sealer: crypto.Sealer) -> Claims:
     else:
         raise TokenMalformed("token recipient does not agree with its shared flag")
     campaign = _text(campaign_raw, "campaign")
+    variant = None if variant_raw is None else _text(variant_raw, "variant")
     return Claims(recipient, campaign, kid, issued_at, expires_at, sealed, variant, "opentime")
 
 

@@ -60,6 +60,7 @@ def test_block_defaults_and_budget(tmp_path: Path) -> None:
         (block().replace('"fb.json"', '"missing.json"'), "fallback"),
         (block(fields="[blocks.picks.fields]\n"), "at least one field"),
         (block(fields='[blocks.picks.fields]\nx = { type = "colour" }'), "type must be one of"),
+        (block(fields='[blocks.picks.fields]\nx = { from = ".", required = false }'), "not '.'"),
         (block(fields='[blocks.picks.fields]\nx = { type = "url", base = "http://a.example" }'), "https"),
         (
             block(fields='[blocks.picks.fields]\nx = { type = "text", base = "https://a.example" }'),

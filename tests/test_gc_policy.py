@@ -14,6 +14,7 @@ def restore_gc() -> Iterator[None]:
     before = gc.get_threshold()
     yield
     gc.set_threshold(*before)
+    gc.unfreeze()
 
 
 def test_the_serving_factory_raises_the_collector_thresholds(
@@ -26,3 +27,4 @@ def test_the_serving_factory_raises_the_collector_thresholds(
     assert serve_app() == "the app"  # type: ignore[comparison-overlap]
     assert gc.get_threshold() == SERVER_THRESHOLDS
     assert SERVER_THRESHOLDS[0] >= 10_000
+    assert gc.get_freeze_count() > 0  # start-up objects are out of the collector's sight
