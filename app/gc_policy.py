@@ -8,9 +8,9 @@ CPU (bench/amp_list.py; ``py-spy record --native`` showed ``gc_collect_main``). 
 every 20,000 net allocations, gen 1 every 50 of those and gen 2 every 100 gen-1 passes (CPython: 700,
 10, 10); older-generation passes at CPython's ratios still cost ~7% on the cold path. Cycles are
 still found, later: the bench's server RSS stays flat (92 MB after each of three warm runs of
-~120,000 requests). ``gc.freeze()``
-moves everything that exists at start-up (modules, classes, functions: most of the heap) out of the
-collector's sight, so a full pass walks only what the server created since.
+~120,000 requests). ``gc.freeze()`` moves everything that exists at start-up (modules, classes,
+functions: most of the heap) out of the collector's sight, so a full pass walks only what the server
+created since.
 """
 
 from __future__ import annotations

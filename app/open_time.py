@@ -233,8 +233,7 @@ class ListContent:
         elif ttl is not None:
             self._cache.set(key, entry, ttl)
         for waiter in waiting:
-            if not waiter.done():  # settled already when its budget ran out
-                waiter.set_result(entry)
+            _settle(waiter, entry)
 
     def _fetched_at(self, result: UpstreamResult) -> float:
         return self._clock() if result.fetched_at is None else result.fetched_at

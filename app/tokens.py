@@ -335,7 +335,7 @@ def _read_kid(payload: bytes) -> str:
 
 
 def _parse_payload(payload: bytes, kid: str, sealer: crypto.Sealer) -> Claims:
-    # Runs once per new token on the open-time path, hence the fields read inline, not by helpers.
+    # Runs once per new token on the open-time path: one pass, with the checks in their old order.
     flags = payload[1]
     if flags & ~_KNOWN_FLAGS or (flags & _SHARED and flags & _SEALED):
         raise TokenMalformed(f"token has invalid flags {flags:#04x}")

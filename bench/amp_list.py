@@ -591,6 +591,15 @@ def stop_server(server: Server) -> None:
     PROCS.stop(server.process)
 
 
+def note_store_reads(server: Server, before: tuple[float, float], results: Results) -> None:
+    """Log and note the recipient ids per SQLite query since ``before`` (a ``store_reads`` reading)."""
+    after = store_reads(server)
+    batches, keys = after[0] - before[0], after[1] - before[1]
+    note = f"store reads during the cold run: {keys:,.0f} recipient ids in {batches:,.0f} queries"
+    results.notes.append(f"{note} ({keys / max(batches, 1):.1f} per query)")
+    log(results.notes[-1])
+
+
 def store_reads(server: Server) -> tuple[float, float]:
     """The server's profile store counters from /metrics: (queries, recipient ids asked for)."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
@@ -812,6 +821,29 @@ def warm_up_and_measure(
     return result
 
 
+def each_path_once(
+    server: Server,
+    paths: Path,
+    count: int,
+    args: argparse.Namespace,
+    label: str,
+    *,
+    seconds: int = 120,
+    server_pid: int | None = None,
+) -> WrkResult:
+    """Request each of the first ``count`` paths exactly once (wrk stops at the last response)."""
+    return run_wrk(
+        server.base_url,
+        paths,
+        seconds=seconds,
+        connections=args.connections,
+        cpu=args.wrk_cpu,
+        limit=count,
+        label=label,
+        server_pid=server_pid,
+    )
+
+
 def opentime_cmd(prep: Prepared) -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--config", str(prep.config)]
 
@@ -822,27 +854,11 @@ def run_warm(prep: Prepared, args: argparse.Namespace, results: Results) -> None
     )
     try:
         count = prep.counts["warm"]
-        fill = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=120,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            limit=count,
-            label="cache fill (each warm path once)",
-        )
+        fill = each_path_once(server, prep.paths["warm"], count, args, "cache fill (each warm path once)")
         require_clean(fill, allow_fallbacks=True)
         log(describe(fill))
         time.sleep(0.5)  # lookups that missed their budget finish in the background
-        hits = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=120,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            limit=count,
-            label="cache check (each warm path again)",
-        )
+        hits = each_path_once(server, prep.paths["warm"], count, args, "cache check (each warm path again)")
         require_clean(hits)  # no fallback at all: every warm recipient is now a cache hit
         log(describe(hits))
         prep.body_bytes = check_sample(
@@ -850,15 +866,7 @@ def run_warm(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         )
         results.warm = warm_up_and_measure(server, prep.paths["warm"], args, results, "opentime warm")
         results.warm_runs.append(results.warm)
-        after = run_wrk(
-            server.base_url,
-            prep.paths["warm"],
-            seconds=120,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            limit=count,
-            label="cache check after the run",
-        )
+        after = each_path_once(server, prep.paths["warm"], count, args, "cache check after the run")
         require_clean(after)  # still 100% hits: the measured run never fell back to the store
         results.rss_warm = rss(server.pid, prep.database)
         log(f"RSS after the warm run: {results.rss_warm}")
@@ -885,8 +893,7 @@ def run_cold(prep: Prepared, args: argparse.Namespace, results: Results) -> None
     for index in range(counts["cold_rounds"]):
         last = index == counts["cold_rounds"] - 1
         results.cold_runs.append(cold_round(prep, args, results, cold_set_name(index), profile=last))
-    ranked = sorted(results.cold_runs, key=lambda run: run.rps)
-    results.cold = ranked[(len(ranked) - 1) // 2]
+    results.cold = lower_median(results.cold_runs)
 
 
 def cold_round(
@@ -901,37 +908,26 @@ def cold_round(
         check_sample(
             server, first_paths(prep.paths["cold_sample"], SAMPLE_SIZE), expect_cors=True, body_size=None
         )
-        warmup = run_wrk(
-            server.base_url,
-            prep.paths["cold_warmup"],
-            seconds=120,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            limit=counts["cold_warmup"],
-            label="cold warm-up",
+        warmup = each_path_once(
+            server, prep.paths["cold_warmup"], counts["cold_warmup"], args, "cold warm-up"
         )
         require_clean(warmup, allow_fallbacks=True)
         log(describe(warmup))
         bound = max(30, min(300, counts["cold"] // 500))
         wait_quiet(args, results, "opentime cold")
         reads_before = store_reads(server)
-        cold = run_wrk(
-            server.base_url,
+        cold = each_path_once(
+            server,
             prep.paths[paths],
+            counts["cold"],
+            args,
+            "opentime cold",
             seconds=bound,
-            connections=args.connections,
-            cpu=args.wrk_cpu,
-            limit=counts["cold"],
-            label="opentime cold",
             server_pid=server.pid,
         )
         require_clean(cold, allow_fallbacks=True)
         log(describe(cold))
-        reads_after = store_reads(server)
-        batches, keys = reads_after[0] - reads_before[0], reads_after[1] - reads_before[1]
-        note = f"store reads during the cold run: {keys:,.0f} recipient ids in {batches:,.0f} queries"
-        results.notes.append(f"{note} ({keys / max(batches, 1):.1f} per query)")
-        log(results.notes[-1])
+        note_store_reads(server, reads_before, results)
         if not cold.raw.get("exhausted"):
             raise BenchError(f"cold run hit its {bound} s bound before the cold set was exhausted")
         if cold.fallbacks:
@@ -977,10 +973,15 @@ def pick_median_round(results: Results) -> tuple[list[float], list[bool]]:
     return ratios, noisy
 
 
+def lower_median(runs: Sequence[WrkResult]) -> WrkResult:
+    """The median run by req/s (the lower middle one of an even count)."""
+    ranked = sorted(runs, key=lambda run: run.rps)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def median_baseline_rps(results: Results) -> float:
     """The cold runs are compared with the median of every baseline run (they are not paired)."""
-    rates = sorted(run.rps for run in results.baseline_runs)
-    return rates[(len(rates) - 1) // 2]
+    return lower_median(results.baseline_runs).rps
 
 
 def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:

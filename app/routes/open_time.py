@@ -108,8 +108,7 @@ async def send_json(
         headers.append((FALLBACK_HEADER, reason.encode()))
     if age is not None:
         headers.append((DATA_AGE_HEADER, b"%d" % age))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_bytes(send, 200, headers, b"" if head else body)
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -232,10 +232,7 @@ class SQLiteProfileStore:
             for recipient_id, callbacks in batch.items():
                 profile = outcome.get(recipient_id)
                 for callback in callbacks:
-                    try:  # _call inline: this runs once per cold open
-                        callback(profile)
-                    except Exception:
-                        _log_callback_failure()
+                    _call(callback, profile)
         else:
             _fail(batch, outcome)
         if self._pending:
@@ -386,11 +383,7 @@ def _call(callback: Callable[[LookupResult], None], result: LookupResult) -> Non
     try:
         callback(result)
     except Exception:
-        _log_callback_failure()
-
-
-def _log_callback_failure() -> None:
-    logging.getLogger(__name__).exception("a profile lookup callback failed")
+        logging.getLogger(__name__).exception("a profile lookup callback failed")
 
 
 def _resolve(future: asyncio.Future[Profile | None], result: LookupResult) -> None:
