@@ -21,16 +21,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
+from app.open_time.kinds.form import form_app
+from app.open_time.kinds.html import fragment_app, view_app
+from app.open_time.kinds.image import image_app
+from app.open_time.kinds.list import list_app, not_found
 from app.routes import api, ops, preview, webhooks
-from app.routes.form import form_app
-from app.routes.images import image_app
-from app.routes.open_time import list_app, not_found
-from app.routes.pages import fragment_app, view_app
+from app.security.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
 

@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.errors import ConfigError
-from app.event_types import EventTypesError, with_custom_types
-from app.events import Rule
+from app.ingest.event_types import EventTypesError, with_custom_types
+from app.ingest.events import Rule
 
 ENV_PREFIX = "OPENTIME_"
 CONFIG_ENV = "OPENTIME_CONFIG"

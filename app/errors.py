@@ -17,10 +17,10 @@ Exception tree::
 
 ``HTTPError.headers`` are extra response headers the handler must send.
 
-Token failures live in ``app.tokens`` (``TokenError`` and subclasses), key ring failures in
-``app.keyring`` (``KeyRingError``), API key failures in ``app.apikeys`` (``ApiKeyError``) and store
-failures in ``app.store.base`` (``StoreError``): each is translated once, at the edge that serves
-the request.
+Token failures live in ``app.security.tokens`` (``TokenError`` and subclasses), key ring failures
+in ``app.security.keyring`` (``KeyRingError``), API key failures in ``app.security.apikeys``
+(``ApiKeyError``) and store failures in ``app.store.base`` (``StoreError``): each is translated
+once, at the edge that serves the request.
 """
 
 from __future__ import annotations

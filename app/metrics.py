@@ -33,8 +33,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from app.breaker import BreakerState
-from app.cache import CacheStats
+from app.content.cache import CacheStats
+from app.upstream.breaker import BreakerState
 
 if TYPE_CHECKING:
     from app.services import Services

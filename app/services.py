@@ -8,24 +8,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from app.apikeys import ApiKeyCache
-from app.cache import BoundedCache
-from app.cache_policy import CachePolicy
-from app.campaigns import EMAIL_PARTS, Campaign, load_campaigns
+from app.campaigns.loader import EMAIL_PARTS, Campaign, load_campaigns
+from app.campaigns.sendtime import SendTime
 from app.config import Settings, event_rules
-from app.events import RULES, Rule
-from app.images.content import ImageContent
-from app.keyring import load_keyring
+from app.content.cache import BoundedCache
+from app.content.cache_policy import CachePolicy
+from app.content.images import ImageContent
+from app.content.lists import Entry, Key, ListContent, entry_size
+from app.ingest.events import RULES, Rule
 from app.metrics import OpenStats
-from app.open_time import Entry, Key, ListContent, entry_size
 from app.render.templates import Templates
-from app.sendtime import SendTime
+from app.security.apikeys import ApiKeyCache
+from app.security.keyring import load_keyring
+from app.security.tokens import TokenSigner, TokenVerifier
+from app.security.webhook_auth import ReplayGuard
 from app.store import open_store
 from app.store.base import ProfileStore
-from app.store.sqlite_events import EventWriter
-from app.tokens import TokenSigner, TokenVerifier
-from app.upstream import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
-from app.webhook_auth import ReplayGuard
+from app.store.sqlite.events import EventWriter
+from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,12 +50,12 @@ from typing import Any
 
 import httpx
 
-from app.cli_serve import write_toml
+from app.cli.serve import write_toml
 from app.config import load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
-from app.keyring import new_keyring, save_keyring
+from app.security.keyring import new_keyring, save_keyring
+from app.security.tokens import TokenSigner
 from app.store import open_store
-from app.tokens import TokenSigner
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

@@ -34,10 +34,10 @@ import httpx
 import orjson
 
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
-from app.keyring import new_keyring, save_keyring
+from app.security.keyring import new_keyring, save_keyring
+from app.security.tokens import TokenSigner
+from app.security.webhook_auth import sign_header
 from app.store import open_store
-from app.tokens import TokenSigner
-from app.webhook_auth import sign_header
 from tests.servers import free_port, running
 
 RESULTS = Path(__file__).resolve().parent / "results" / "events.json"

@@ -16,14 +16,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from app.campaigns import load_campaigns
+from app.campaigns.loader import load_campaigns
+from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile, recipient_id
-from app.keyring import new_keyring
 from app.render.email import to_message
 from app.render.templates import Templates
-from app.sendtime import SendTime
-from app.tokens import TokenSigner
+from app.security.keyring import new_keyring
+from app.security.tokens import TokenSigner
 
 
 def profiles(count: int) -> list[dict[str, Any]]:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from app.demo import DEMO_SENDER, demo_rows
-from app.keyring import new_keyring, save_keyring
+from app.security.keyring import new_keyring, save_keyring
+from app.security.tokens import TokenSigner
 from app.store import open_store
-from app.tokens import TokenSigner
 from tests.servers import free_port, running
 from tests.upstream_stub import running_stub
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.amp_validator import AmpValidator, locate
+from app.campaigns.validator import AmpValidator, locate
 from app.config import PROJECT_ROOT
 
 NOT_INSTALLED = "AMP validator not installed: run tools/install-amp-validator.sh"

@@ -14,9 +14,9 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import PROJECT_ROOT, Settings
 from app.demo import demo_rows
-from app.keyring import KeyRing, new_keyring, save_keyring
+from app.security.keyring import KeyRing, new_keyring, save_keyring
+from app.security.tokens import TokenSigner
 from app.store import open_store
-from app.tokens import TokenSigner
 from tests.amp_tools import amp_validator  # noqa: F401  (session fixture)
 
 SENDER = "news@example.com"

@@ -5,7 +5,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from app.amp_cors import CORS_HEADERS, AmpCorsMiddleware, CorsDecision, SenderPolicy, decide
+from app.security.amp_cors import CORS_HEADERS, AmpCorsMiddleware, CorsDecision, SenderPolicy, decide
 
 POLICY = SenderPolicy(
     [

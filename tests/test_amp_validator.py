@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.amp_validator import (
+from app.campaigns.validator import (
     AmpValidator,
     ValidationError,
     ValidationResult,

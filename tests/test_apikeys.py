@@ -20,8 +20,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.api_auth import require_scope
-from app.apikeys import (
+from app.cli.apikeys import apikeys
+from app.errors import HTTPError
+from app.security.api_auth import require_scope
+from app.security.apikeys import (
     SCOPES,
     ApiKeyCache,
     BadSecret,
@@ -35,8 +37,6 @@ from app.apikeys import (
     parse_key,
     revoke_key,
 )
-from app.cli_apikeys import apikeys
-from app.errors import HTTPError
 from app.store import SQLiteProfileStore
 
 T = TypeVar("T")

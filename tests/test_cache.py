@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.cache import ENTRY_OVERHEAD, BoundedCache
+from app.content.cache import ENTRY_OVERHEAD, BoundedCache
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cache_policy import NO_CACHE, CachePolicy, etag_for, not_modified
+from app.content.cache_policy import NO_CACHE, CachePolicy, etag_for, not_modified
 
 SECRET = b"k" * 32
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.campaigns import load_campaign, load_campaigns
+from app.campaigns.loader import load_campaign, load_campaigns
 from app.config import PROJECT_ROOT
 from app.errors import CampaignError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from app.amp_validator import AmpValidator
-from app.cli import main
+from app.campaigns.validator import AmpValidator
+from app.cli.main import main
 from app.config import Settings
 
 

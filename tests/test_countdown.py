@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from PIL import Image, ImageChops
 
-from app.images.countdown import (
+from app.countdown.clock import (
     Bucket,
     CountdownError,
     CountdownStyle,

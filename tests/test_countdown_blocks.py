@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from app.campaigns.urls import campaign_urls, template_urls
+from app.countdown.clock import DeadlineError
 from app.errors import CampaignError
-from app.images.countdown import DeadlineError
-from app.keyring import Key, KeyRing
-from app.tokens import TokenVerifier
-from app.urls import campaign_urls, template_urls
+from app.security.keyring import Key, KeyRing
+from app.security.tokens import TokenVerifier
 from tests.test_golden import fixed_sendtime, profile
 from tests.test_images_helpers import STATIC, campaign, decode
 

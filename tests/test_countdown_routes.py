@@ -18,11 +18,11 @@ from starlette.testclient import TestClient
 
 from app.app import create_app
 from app.config import Settings
+from app.content.images import ImageContent
+from app.countdown.clock import digit_text, load_face
+from app.countdown.timers import CountdownRequest
 from app.demo import recipient_id
-from app.images.content import ImageContent
-from app.images.countdown import digit_text, load_face
-from app.images.timers import CountdownRequest
-from app.tokens import TokenSigner
+from app.security.tokens import TokenSigner
 from tests.conftest import BASE_URL, load_rows
 from tests.test_countdown import read_digits
 from tests.test_images_helpers import campaign, decode, write_campaign

@@ -3,7 +3,7 @@ import hmac
 
 import pytest
 
-from app import crypto
+from app.security import crypto
 
 KEY = bytes(range(32))
 

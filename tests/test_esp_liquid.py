@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from app.config import PROJECT_ROOT
 from app.demo import recipient_id
-from app.keyring import KeyRing
-from app.tokens import esp_campaign_key
+from app.security.keyring import KeyRing
+from app.security.tokens import esp_campaign_key
 from tests.conftest import SENDER
 
 

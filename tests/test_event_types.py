@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import Settings, event_rules, load_settings
 from app.errors import ConfigError
-from app.event_types import EventTypesError, with_custom_types
-from app.events import Event, Invalid, Rule, apply_event, parse_event
+from app.ingest.event_types import EventTypesError, with_custom_types
+from app.ingest.events import Event, Invalid, Rule, apply_event, parse_event
 from tests.conftest import BASE_URL
 from tests.test_webhooks import SECRET, event, post
 

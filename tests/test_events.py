@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.events import (
+from app.ingest.events import (
     INT_MAX,
     MAX_FIELDS,
     MAX_RECENT_PURCHASES,

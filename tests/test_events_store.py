@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from app.events import Event, parse_event
+from app.ingest.events import Event, parse_event
 from app.store import SQLiteProfileStore
 from app.store.base import StoreError
-from app.store.sqlite_events import EventWriter, apply_events
+from app.store.sqlite.events import EventWriter, apply_events
 
 T = TypeVar("T")
 pytestmark = pytest.mark.anyio

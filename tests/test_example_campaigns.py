@@ -19,14 +19,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.app import create_app
-from app.campaigns import load_campaigns
+from app.campaigns.loader import load_campaigns
+from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT, Settings
 from app.demo import demo_profile, recipient_id
 from app.render.email import EmailParts
 from app.render.templates import Templates
-from app.sendtime import SendTime
+from app.security.tokens import TokenSigner
 from app.services import Services
-from app.tokens import TokenSigner
 from tests.conftest import BASE_URL, SENDER, load_rows
 from tests.test_shipped_campaigns_valid import hostile
 

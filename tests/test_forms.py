@@ -9,9 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.campaigns import load_campaign
-from app.errors import CampaignError
-from app.forms import (
+from app.campaigns.forms import (
     FormBlock,
     InvalidSubmission,
     ProfileConflict,
@@ -22,6 +20,8 @@ from app.forms import (
     submission_id,
     validate,
 )
+from app.campaigns.loader import load_campaign
+from app.errors import CampaignError
 
 RATE = """
 [blocks.rate]

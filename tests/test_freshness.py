@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import Settings
 from app.demo import recipient_id
-from app.tokens import TokenSigner
+from app.security.tokens import TokenSigner
 from tests.conftest import BASE_URL, SENDER
 
 AMP = {"AMP-Email-Sender": SENDER}

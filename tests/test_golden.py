@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from app.campaigns import load_campaigns
+from app.campaigns.loader import load_campaigns
+from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile
-from app.keyring import Key, KeyRing
 from app.render.templates import Templates
-from app.sendtime import SendTime
-from app.tokens import TokenSigner
+from app.security.keyring import Key, KeyRing
+from app.security.tokens import TokenSigner
 
 GOLDEN = Path(__file__).with_name("golden")
 FIXED_NOW = 1_900_000_000.0  # 2030-03-17, so tokens and dates never change

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from app.content.images import ImageContent, ImageRequest
 from app.images import render
-from app.images.content import ImageContent, ImageRequest
 from app.images.layout import ImageBlock, RenderSpec
 from tests.test_images_helpers import GREETING, campaign, decode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.images.fetch_class import FetchClassifier
+from app.open_time.fetch_class import FetchClassifier
 
 GMAIL_UA = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 YAHOO_UA = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html"

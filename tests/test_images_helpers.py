@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.campaigns import Campaign, load_campaign
+from app.campaigns.loader import Campaign, load_campaign
 from app.config import PROJECT_ROOT
 
 STATIC = PROJECT_ROOT / "static"

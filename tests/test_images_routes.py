@@ -16,7 +16,7 @@ from app.config import Settings
 from app.demo import demo_rows, recipient_id
 from app.images import render
 from app.images.layout import prepare
-from app.tokens import TokenSigner
+from app.security.tokens import TokenSigner
 from tests.conftest import BASE_URL
 from tests.test_images_helpers import decode, write_campaign
 

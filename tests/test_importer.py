@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.import_rows import (
+from app.ingest.import_rows import (
     BadRow,
     CsvSchema,
     HeaderError,
@@ -16,7 +16,7 @@ from app.import_rows import (
     detect_format,
     parse_jsonl_line,
 )
-from app.importer import import_file, progress_total
+from app.ingest.importer import import_file, progress_total
 from app.store import SQLiteProfileStore, StoreError
 
 SECRET = "s3cret-value"  # an attribute value that must never show up in a reason

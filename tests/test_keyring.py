@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.keyring import (
+from app.security.keyring import (
     Key,
     KeyRing,
     KeyRingError,

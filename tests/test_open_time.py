@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.cache import BoundedCache
-from app.campaigns import Campaign, load_campaigns
+from app.campaigns.loader import Campaign, load_campaigns
 from app.config import PROJECT_ROOT
+from app.content.cache import BoundedCache
+from app.content.lists import Entry, Key, ListContent
 from app.demo import demo_rows, recipient_id
-from app.open_time import Entry, Key, ListContent
 from app.store import open_store
 from app.store.base import Profile, ProfileStore, StoreError
 

@@ -1,4 +1,4 @@
-"""The preview report (``app.preview``) as plain functions, and ``opentime preview`` through CliRunner."""
+"""The preview report (``app.campaigns.preview``) as functions, and ``opentime preview`` via CliRunner."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from app.amp_validator import AmpValidator
-from app.cli_preview import preview
+from app.campaigns.preview import build_report, parse_at, profile_attributes, validate
+from app.campaigns.sendtime import SendTime
+from app.campaigns.validator import AmpValidator
+from app.cli.preview import preview
 from app.config import Settings
 from app.demo import demo_rows, recipient_id
-from app.preview import build_report, parse_at, profile_attributes, validate
-from app.sendtime import SendTime
+from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for, load_templates
 from app.store.base import Profile
-from app.tokens import TokenSigner
 from tests.conftest import BASE_URL
 
 NOW = 1_750_000_000.0

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.campaigns import ItemField, ListBlock
+from app.campaigns.loader import ItemField, ListBlock
 from app.render.json import render_list
 
 

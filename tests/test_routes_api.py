@@ -11,11 +11,11 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from app.apikeys import create_key
 from app.config import Settings
 from app.routes.api import UNREADABLE_PROFILE
+from app.security.apikeys import create_key
+from app.security.tokens import check_recipient
 from app.store import open_store
-from app.tokens import check_recipient
 
 
 def make_key(settings: Settings, *scopes: str) -> str:

@@ -16,15 +16,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.app import create_app
+from app.campaigns.urls import campaign_urls, template_urls
 from app.config import PROJECT_ROOT, Settings
 from app.demo import recipient_id
-from app.events import parse_event
-from app.routes.form import MAX_BODY_BYTES, Rejected, read_form
+from app.ingest.events import parse_event
+from app.open_time.kinds.form import MAX_BODY_BYTES, Rejected, read_form
+from app.security.tokens import TokenSigner
 from app.services import Services, load_campaigns_for
 from app.store import SQLiteProfileStore
-from app.store.sqlite_events import apply_events
-from app.tokens import TokenSigner
-from app.urls import campaign_urls, template_urls
+from app.store.sqlite.events import apply_events
 from tests.conftest import BASE_URL, SENDER
 
 T = TypeVar("T")

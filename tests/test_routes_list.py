@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.demo import recipient_id
-from app.tokens import TokenSigner
+from app.security.tokens import TokenSigner
 from tests.conftest import SENDER
 
 AMP = {"AMP-Email-Sender": SENDER}

@@ -9,8 +9,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.demo import recipient_id
-from app.keyring import KeyRing
-from app.tokens import TokenSigner, TokenVerifier
+from app.security.keyring import KeyRing
+from app.security.tokens import TokenSigner, TokenVerifier
 
 
 def token(signer: TokenSigner, recipient: str = recipient_id(1), **kw: int) -> str:

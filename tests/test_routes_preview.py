@@ -12,11 +12,11 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from app.amp_validator import AmpValidator
-from app.apikeys import create_key
 from app.app import create_app
+from app.campaigns.validator import AmpValidator
 from app.config import Settings
 from app.demo import demo_rows, recipient_id
+from app.security.apikeys import create_key
 from app.store import open_store
 from tests.conftest import BASE_URL, DEMO_COUNT, load_rows
 

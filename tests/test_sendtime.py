@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from app.campaigns import load_campaigns
+from app.campaigns.loader import load_campaigns
+from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile
 from app.errors import CampaignError
-from app.keyring import KeyRing
 from app.render.email import EmailLimitError, EmailParts, amp_limit_problems, check_limits, to_message
 from app.render.templates import TemplateError, Templates
-from app.sendtime import SendTime
-from app.tokens import TokenSigner, TokenVerifier
+from app.security.keyring import KeyRing
+from app.security.tokens import TokenSigner, TokenVerifier
 
 HOSTILE = '<script>alert("x")</script> \' " & 🎉 مرحبا'
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from app.amp_validator import AmpValidator
-from app.campaigns import load_campaigns
+from app.campaigns.loader import load_campaigns
+from app.campaigns.sendtime import SendTime
+from app.campaigns.validator import AmpValidator
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile
 from app.render.templates import Templates
-from app.sendtime import SendTime
-from app.tokens import TokenSigner
+from app.security.tokens import TokenSigner
 
 CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
 EMAIL_CAMPAIGNS = sorted(name for name, c in CAMPAIGNS.items() if c.has_email)

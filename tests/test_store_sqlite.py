@@ -9,7 +9,7 @@ import pytest
 
 from app.store import SQLiteProfileStore, StoreError, open_store
 from app.store.base import Profile
-from app.store.sqlite import READER_CACHE_KIB, SCHEMA_VERSION
+from app.store.sqlite.profiles import READER_CACHE_KIB, SCHEMA_VERSION
 
 
 class Clock:

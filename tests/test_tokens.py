@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app import crypto
-from app.keyring import Key, KeyRing, new_keyring, remove, rotate
-from app.tokens import (
+from app.security import crypto
+from app.security.keyring import Key, KeyRing, new_keyring, remove, rotate
+from app.security.tokens import (
     MAX_TOKEN_CHARS,
     Claims,
     TokenBadSignature,

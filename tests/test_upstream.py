@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from app.breaker import BreakerState, CircuitBreaker
-from app.upstream import (
+from app.upstream.breaker import BreakerState, CircuitBreaker
+from app.upstream.client import (
     CircuitOpen,
     OAuth2ClientCredentials,
     StaticHeaderAuth,

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import Settings
 from app.demo import recipient_id
+from app.security.tokens import TokenSigner
 from app.services import Services
-from app.tokens import TokenSigner
 from tests.conftest import BASE_URL, SENDER
 from tests.upstream_stub import UpstreamStub, running_stub
 

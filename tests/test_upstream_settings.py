@@ -7,7 +7,7 @@ import pytest
 from app.config import FIELDS_BY_NAME, load_settings, masked
 from app.errors import ConfigError
 from app.services import upstream_config
-from app.upstream import OAuth2ClientCredentials, StaticHeaderAuth
+from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth
 from tests.test_config import REQUIRED
 
 URL = "https://crm.example.com/profiles/{recipient}"

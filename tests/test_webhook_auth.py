@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.webhook_auth import (
+from app.security.webhook_auth import (
     BadSignature,
     MalformedSignature,
     MissingSignature,

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import Settings
 from app.demo import recipient_id
-from app.tokens import TokenSigner
-from app.webhook_auth import sign_header
+from app.security.tokens import TokenSigner
+from app.security.webhook_auth import sign_header
 from tests.conftest import BASE_URL, SENDER
 
 SECRET = "whsec-test-0123456789abcdef"

@@ -13,11 +13,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from app.cli_events import events
+from app.cli.events import events
 from app.config import Settings
 from app.demo import recipient_id
-from app.tokens import TokenSigner
-from app.webhook_auth import sign_header
+from app.security.tokens import TokenSigner
+from app.security.webhook_auth import sign_header
 from tests.conftest import SENDER
 from tests.servers import free_port, running
 

@@ -1,1 +1,1 @@
-"""Dynamic images at open time: ``image`` blocks, their renderer, content service and fetch classes."""
+"""Image blocks: their layout, the Pillow renderer and pre-rendered fallbacks."""

@@ -17,7 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import orjson
 
 if TYPE_CHECKING:  # campaigns compile their shapers with this module, so types only here
-    from app.campaigns import ItemField, ListBlock
+    from app.campaigns.loader import ItemField, ListBlock
 
 _MISSING = object()
 URL_SAFE = ":/?#[]@!$&()*+,;=%~-._"

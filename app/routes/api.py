@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api_auth import require_scope
-from app.campaigns import Campaign
+from app.campaigns.loader import Campaign
+from app.campaigns.sendtime import block_data
+from app.content.lists import UNKNOWN, Found
 from app.errors import (
     BadRequest,
     CampaignError,
@@ -31,13 +32,12 @@ from app.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from app.open_time import UNKNOWN, Found
 from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
 from app.routes.responses import json_response, read_limited
-from app.sendtime import block_data
+from app.security.api_auth import require_scope
+from app.security.tokens import check_recipient
 from app.services import Services
-from app.tokens import check_recipient
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.cache_policy import NO_STORE_HEADERS
+from app.content.cache_policy import NO_STORE_HEADERS
 from app.errors import Unauthorized
 from app.metrics import CONTENT_TYPE, exposition
 from app.services import Services

@@ -20,14 +20,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from app.amp_validator import AmpValidator, locate
-from app.api_auth import require_scope
-from app.cache_policy import NO_STORE_HEADERS
-from app.campaigns import Campaign
+from app.campaigns.loader import Campaign
+from app.campaigns.preview import Report, Verdict, build_report, parse_at, profile_attributes, validate
+from app.campaigns.validator import AmpValidator, locate
 from app.config import PROJECT_ROOT
+from app.content.cache_policy import NO_STORE_HEADERS
 from app.errors import BadRequest, NotFound
-from app.preview import Report, Verdict, build_report, parse_at, profile_attributes, validate
 from app.render.templates import render_page
+from app.security.api_auth import require_scope
 from app.services import Services
 
 SCOPE = "preview"

@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.cache_policy import NO_STORE_HEADERS
+from app.content.cache_policy import NO_STORE_HEADERS
 
 NO_STORE = NO_STORE_HEADERS
 

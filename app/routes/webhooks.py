@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.events import BatchError, Event, EventError, parse_batch
+from app.ingest.events import BatchError, Event, EventError, parse_batch
 from app.routes.responses import json_response, read_limited
+from app.security.webhook_auth import HEADER, SignatureError, Verified, verify
 from app.services import Services
 from app.store.base import StoreError
-from app.store.sqlite_events import Status, statuses_json
-from app.webhook_auth import HEADER, SignatureError, Verified, verify
+from app.store.sqlite.events import Status, statuses_json
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.store.base import Profile, ProfileStore, StoreError
-from app.store.sqlite import SQLiteProfileStore
+from app.store.sqlite.profiles import SQLiteProfileStore
 
 __all__ = ["Profile", "ProfileStore", "SQLiteProfileStore", "StoreError", "open_store"]
 

@@ -1,0 +1,1 @@
+"""Campaigns: blocks.toml, form blocks, send-time rendering, minted URLs, preview, AMP validator."""

@@ -1,0 +1,213 @@
+"""The preview report: what one recipient gets from a campaign, opened at a chosen time.
+
+Shared by ``GET /preview/{campaign}`` and ``opentime preview``. It holds the three parts as they
+would be sent (limit problems are listed rather than raised, so a marketer sees what breaks), each
+list block's JSON with its fallback reason, the block's HTML fragment, and the official AMP
+validator's verdict on the AMP part. Blocks are shaped from the profile directly, bypassing the
+open-time cache and budget: the reasons shown are data reasons (``unknown-recipient``, ``no-data``,
+``bad-profile``), never ``budget-exceeded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.campaigns.loader import Campaign, ListBlock
+from app.campaigns.sendtime import SendTime, one_line
+from app.campaigns.validator import (
+    INSTALL_HINT,
+    AmpValidator,
+    AmpValidatorError,
+    ValidationError,
+    ValidatorFailed,
+)
+from app.render.email import AMP_MAX_BYTES, HTML_CLIP_BYTES, EmailLimitError, EmailParts, check_limits
+from app.render.json import render_list
+from app.render.templates import TemplateError
+from app.store.base import Profile
+
+# part -> (limit in bytes, what happens over it)
+PART_LIMITS: dict[str, tuple[int, str]] = {
+    "amp": (AMP_MAX_BYTES, "rejected by Gmail"),
+    "html": (HTML_CLIP_BYTES, "clipped by Gmail"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPreview:
+    """One list block as an open at the preview time would serve it."""
+
+    name: str
+    items: list[Any]
+    fallback_reason: str | None
+    fragment: str | None = None  # the block's HTML fragment, when the campaign has one
+
+    @property
+    def json(self) -> str:
+        return orjson.dumps({"items": self.items}, option=orjson.OPT_INDENT_2).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The AMP validator's answer: PASS or FAIL, else UNAVAILABLE / ERROR / SKIPPED with a note."""
+
+    status: str
+    errors: tuple[ValidationError, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    campaign: Campaign
+    recipient: str
+    at: datetime
+    attributes: Mapping[str, Any] | None  # the recipient's profile data
+    profile_reason: str | None  # None when the profile was found and readable
+    parts: EmailParts | None  # None when a template failed to render
+    problems: tuple[str, ...]  # broken hard limits and template errors
+    blocks: tuple[BlockPreview, ...]
+
+    @property
+    def profile_json(self) -> str:
+        return orjson.dumps(self.attributes, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+    def part_rows(self) -> list[tuple[str, int, int | None, str]]:
+        """(part, bytes, limit, note) for each part; note is "" when within its limit."""
+        if self.parts is None:
+            return []
+        rows = []
+        for part, size in self.parts.sizes().items():
+            limit, consequence = PART_LIMITS.get(part, (None, ""))
+            over = limit is not None and size > limit
+            rows.append((part, size, limit, f"over the limit: {consequence}" if over else ""))
+        return rows
+
+
+def parse_at(value: str | None, now: float) -> datetime:
+    """The simulated open time: ISO 8601 (a time without offset is UTC), or ``now`` when absent."""
+    if value is None or not value.strip():
+        return datetime.fromtimestamp(now, UTC).replace(microsecond=0)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        example = "2025-06-01T09:30:00Z"
+        raise ValueError(f"'at' must be an ISO 8601 time such as {example}, got {value!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # valid ISO 8601 whose UTC instant is before year 1 or after 9999
+        raise ValueError(f"'at' is outside the years 1 to 9999 in UTC, got {value!r}") from None
+
+
+def profile_attributes(profile: Profile | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The attributes and None, or None and why there are none."""
+    if profile is None:
+        return None, "unknown-recipient"
+    try:
+        data = orjson.loads(profile.attributes)
+    except orjson.JSONDecodeError:
+        return None, "bad-profile"
+    return (data, None) if isinstance(data, dict) else (None, "bad-profile")
+
+
+def build_report(
+    sendtime: SendTime,
+    campaign: Campaign,
+    recipient: str,
+    attributes: Mapping[str, Any] | None,
+    profile_reason: str | None,
+    *,
+    at: datetime,
+) -> Report:
+    """Render everything but the validator's verdict; raises ValueError for an unusable recipient id."""
+    parts, problems = render_parts(sendtime, campaign, recipient, attributes, at.timestamp())
+    blocks, fragment_problems = block_previews(sendtime, campaign, attributes, profile_reason)
+    problems += fragment_problems
+    return Report(campaign, recipient, at, attributes, profile_reason, parts, problems, blocks)
+
+
+def render_parts(
+    sendtime: SendTime,
+    campaign: Campaign,
+    recipient: str,
+    attributes: Mapping[str, Any] | None,
+    at: float,
+) -> tuple[EmailParts | None, tuple[str, ...]]:
+    """The parts as ``SendTime.render`` makes them, kept for display even when they break a limit."""
+    context = sendtime.context(campaign, recipient, attributes, at=at)
+    templates = sendtime.templates
+    render = templates.render
+    try:
+        subject = templates.render_string(campaign.subject, context, where=f"{campaign.name} subject")
+        parts = EmailParts(
+            subject=one_line(subject),
+            text=render(campaign.template("email.txt"), context),
+            amp=render(campaign.template("email.amp.html"), context),
+            html=render(campaign.template("email.html"), context),
+        )
+    except TemplateError as exc:
+        return None, (str(exc),)
+    try:
+        return check_limits(parts), ()
+    except EmailLimitError as exc:
+        return parts, tuple(exc.problems)
+
+
+def block_previews(
+    sendtime: SendTime,
+    campaign: Campaign,
+    attributes: Mapping[str, Any] | None,
+    profile_reason: str | None,
+) -> tuple[tuple[BlockPreview, ...], tuple[str, ...]]:
+    previews = []
+    problems = []
+    for block in campaign.lists.values():
+        items, reason = block_items(block, attributes, profile_reason)
+        fragment = None
+        if block.name in campaign.fragments:
+            try:
+                fragment = render_fragment(sendtime, campaign, block, items, live=reason is None)
+            except TemplateError as exc:
+                problems.append(str(exc))
+        previews.append(BlockPreview(block.name, items, reason, fragment))
+    return tuple(previews), tuple(problems)
+
+
+def block_items(
+    block: ListBlock, attributes: Mapping[str, Any] | None, profile_reason: str | None
+) -> tuple[list[Any], str | None]:
+    body = None if attributes is None else render_list(block, dict(attributes))
+    if body is None:
+        items: list[Any] = orjson.loads(block.fallback_body)["items"]
+        return items, profile_reason or "no-data"
+    live: list[Any] = orjson.loads(body)["items"]
+    return live, None
+
+
+def render_fragment(
+    sendtime: SendTime, campaign: Campaign, block: ListBlock, items: list[Any], *, live: bool
+) -> str:
+    # The same context as GET /v1/{token}/html/{block} (app.open_time.kinds.html).
+    context = {"items": items, "live": live, "block": block.name, "campaign": {"name": campaign.name}}
+    return sendtime.templates.render(campaign.template(f"fragments/{block.name}.html"), context)
+
+
+def validate(validator: AmpValidator | None, amp: str | None) -> Verdict:
+    """Run the official validator (blocking, about a second: call it from a worker thread)."""
+    if amp is None:
+        return Verdict("SKIPPED", note="no AMP part was rendered")
+    if validator is None:
+        return Verdict("UNAVAILABLE", note=f"AMP validator not installed: {INSTALL_HINT}")
+    try:
+        result = validator.validate(amp)
+    except ValidatorFailed as exc:
+        return Verdict("ERROR", note=str(exc))
+    except AmpValidatorError as exc:
+        return Verdict("UNAVAILABLE", note=str(exc))
+    return Verdict(result.status, result.errors)

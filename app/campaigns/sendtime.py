@@ -1,0 +1,117 @@
+"""Send-time rendering: a campaign's three email parts for one recipient, with signed URLs filled in.
+
+Pure given the recipient's attributes (the caller fetches profiles, in batches); used by
+``opentime render``, ``POST /api/render``, the web view and the preview page.
+
+Template context:
+    recipient   {"id": ...}
+    profile     the recipient's attributes (``{}`` when unknown; use ``| default(...)``)
+    blocks      per list block: {"items": [...], "live": bool}: the data at send time, or the
+                static fallback items (``live`` false) when the recipient has none
+    urls        urls.list.<block>, urls.html.<block>, urls.form.<block>, urls.view
+    campaign    {"name", "title"}
+    now         the render time (UTC datetime): send time, or the open time in views and previews
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.campaigns.loader import Campaign, ListBlock
+from app.campaigns.urls import template_urls
+from app.errors import CampaignError
+from app.render.email import EmailParts, check_limits
+from app.render.json import render_list
+from app.render.templates import Templates
+from app.security.tokens import TokenSigner
+
+Attributes = Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendTime:
+    """Everything rendering needs besides the recipient."""
+
+    templates: Templates
+    campaigns: Mapping[str, Campaign]
+    signer: TokenSigner
+    base_url: str
+    clock: Callable[[], float]
+
+    def campaign(self, name: str) -> Campaign:
+        campaign = self.campaigns.get(name)
+        if campaign is None:
+            known = ", ".join(sorted(self.campaigns)) or "none"
+            raise CampaignError(f"unknown campaign {name!r} (known: {known})")
+        if not campaign.has_email:
+            raise CampaignError(f"campaign {name!r} has no email templates (email.txt, .amp.html, .html)")
+        return campaign
+
+    def context(
+        self,
+        campaign: Campaign,
+        recipient: str,
+        attributes: Mapping[str, Any] | None,
+        *,
+        at: float | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """With ``token`` (an open-time page), its URLs reuse the token that was presented: a page
+        served at open time must never mint a fresh token, or any token could be renewed forever."""
+        now = self.clock() if at is None else at
+        if token is None:
+            token = self.signer.sign(campaign.name, recipient, now=int(self.clock()))
+        profile = dict(attributes or {})
+        return {
+            "recipient": {"id": recipient},
+            "profile": profile,
+            "blocks": {name: block_data(block, profile) for name, block in campaign.lists.items()},
+            "urls": template_urls(self.base_url, token, campaign, self._shared_token(campaign)),
+            "campaign": {"name": campaign.name, "title": campaign.title},
+            "now": datetime.fromtimestamp(now, UTC),
+        }
+
+    def _shared_token(self, campaign: Campaign) -> str | None:
+        """One campaign-wide token for shared countdowns (a few microseconds: signed per render)."""
+        if not any(block.shared for block in campaign.countdowns.values()):
+            return None
+        return self.signer.sign_shared(campaign.name, now=int(self.clock()))
+
+    def render(
+        self,
+        campaign_name: str,
+        recipient: str,
+        attributes: Mapping[str, Any] | None,
+        *,
+        at: float | None = None,
+    ) -> EmailParts:
+        """The three parts, limit-checked; raises CampaignError, TemplateError or EmailLimitError."""
+        campaign = self.campaign(campaign_name)
+        context = self.context(campaign, recipient, attributes, at=at)
+        render = self.templates.render
+        parts = EmailParts(
+            subject=one_line(
+                self.templates.render_string(campaign.subject, context, where=f"{campaign.name} subject")
+            ),
+            text=render(campaign.template("email.txt"), context),
+            amp=render(campaign.template("email.amp.html"), context),
+            html=render(campaign.template("email.html"), context),
+        )
+        return check_limits(parts)
+
+
+def one_line(text: str) -> str:
+    """Header values must not carry line breaks (header injection) or runs of spaces."""
+    return " ".join(text.split())
+
+
+def block_data(block: ListBlock, profile: Mapping[str, Any]) -> dict[str, Any]:
+    body = render_list(block, dict(profile))
+    if body is None:
+        return {"items": orjson.loads(block.fallback_body)["items"], "live": False}
+    return {"items": orjson.loads(body)["items"], "live": True}

@@ -1,0 +1,91 @@
+"""``opentime render``: a campaign's email for one recipient, as the ESP would send it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from app.campaigns.loader import Campaign
+from app.campaigns.sendtime import SendTime
+from app.config import Settings
+from app.errors import CampaignError
+from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
+from app.render.templates import TemplateError
+from app.security.keyring import KeyRingError, load_keyring
+from app.security.tokens import TokenSigner
+from app.services import load_campaigns_for, load_templates
+from app.store import open_store
+from app.store.base import StoreError
+
+PART_FILES = {"text": "email.txt", "amp": "email.amp.html", "html": "email.html"}
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    fmt: str
+    out: Path | None
+    sender: str | None
+    to: str | None
+
+
+def run_render(settings: Settings, campaign: str, recipient: str, output: Output) -> int:
+    """Render and write the result; returns the exit code (1 on a campaign or template problem)."""
+    try:
+        parts, spec = render_one(settings, campaign, recipient)
+    except (CampaignError, TemplateError, EmailLimitError, KeyRingError, StoreError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    for warning in parts.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if output.fmt == "eml":
+        message = to_message(parts, sender=output.sender or spec.sender, to=output.to)
+        sys.stdout.buffer.write(bytes(message))
+    elif output.fmt == "json":
+        click.echo(orjson.dumps(parts_json(recipient, parts), option=orjson.OPT_INDENT_2).decode())
+    else:
+        write_parts(parts, output.out or Path.cwd())
+    return 0
+
+
+def render_one(settings: Settings, campaign: str, recipient: str) -> tuple[EmailParts, Campaign]:
+    campaigns = load_campaigns_for(settings)
+    sendtime = SendTime(
+        load_templates(settings, campaigns),
+        campaigns,
+        TokenSigner(load_keyring(settings.keys_file), default_ttl_seconds=settings.token_ttl_days * 86400),
+        settings.public_base_url,
+        time.time,
+    )
+    spec = sendtime.campaign(campaign)  # fail on an unknown campaign before touching the store
+    attributes = asyncio.run(fetch_attributes(settings.database_url, recipient))
+    return sendtime.render(campaign, recipient, attributes), spec
+
+
+async def fetch_attributes(database_url: str, recipient: str) -> dict[str, Any] | None:
+    store = open_store(database_url)
+    await store.open()
+    try:
+        profile = await store.get(recipient)
+    finally:
+        await store.close()
+    if profile is None:
+        click.echo(f"note: no profile for {recipient!r}: rendering with fallback content", err=True)
+        return None
+    data = orjson.loads(profile.attributes)
+    return data if isinstance(data, dict) else None
+
+
+def write_parts(parts: EmailParts, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for attribute, name in PART_FILES.items():
+        path = folder / name
+        path.write_text(getattr(parts, attribute), encoding="utf-8")
+        click.echo(f"wrote {path} ({len(getattr(parts, attribute).encode())} bytes)")
+    click.echo(f"subject: {parts.subject}")

@@ -1,0 +1,263 @@
+"""Image content at open time: profile → values → content key → cached or rendered bytes, within budget.
+
+Renders run in a small thread pool, never on the event loop (Pillow releases the GIL while encoding).
+Output is cached by content key (the layout and the exact values drawn), so re-opens and identical
+images across recipients cost nothing; concurrent requests for one key share one render. A recipient's
+latest key is remembered: a re-open of a profile-only block within its TTL answers without touching
+the store, and a late open gets that last good render instead of the static fallback. A render that
+misses the budget still completes and fills the cache for the next open.
+
+Countdowns (``serve_countdown``) share the pool, the output cache and the coalescing: their content key is
+the block, deadline instant, time bucket, format and scale, so a campaign-wide timer renders once per
+bucket for every recipient, and its output lives for two buckets (the expired image for a day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, NamedTuple
+
+from app.content.cache import BoundedCache
+from app.countdown.blocks import CountdownBlock
+from app.countdown.clock import CountdownError, bucket_start
+from app.countdown.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest, render_timer, timer_key
+from app.images import render
+from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
+from app.open_time.fetch_class import FETCH_CLASSES, FetchClass, FetchClassifier
+
+logger = logging.getLogger(__name__)
+
+ProfileLookup = Callable[[str, float], Awaitable[tuple[dict[str, Any] | None, str | None]]]
+Renderer = Callable[[RenderSpec], bytes]
+RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format, scale
+# Late or failed opens may show the recipient's previous image (their own data, only older).
+LAST_GOOD_REASONS = frozenset({"budget-exceeded", "store-error"})
+# Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
+OUTPUT_TTL_SECONDS = 86_400.0
+
+
+class Served(NamedTuple):
+    body: bytes
+    key: str  # content key (the ETag); the fallback's own hash for fallbacks
+    fallback_reason: str | None = None
+
+
+class Timed(NamedTuple):
+    """A served countdown; ``shared_ttl``: how long a CDN may keep campaign-wide output (None: personal)."""
+
+    served: Served
+    shared_ttl: float | None
+
+
+class ImageRequest(NamedTuple):
+    campaign: str
+    block: ImageBlock
+    recipient: str | None  # None: a campaign-wide token, rendered with an empty profile
+    fmt: ImageFormat
+    scale: int
+    fetch_class: FetchClass
+
+
+class ImageContent:
+    """Serves image blocks; ``renders``, ``render_threads`` and ``fetch_counts`` are its metrics."""
+
+    def __init__(
+        self,
+        profile: ProfileLookup,
+        *,
+        renderer: Renderer = render.render,
+        max_workers: int = 2,
+        cache_max_bytes: int = 32 * 1024 * 1024,
+        ttl_seconds: float = 300.0,
+        classifier: FetchClassifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._profile = profile
+        self._renderer = renderer
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
+        self._outputs: BoundedCache[str, bytes] = BoundedCache(cache_max_bytes, size_of=len)
+        # Per recipient and block: the latest content key, fresh for the TTL, kept a day as "last good".
+        self._recent: BoundedCache[RecentKey, tuple[float, str]] = BoundedCache(
+            max(cache_max_bytes // 8, 1), size_of=lambda _: 64
+        )
+        self._ttl = ttl_seconds
+        # Recipients whose profile changed lately (by a form or an event): when, so that their
+        # re-opens stop counting as fresh. Entries outlive the freshness TTL, then expire.
+        self._changed: BoundedCache[str, float] = BoundedCache(
+            max(cache_max_bytes // 8, 1), size_of=lambda _: 96
+        )
+        self._inflight: dict[str, asyncio.Future[bytes | str]] = {}
+        self._clock = clock
+        self.classifier = classifier or FetchClassifier()
+        self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
+        self.renders = 0
+        self.render_threads: set[str] = set()
+
+    def classify(self, user_agent: str | None, address: str | None, issued_at: int | None) -> FetchClass:
+        since = None if issued_at is None else self._clock() - issued_at
+        fetch_class = self.classifier.classify(user_agent, address, since)
+        self.fetch_counts[fetch_class] += 1
+        return fetch_class
+
+    async def serve(self, request: ImageRequest) -> Served:
+        block = request.block
+        deadline = asyncio.get_running_loop().time() + block.budget_s
+        recent_key = (request.campaign, block.name, request.recipient or "", request.fmt, request.scale)
+        hit = self._fresh(recent_key, block)
+        if hit is not None:
+            return hit
+        profile: dict[str, Any] = {}
+        if request.recipient is not None:
+            found, reason = await self._profile(request.recipient, block.budget_s)
+            if found is None:
+                return self._degraded(recent_key, request, reason or "no-data")
+            profile = found
+        try:
+            spec = prepare(block, self._context(profile, request.fetch_class), request.fmt, request.scale)
+        except Exception:
+            logger.warning("image block %s/%s: a text failed", request.campaign, block.name, exc_info=True)
+            return self._degraded(recent_key, request, "render-error")
+        return await self._output(spec, recent_key, request, deadline)
+
+    async def serve_countdown(self, request: CountdownRequest) -> Timed:
+        """A countdown at the current time bucket: one render per key, shared by every request for it."""
+        block = request.block
+        budget_end = asyncio.get_running_loop().time() + block.budget_s
+        profile: dict[str, Any] | None = None
+        if not block.shared:
+            if request.recipient is None:
+                return self._timer_fallback(request, "no-recipient")
+            profile, reason = await self._profile(request.recipient, block.budget_s)
+            if profile is None:
+                return self._timer_fallback(request, reason or "no-data")
+        try:
+            deadline = block.deadline(profile)
+        except CountdownError:
+            return self._timer_fallback(request, "no-deadline")
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        bucket = bucket_start(now, block.bucket_seconds, deadline)
+        key = timer_key(request, deadline, bucket)
+        body = self._outputs.get(key)
+        if body is None:
+            job = partial(render_timer, block, request.fmt, request.scale, deadline, bucket.start)
+            # A bucket's render is useless once the bucket is over; the expired image lasts.
+            ttl = OUTPUT_TTL_SECONDS if bucket.until is None else 2.0 * block.bucket_seconds
+            result = await self._within(budget_end, self._render(key, block.name, block.max_bytes, job, ttl))
+            if isinstance(result, str):
+                return self._timer_fallback(request, result)
+            body = result
+        if not block.shared:
+            return Timed(Served(body, key), None)
+        until = EXPIRED_CDN_TTL_SECONDS if bucket.until is None else (bucket.until - now).total_seconds()
+        return Timed(Served(body, key), until)
+
+    def _timer_fallback(self, request: CountdownRequest, reason: str) -> Timed:
+        return Timed(self.fallback(request.block, request.fmt, request.scale, reason), None)
+
+    def fallback(
+        self, block: ImageBlock | CountdownBlock, fmt: ImageFormat, scale: int, reason: str
+    ) -> Served:
+        body = block.fallbacks[fmt, scale]
+        return Served(body, f"f-{hash_of(body)}", reason)
+
+    def forget(self, recipient: str) -> None:
+        """The recipient's profile changed: their next open renders from the new data."""
+        self._changed.set(recipient, self._clock(), self._ttl + 1)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fresh(self, recent_key: RecentKey, block: ImageBlock) -> Served | None:
+        """The fast path: a re-open of a profile-only block within its TTL, without the store."""
+        if not recent_key[2] or block.open_dependent:
+            return None
+        recent = self._recent.get(recent_key)
+        if recent is None or self._clock() - recent[0] > (block.cache_ttl_s or self._ttl):
+            return None
+        changed = self._changed.get(recent_key[2])
+        if changed is not None and changed >= recent[0]:
+            return None
+        body = self._outputs.get(recent[1])
+        return None if body is None else Served(body, recent[1])
+
+    async def _output(
+        self, spec: RenderSpec, recent_key: RecentKey, request: ImageRequest, deadline: float
+    ) -> Served:
+        body = self._outputs.get(spec.key)
+        if body is None:
+            job = partial(self._renderer, spec)
+            result = await self._within(
+                deadline, self._render(spec.key, spec.block.name, spec.block.max_bytes, job)
+            )
+            if isinstance(result, str):
+                return self._degraded(recent_key, request, result)
+            body = result
+        if request.recipient is not None:
+            self._recent.set(recent_key, (self._clock(), spec.key), OUTPUT_TTL_SECONDS)
+        return Served(body, spec.key)
+
+    async def _within(self, deadline: float, future: asyncio.Future[bytes | str]) -> bytes | str:
+        """The render's result, or "budget-exceeded" at the deadline (the render still fills the cache)."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), deadline - asyncio.get_running_loop().time()
+            )
+        except TimeoutError:
+            return "budget-exceeded"
+
+    def _render(
+        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float = OUTPUT_TTL_SECONDS
+    ) -> asyncio.Future[bytes | str]:
+        """One render per content key, however many requests wait for it."""
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._run(key, name, max_bytes, job, ttl))
+            self._inflight[key] = future
+        return future
+
+    async def _run(
+        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float
+    ) -> bytes | str:
+        try:
+            self.renders += 1
+            body = await asyncio.get_running_loop().run_in_executor(self._pool, self._render_in_worker, job)
+        except Exception:
+            logger.exception("image block %s failed to render", name)
+            return "render-error"
+        finally:
+            self._inflight.pop(key, None)
+        if len(body) > max_bytes:
+            logger.warning("image block %s: %d bytes is over its max_bytes", name, len(body))
+            return "too-large"
+        self._outputs.set(key, body, ttl)
+        return body
+
+    def _render_in_worker(self, job: Callable[[], bytes]) -> bytes:
+        self.render_threads.add(threading.current_thread().name)
+        return job()
+
+    def _degraded(self, recent_key: RecentKey, request: ImageRequest, reason: str) -> Served:
+        """The recipient's last good image when the data is late, else the block's static fallback."""
+        if reason in LAST_GOOD_REASONS:
+            recent = self._recent.get(recent_key)
+            body = None if recent is None else self._outputs.get(recent[1])
+            if recent is not None and body is not None:
+                return Served(body, recent[1], reason)
+        return self.fallback(request.block, request.fmt, request.scale, reason)
+
+    def _context(self, profile: Mapping[str, Any], fetch_class: FetchClass) -> dict[str, Any]:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        return {"profile": profile, "now": now, "fetch_class": fetch_class}
+
+
+def hash_of(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]

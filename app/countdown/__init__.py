@@ -1,0 +1,1 @@
+"""Countdown timers: deadline arithmetic and GIF frames, ``countdown`` blocks, and render jobs."""

@@ -1,0 +1,1 @@
+"""Customer data coming in: webhook events and their rules, custom event types, bulk imports."""

@@ -1,0 +1,1 @@
+"""One module per open-time kind: what it renders, its fallback and its cache policy."""

@@ -1,0 +1,1 @@
+"""Keys, tokens, encryption, AMP CORS, API keys and webhook signatures."""

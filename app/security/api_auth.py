@@ -1,0 +1,107 @@
+"""API-key checks for endpoints under ``/api/``: ``key = await require_scope(request, "render")``.
+
+The key comes from ``Authorization: Bearer otk_...`` or, failing that, ``X-API-Key: otk_...``
+(an ``Authorization`` header with another scheme is left to whoever it is meant for). Failures
+raise ``Unauthorized`` (401, ``WWW-Authenticate: Bearer``) or ``Forbidden`` (403), which the app's
+``HTTPError`` handler renders as ``{"error": ...}``.
+
+Pages a person opens in a browser (the preview) pass ``basic=True``: the key is then also accepted
+as the password of HTTP Basic auth (any user name), and a 401 raises ``BasicAuthRequired``, whose
+``WWW-Authenticate: Basic`` challenge makes the browser ask for it. API endpoints do not accept
+Basic, so a script's misconfigured credentials never trigger a browser-style prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Protocol
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+
+from app.errors import Forbidden, Unauthorized
+from app.security.apikeys import (
+    SCOPES,
+    ApiKey,
+    ApiKeyCache,
+    ApiKeyError,
+    BadSecret,
+    KeyStore,
+    MalformedKey,
+    MissingKey,
+    RevokedKey,
+    UnknownKey,
+    authenticate,
+)
+
+logger = logging.getLogger(__name__)
+
+BASIC_REALM = "Opentime preview"
+
+# What the client is told. Unknown id and wrong secret read the same, so the answer does not help
+# anyone probe which key ids exist.
+_MESSAGES: dict[type[ApiKeyError], str] = {
+    MissingKey: "missing API key: send 'Authorization: Bearer otk_...' or 'X-API-Key: otk_...'",
+    MalformedKey: "malformed API key",
+    UnknownKey: "invalid API key",
+    BadSecret: "invalid API key",
+    RevokedKey: "API key revoked",
+}
+
+
+class BasicAuthRequired(Unauthorized):
+    """401 for browser pages: asks for the API key as the Basic auth password."""
+
+    headers = {"WWW-Authenticate": f'Basic realm="{BASIC_REALM}"'}
+
+
+class ApiServices(Protocol):
+    """The part of ``request.state.services`` that API-key checks use."""
+
+    @property
+    def store(self) -> KeyStore: ...
+
+    @property
+    def api_key_cache(self) -> ApiKeyCache: ...
+
+
+async def require_scope(request: Request, scope: str, *, basic: bool = False) -> ApiKey:
+    """Return the request's API key if it is valid and grants ``scope``; raise 401/403 otherwise.
+
+    With ``basic``, the key may also come as the HTTP Basic password, and 401s challenge for Basic.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; declare it in app.security.apikeys.SCOPES")
+    services: ApiServices = request.state.services
+    try:
+        presented = presented_key(request.headers, basic=basic)
+        key = await authenticate(services.store, presented, cache=services.api_key_cache)
+    except ApiKeyError as exc:
+        route = getattr(request.scope.get("route"), "path", "?")  # not the path: it may hold an id
+        logger.info("API key rejected on %s: %s", route, exc)
+        error = BasicAuthRequired if basic else Unauthorized
+        raise error(_MESSAGES[type(exc)]) from None
+    if not key.allows(scope):
+        raise Forbidden(f"API key {key.key_id} lacks the {scope!r} scope")
+    return key
+
+
+def presented_key(headers: Headers, *, basic: bool = False) -> str:
+    """The key the client sent, or "" when it sent none; with ``basic``, also the Basic password."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if basic and scheme.lower() == "basic":
+        return basic_password(credentials.strip())
+    return headers.get("x-api-key", "").strip()
+
+
+def basic_password(credentials: str) -> str:
+    """The password of ``base64(user:password)``; raises MalformedKey when that does not decode."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise MalformedKey("undecodable Basic credentials") from None
+    return decoded.partition(":")[2]

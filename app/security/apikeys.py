@@ -1,0 +1,270 @@
+"""API keys for ``/api/``: format, scopes, storage in the ``api_keys`` table and authentication.
+
+A key is shown once, at creation, as ``otk_<key_id>_<secret>``: ``key_id`` is 8 lowercase hex
+characters and is not secret (it names the key in listings and logs, like a user name); ``secret``
+is 32 random bytes, base64url without padding (43 characters, which may themselves contain ``_``).
+Only SHA-256 of the secret is stored.
+
+Authentication goes in named steps, each with its own failure::
+
+    ApiKeyError
+     ├── MissingKey     no key presented
+     ├── MalformedKey   not shaped like ``otk_<key_id>_<secret>``
+     ├── UnknownKey     no key with that id
+     ├── BadSecret      the id exists but the secret does not match
+     └── RevokedKey     the secret matches but the key was revoked
+
+Successful lookups are cached in process (``ApiKeyCache``) for ``ttl_seconds`` (30 s) counted
+from the database read, never extended by hits: a key revoked with ``opentime apikeys revoke``
+(another process) stops working in every server within that TTL.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from app.content.cache import ENTRY_OVERHEAD, BoundedCache
+
+if TYPE_CHECKING:
+    import sqlite3
+
+T = TypeVar("T")
+
+PREFIX = "otk"
+ADMIN = "admin"
+# Every scope an endpoint may require; ``admin`` implies all the others.
+SCOPES = frozenset({"render", "personalization:read", "preview", "tokens", ADMIN})
+MAX_NAME_CHARS = 100
+DEFAULT_CACHE_TTL_SECONDS = 30.0
+DEFAULT_CACHE_ENTRIES = 1024
+
+_SECRET_BYTES = 32
+_KEY_RE = re.compile(r"otk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+_MAX_PRESENTED_CHARS = 64
+_SELECT = "SELECT key_id, name, scopes, created_at, revoked_at, secret_hash FROM api_keys"
+_SELECT_ONE = _SELECT + " WHERE key_id = ?"
+_SELECT_ALL = _SELECT + " ORDER BY created_at, key_id"
+_INSERT = (
+    "INSERT OR IGNORE INTO api_keys (key_id, name, secret_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+_REVOKE = "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
+
+
+class ApiKeyError(Exception):
+    """The presented API key does not authenticate; subclasses say why."""
+
+
+class MissingKey(ApiKeyError):
+    pass
+
+
+class MalformedKey(ApiKeyError):
+    pass
+
+
+class UnknownKey(ApiKeyError):
+    pass
+
+
+class BadSecret(ApiKeyError):
+    pass
+
+
+class RevokedKey(ApiKeyError):
+    pass
+
+
+class KeyStore(Protocol):
+    """What this module needs from a store: ``SQLiteProfileStore`` provides it."""
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One key's record, without its secret hash."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def allows(self, scope: str) -> bool:
+        return ADMIN in self.scopes or scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    key: ApiKey
+    secret_hash: bytes
+
+
+class ApiKeyCache:
+    """Recently authenticated keys by id, so API calls don't read SQLite every time.
+
+    Entries hold the record and the secret hash (the secret is checked on every hit) and expire
+    ``ttl_seconds`` after the read that filled them, so revocations from other processes apply
+    within that time. Used from the event loop only.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS,
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        # Every entry is given the same size, so the byte cap is an entry cap.
+        self._entries: BoundedCache[str, _Stored] = BoundedCache(
+            max_entries * (ENTRY_OVERHEAD + 1), size_of=lambda _: 1, clock=clock
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key_id: str) -> _Stored | None:
+        return self._entries.get(key_id)
+
+    def put(self, stored: _Stored) -> None:
+        self._entries.set(stored.key.key_id, stored, self.ttl_seconds)
+
+    def discard(self, key_id: str) -> None:
+        self._entries.discard(key_id)
+
+
+# -- pure parts ------------------------------------------------------------------------------------
+
+
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    wanted = frozenset(scopes)
+    unknown = wanted - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SCOPES))}")
+    if not wanted:
+        raise ValueError(f"give at least one scope; valid: {', '.join(sorted(SCOPES))}")
+    return wanted
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise ValueError(f"key name must be 1 to {MAX_NAME_CHARS} characters")
+    if any(unicodedata.category(char).startswith("C") for char in name):
+        raise ValueError("key name must not contain control or format characters")
+    return name
+
+
+def parse_key(presented: str) -> tuple[str, str]:
+    """Split ``otk_<key_id>_<secret>`` into ``(key_id, secret)``."""
+    if not presented:
+        raise MissingKey("no API key")
+    match = _KEY_RE.fullmatch(presented) if len(presented) <= _MAX_PRESENTED_CHARS else None
+    if match is None:
+        raise MalformedKey("API key is not of the form otk_<key id>_<secret>")
+    return match[1], match[2]
+
+
+def hash_secret(secret: str) -> bytes:
+    # The secret is 256 random bits, so nobody can brute-force it from its hash: a slow password hash
+    # (scrypt, argon2) would add nothing but CPU on every uncached API call.
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+def new_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(_SECRET_BYTES)).rstrip(b"=").decode("ascii")
+
+
+def format_key(key_id: str, secret: str) -> str:
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+
+async def create_key(store: KeyStore, name: str, scopes: Iterable[str], now: float) -> tuple[ApiKey, str]:
+    """Store a new key and return its record and the plaintext key (shown once, never stored)."""
+    name, wanted = check_name(name), check_scopes(scopes)
+    secret = new_secret()
+    row = (name, hash_secret(secret), " ".join(sorted(wanted)), now)
+    key_id = await store.run_write(lambda conn: _insert(conn, row))
+    return ApiKey(key_id, name, wanted, now), format_key(key_id, secret)
+
+
+async def list_keys(store: KeyStore) -> list[ApiKey]:
+    rows = await store.run_read(_select_all)
+    return [row.key for row in rows]
+
+
+async def revoke_key(store: KeyStore, key_id: str, now: float, *, cache: ApiKeyCache | None = None) -> ApiKey:
+    """Revoke a key (idempotent: a revoked key keeps its first ``revoked_at``)."""
+    stored = await store.run_write(lambda conn: _revoke(conn, key_id, now))
+    if stored is None:
+        raise UnknownKey(f"no API key {key_id!r}")
+    if cache is not None:
+        cache.discard(key_id)
+    return stored.key
+
+
+async def authenticate(store: KeyStore, presented: str, *, cache: ApiKeyCache | None = None) -> ApiKey:
+    """Return the key for ``presented`` or raise the ``ApiKeyError`` that says why not."""
+    key_id, secret = parse_key(presented)
+    digest = hash_secret(secret)
+    cached = cache.get(key_id) if cache is not None else None
+    stored = cached or await store.run_read(lambda conn: _select_one(conn, key_id))
+    if stored is None:
+        raise UnknownKey(f"no API key {key_id}")
+    if not hmac.compare_digest(stored.secret_hash, digest):
+        raise BadSecret(f"wrong secret for API key {key_id}")
+    # Checked after the secret, so only the key's holder learns that it was revoked.
+    if stored.key.revoked:
+        raise RevokedKey(f"API key {key_id} was revoked")
+    if cache is not None and cached is None:  # a hit must not extend the TTL
+        cache.put(stored)
+    return stored.key
+
+
+# -- SQL (run on the store's threads) --------------------------------------------------------------
+
+
+def _insert(conn: sqlite3.Connection, row: tuple[str, bytes, str, float]) -> str:
+    # 32-bit ids collide now and then over many keys: draw again instead of failing.
+    while True:
+        key_id = secrets.token_hex(4)
+        if conn.execute(_INSERT, (key_id, *row)).rowcount == 1:
+            return key_id
+
+
+def _revoke(conn: sqlite3.Connection, key_id: str, now: float) -> _Stored | None:
+    conn.execute(_REVOKE, (now, key_id))
+    return _select_one(conn, key_id)
+
+
+def _select_one(conn: sqlite3.Connection, key_id: str) -> _Stored | None:
+    row = conn.execute(_SELECT_ONE, (key_id,)).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def _select_all(conn: sqlite3.Connection) -> list[_Stored]:
+    return [_from_row(row) for row in conn.execute(_SELECT_ALL)]
+
+
+def _from_row(row: tuple[str, str, str, float, float | None, bytes]) -> _Stored:
+    key_id, name, scopes, created_at, revoked_at, secret_hash = row
+    return _Stored(ApiKey(key_id, name, frozenset(scopes.split()), created_at, revoked_at), secret_hash)

@@ -1,0 +1,1 @@
+"""The upstream profile API: the httpx client (the only module that imports httpx) and its breaker."""
