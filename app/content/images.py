@@ -26,13 +26,16 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple
 
+from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
+from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
 from app.countdown.clock import CountdownError, bucket_start
 from app.countdown.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest, render_timer, timer_key
 from app.images import render
 from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
 from app.open_time.fetch_class import FETCH_CLASSES, FetchClass, FetchClassifier
+from app.open_time.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ ProfileLookup = Callable[[str, float], Awaitable[tuple[dict[str, Any] | None, st
 Renderer = Callable[[RenderSpec], bytes]
 RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format, scale
 # Late or failed opens may show the recipient's previous image (their own data, only older).
-LAST_GOOD_REASONS = frozenset({"budget-exceeded", "store-error"})
+LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR})
 # Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
 OUTPUT_TTL_SECONDS = 86_400.0
 
@@ -84,7 +87,9 @@ class ImageContent:
         self._profile = profile
         self._renderer = renderer
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
-        self._outputs: BoundedCache[str, bytes] = BoundedCache(cache_max_bytes, size_of=len)
+        self._outputs: SharedWork[str, bytes] = SharedWork(
+            BoundedCache(cache_max_bytes, size_of=len), Deadlines()
+        )
         # Per recipient and block: the latest content key, fresh for the TTL, kept a day as "last good".
         self._recent: BoundedCache[RecentKey, tuple[float, str]] = BoundedCache(
             max(cache_max_bytes // 8, 1), size_of=lambda _: 64
@@ -95,7 +100,6 @@ class ImageContent:
         self._changed: BoundedCache[str, float] = BoundedCache(
             max(cache_max_bytes // 8, 1), size_of=lambda _: 96
         )
-        self._inflight: dict[str, asyncio.Future[bytes | str]] = {}
         self._clock = clock
         self.classifier = classifier or FetchClassifier()
         self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
@@ -119,13 +123,13 @@ class ImageContent:
         if request.recipient is not None:
             found, reason = await self._profile(request.recipient, block.budget_s)
             if found is None:
-                return self._degraded(recent_key, request, reason or "no-data")
+                return self._degraded(recent_key, request, reason or Reason.NO_DATA)
             profile = found
         try:
             spec = prepare(block, self._context(profile, request.fetch_class), request.fmt, request.scale)
         except Exception:
             logger.warning("image block %s/%s: a text failed", request.campaign, block.name, exc_info=True)
-            return self._degraded(recent_key, request, "render-error")
+            return self._degraded(recent_key, request, Reason.RENDER_ERROR)
         return await self._output(spec, recent_key, request, deadline)
 
     async def serve_countdown(self, request: CountdownRequest) -> Timed:
@@ -135,23 +139,23 @@ class ImageContent:
         profile: dict[str, Any] | None = None
         if not block.shared:
             if request.recipient is None:
-                return self._timer_fallback(request, "no-recipient")
+                return self._timer_fallback(request, Reason.NO_RECIPIENT)
             profile, reason = await self._profile(request.recipient, block.budget_s)
             if profile is None:
-                return self._timer_fallback(request, reason or "no-data")
+                return self._timer_fallback(request, reason or Reason.NO_DATA)
         try:
             deadline = block.deadline(profile)
         except CountdownError:
-            return self._timer_fallback(request, "no-deadline")
+            return self._timer_fallback(request, Reason.NO_DEADLINE)
         now = datetime.fromtimestamp(self._clock(), UTC)
         bucket = bucket_start(now, block.bucket_seconds, deadline)
         key = timer_key(request, deadline, bucket)
-        body = self._outputs.get(key)
+        body = self._kept(key)
         if body is None:
             job = partial(render_timer, block, request.fmt, request.scale, deadline, bucket.start)
             # A bucket's render is useless once the bucket is over; the expired image lasts.
             ttl = OUTPUT_TTL_SECONDS if bucket.until is None else 2.0 * block.bucket_seconds
-            result = await self._within(budget_end, self._render(key, block.name, block.max_bytes, job, ttl))
+            result = await self._render(key, block.name, block.max_bytes, job, budget_end, ttl)
             if isinstance(result, str):
                 return self._timer_fallback(request, result)
             body = result
@@ -173,6 +177,10 @@ class ImageContent:
         """The recipient's profile changed: their next open renders from the new data."""
         self._changed.set(recipient, self._clock(), self._ttl + 1)
 
+    @property
+    def renders_pending(self) -> int:
+        return self._outputs.pending
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -186,18 +194,16 @@ class ImageContent:
         changed = self._changed.get(recent_key[2])
         if changed is not None and changed >= recent[0]:
             return None
-        body = self._outputs.get(recent[1])
+        body = self._kept(recent[1])
         return None if body is None else Served(body, recent[1])
 
     async def _output(
         self, spec: RenderSpec, recent_key: RecentKey, request: ImageRequest, deadline: float
     ) -> Served:
-        body = self._outputs.get(spec.key)
+        body = self._kept(spec.key)
         if body is None:
             job = partial(self._renderer, spec)
-            result = await self._within(
-                deadline, self._render(spec.key, spec.block.name, spec.block.max_bytes, job)
-            )
+            result = await self._render(spec.key, spec.block.name, spec.block.max_bytes, job, deadline)
             if isinstance(result, str):
                 return self._degraded(recent_key, request, result)
             body = result
@@ -205,41 +211,43 @@ class ImageContent:
             self._recent.set(recent_key, (self._clock(), spec.key), OUTPUT_TTL_SECONDS)
         return Served(body, spec.key)
 
-    async def _within(self, deadline: float, future: asyncio.Future[bytes | str]) -> bytes | str:
-        """The render's result, or "budget-exceeded" at the deadline (the render still fills the cache)."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(future), deadline - asyncio.get_running_loop().time()
-            )
-        except TimeoutError:
-            return "budget-exceeded"
-
     def _render(
-        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float = OUTPUT_TTL_SECONDS
+        self,
+        key: str,
+        name: str,
+        max_bytes: int,
+        job: Callable[[], bytes],
+        deadline: float,
+        ttl: float = OUTPUT_TTL_SECONDS,
     ) -> asyncio.Future[bytes | str]:
-        """One render per content key, however many requests wait for it."""
-        future = self._inflight.get(key)
-        if future is None:
-            future = asyncio.ensure_future(self._run(key, name, max_bytes, job, ttl))
-            self._inflight[key] = future
-        return future
+        """The render's result by ``deadline``, else "budget-exceeded"; one render per content key.
 
-    async def _run(
-        self, key: str, name: str, max_bytes: int, job: Callable[[], bytes], ttl: float
-    ) -> bytes | str:
-        try:
+        A render nobody waits for any more still completes and fills the output cache.
+        """
+        loop = asyncio.get_running_loop()
+        waiter, first = self._outputs.join(key, deadline - loop.time())
+        if first:
             self.renders += 1
-            body = await asyncio.get_running_loop().run_in_executor(self._pool, self._render_in_worker, job)
-        except Exception:
-            logger.exception("image block %s failed to render", name)
-            return "render-error"
-        finally:
-            self._inflight.pop(key, None)
+            work = loop.run_in_executor(self._pool, self._render_in_worker, job)
+            work.add_done_callback(partial(self._rendered, key, name, max_bytes, ttl))
+        return waiter
+
+    def _rendered(self, key: str, name: str, max_bytes: int, ttl: float, work: asyncio.Future[bytes]) -> None:
+        if work.cancelled() or work.exception() is not None:
+            if not work.cancelled():
+                logger.error("image block %s failed to render", name, exc_info=work.exception())
+            self._outputs.answer(key, Reason.RENDER_ERROR, None)  # not kept: the next open tries again
+            return
+        body = work.result()
         if len(body) > max_bytes:
             logger.warning("image block %s: %d bytes is over its max_bytes", name, len(body))
-            return "too-large"
-        self._outputs.set(key, body, ttl)
-        return body
+            self._outputs.answer(key, Reason.TOO_LARGE, None)
+            return
+        self._outputs.answer(key, body, ttl)
+
+    def _kept(self, key: str) -> bytes | None:
+        body = self._outputs.get(key)
+        return body if isinstance(body, bytes) else None  # reasons are never kept, but say so to mypy
 
     def _render_in_worker(self, job: Callable[[], bytes]) -> bytes:
         self.render_threads.add(threading.current_thread().name)
@@ -249,7 +257,7 @@ class ImageContent:
         """The recipient's last good image when the data is late, else the block's static fallback."""
         if reason in LAST_GOOD_REASONS:
             recent = self._recent.get(recent_key)
-            body = None if recent is None else self._outputs.get(recent[1])
+            body = None if recent is None else self._kept(recent[1])
             if recent is not None and body is not None:
                 return Served(body, recent[1], reason)
         return self.fallback(request.block, request.fmt, request.scale, reason)

@@ -1,0 +1,95 @@
+"""Where open-time content gets a recipient's profile: the store, then (on a store miss) the upstream.
+
+``ProfileLoader.load(recipient, done)`` calls ``done`` exactly once, with the profile as ``Loaded`` or
+with the reason there is none. It never waits and has no budget of its own: callers wait through
+``app.content.shared_work``, whose deadlines answer late requests while the lookup finishes and fills
+their cache. Built from the store's callback (``ProfileStore.fetch``, batched on its reader thread)
+and a done-callback on the upstream task, because a Task per lookup costs more than the read itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+from app.log_throttle import ThrottledLog
+from app.open_time.reasons import Reason, reason_of
+from app.store.base import Profile, ProfileStore, StoreError
+from app.upstream.client import NOT_FOUND, UpstreamClient, UpstreamResult
+
+logger = logging.getLogger(__name__)
+
+
+class Loaded(NamedTuple):
+    attributes: bytes  # the profile's attributes as an encoded JSON object
+    updated_at: float  # when the data last changed (wall clock, seconds): the data age is measured from it
+    version: int | None  # None: from the upstream, which has no versions
+    source: str  # "store" or "upstream"
+
+
+Done = Callable[[Loaded | str], None]
+
+
+class ProfileLoader:
+    """Store, then upstream on a store miss; answers each lookup once through its callback."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        upstream: UpstreamClient | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self.upstream = upstream
+        self._clock = clock
+        self._pulls: set[asyncio.Task[UpstreamResult]] = set()
+        self._warnings = ThrottledLog(logger)
+
+    def load(self, recipient: str, done: Done) -> None:
+        self._store.fetch(recipient, partial(self._fetched, recipient, done))
+
+    async def aclose(self) -> None:
+        """Cancel upstream pulls still running (their callers are answered "upstream-error")."""
+        for task in list(self._pulls):
+            task.cancel()
+        await asyncio.gather(*self._pulls, return_exceptions=True)
+
+    def _fetched(self, recipient: str, done: Done, result: Profile | StoreError | None) -> None:
+        if isinstance(result, Profile):  # the usual answer first: one call less per cold open
+            done(Loaded(result.attributes, result.updated_at, result.version, "store"))
+        elif result is None and self.upstream is not None:
+            self._pull(recipient, done, self.upstream)
+        elif isinstance(result, StoreError):
+            self._warnings.warning("store", "profile store failed: %s", result)
+            done(Reason.STORE_ERROR)
+        else:
+            done(Reason.UNKNOWN_RECIPIENT)
+
+    def _pull(self, recipient: str, done: Done, upstream: UpstreamClient) -> None:
+        task = asyncio.ensure_future(upstream.fetch(recipient))
+        self._pulls.add(task)
+        task.add_done_callback(partial(self._pulled, done))
+
+    def _pulled(self, done: Done, task: asyncio.Task[UpstreamResult]) -> None:
+        self._pulls.discard(task)
+        try:
+            answer = self._answer(None if task.cancelled() else task.result())
+        except Exception:
+            logger.exception("the upstream profile lookup failed")
+            answer = Reason.INTERNAL_ERROR
+        done(answer)
+
+    def _answer(self, result: UpstreamResult | None) -> Loaded | str:
+        if result is None:
+            return Reason.UPSTREAM_ERROR
+        if result.attributes is not None:
+            fetched_at = self._clock() if result.fetched_at is None else result.fetched_at
+            return Loaded(result.attributes, fetched_at, None, "upstream")
+        if result.reason == NOT_FOUND:
+            return Reason.UNKNOWN_RECIPIENT
+        return reason_of(result.reason) if result.reason else Reason.UPSTREAM_ERROR
