@@ -25,10 +25,8 @@ from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
-from app.open_time.kinds.form import form_app
-from app.open_time.kinds.html import fragment_app, view_app
-from app.open_time.kinds.image import image_app
-from app.open_time.kinds.list import list_app, not_found
+from app.open_time.pipeline import OpenTimeEndpoint, Route, not_found
+from app.open_time.routes import ROUTES
 from app.routes import api, ops, preview, webhooks
 from app.security.amp_cors import AmpCorsMiddleware, SenderPolicy
 from app.services import running_services
@@ -81,15 +79,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
-    open_time: dict[str, ASGIApp] = {
-        # amp-list and amp-form need AMP CORS; list_app sends the CORS headers itself (the hot path).
-        "list": AmpCorsMiddleware(list_app, policy, inner_adds_headers=True),
-        "form": AmpCorsMiddleware(form_app, policy),
-        "html": fragment_app,
-        "img": image_app,
-        "view": view_app,
-    }
+    open_time = {route.segment: _endpoint(route, policy) for route in ROUTES}
     return OpentimeApp(starlette, open_time)
+
+
+def _endpoint(route: Route, policy: SenderPolicy) -> ASGIApp:
+    endpoint = OpenTimeEndpoint(route)
+    # amp-list and amp-form need AMP CORS; the pipeline sends the CORS headers itself (the hot path).
+    return AmpCorsMiddleware(endpoint, policy, inner_adds_headers=True) if route.cors else endpoint
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

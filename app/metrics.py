@@ -67,16 +67,20 @@ class AgeHistogram:
 
 
 class OpenStats:
-    """What the open-time handlers count: outcomes by fallback reason and the data age of responses."""
+    """What the open-time pipeline counts, per kind: outcomes by fallback reason, and data ages."""
 
     def __init__(self) -> None:
-        self.outcomes: Counter[str | None] = Counter()  # None: served with the recipient's data
-        self.data_age = AgeHistogram()
+        # (kind, reason); reason None: served with the recipient's data
+        self.outcomes: Counter[tuple[str, str | None]] = Counter()
+        self.data_age: dict[str, AgeHistogram] = {}
 
-    def served(self, reason: str | None, age: float | None) -> None:
-        self.outcomes[reason] += 1
+    def served(self, kind: str, reason: str | None, age: float | None) -> None:
+        self.outcomes[kind, reason] += 1
         if age is not None:
-            self.data_age.observe(age)
+            histogram = self.data_age.get(kind)
+            if histogram is None:
+                histogram = self.data_age[kind] = AgeHistogram()
+            histogram.observe(age)
 
 
 class _ServicesCollector(Collector):
@@ -89,13 +93,14 @@ class _ServicesCollector(Collector):
         outcomes = CounterMetricFamily(
             "opentime_open_responses", "Open-time responses by outcome.", labels=("kind", "outcome")
         )
-        for reason, count in sorted(stats.outcomes.items(), key=lambda item: item[0] or ""):
-            outcomes.add_metric(("list", reason or "ok"), count)
+        for (kind, reason), count in sorted(stats.outcomes.items(), key=lambda i: (i[0][0], i[0][1] or "")):
+            outcomes.add_metric((kind, reason or "ok"), count)
         yield outcomes
         age = HistogramMetricFamily(
             "opentime_data_age_seconds", "Age of the profile data a response used.", labels=["kind"]
         )
-        age.add_metric(["list"], stats.data_age.buckets(), stats.data_age.sum)
+        for kind, histogram in sorted(stats.data_age.items()):
+            age.add_metric([kind], histogram.buckets(), histogram.sum)
         yield age
         lists = services.lists.cache
         caches = [_CacheView("lists", lists.stats, lists.bytes, len(lists))]

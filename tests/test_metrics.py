@@ -29,10 +29,34 @@ def test_age_histogram_buckets_are_cumulative() -> None:
 
 def test_open_stats_count_outcomes_and_ages() -> None:
     stats = OpenStats()
-    stats.served(None, 3.0)
-    stats.served("budget-exceeded", None)
-    assert stats.outcomes == {None: 1, "budget-exceeded": 1}
-    assert sum(stats.data_age.counts) == 1
+    stats.served("list", None, 3.0)
+    stats.served("list", "budget-exceeded", None)
+    stats.served("image", "budget-exceeded", None)
+    assert stats.outcomes == {
+        ("list", None): 1,
+        ("list", "budget-exceeded"): 1,
+        ("image", "budget-exceeded"): 1,
+    }
+    assert sum(stats.data_age["list"].counts) == 1 and "image" not in stats.data_age
+
+
+def test_every_kind_is_counted_with_its_fallbacks(client: TestClient, signer: TokenSigner) -> None:
+    # Before the one pipeline, only amp-list answers reached opentime_open_responses_total.
+    token = signer.sign("demo", recipient_id(4), now=int(time.time()))
+    client.get(f"/v1/{token}/html/picks")
+    client.get(f"/v1/{token}/view")
+    client.get(f"/v1/{token}/img/banner.png")
+    client.get(f"/v1/{token}/img/countdown.gif")
+    client.get("/v1/not-a-token/img/banner.png")
+    client.get("/v1/not-a-token/html/picks")
+    client.post("/v1/not-a-token/form/feedback", headers=AMP, data={"a": "b"})
+    text = client.get("/metrics").text
+    for kind in ("fragment", "view", "image", "countdown"):
+        assert f'opentime_open_responses_total{{kind="{kind}",outcome="ok"}} 1.0' in text, kind
+    for kind in ("image", "fragment", "form"):
+        assert re.search(
+            rf'opentime_open_responses_total\{{kind="{kind}",outcome="token-[a-z-]+"\}} 1\.0', text
+        )
 
 
 def test_metrics_after_some_opens(client: TestClient, signer: TokenSigner) -> None:

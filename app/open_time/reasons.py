@@ -41,6 +41,8 @@ class Reason(StrEnum):
     RENDER_ERROR = "render-error"
     TOO_LARGE = "too-large"
     INTERNAL_ERROR = "internal-error"
+    # amp-form: a submission refused with a 4xx (bad fields, size or type); nothing was stored
+    INVALID_SUBMISSION = "invalid-submission"
 
 
 def reason_of(code: str) -> Reason:

@@ -1,4 +1,4 @@
-"""``POST /v1/{token}/form/{block}``: amp-form submissions, as a plain ASGI callable.
+"""amp-form submissions: ``POST /v1/{token}/form/{block}``.
 
 The AMP CORS middleware runs first and rejects foreign senders before anything is read or stored (the
 CSRF guard). Then, in order: the token (403), the block (404), the content type (415), the body size
@@ -10,17 +10,20 @@ amp-form renders ``submit-success`` for a 2xx and ``submit-error`` otherwise, an
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.asgi import Receive, Scope, Send
+from app.asgi import Receive, Scope
 from app.campaigns import forms
-from app.open_time.kinds.list import send_json_object
-from app.security.tokens import TokenError, TokenExpired
+from app.campaigns.loader import Campaign
+from app.open_time.kind import Open, Target
+from app.open_time.reasons import Reason
+from app.open_time.respond import Answer, json_answer
+from app.security.tokens import Claims
 from app.store.base import StoreError
 from app.store.sqlite.forms import Saved, Submission, TransactionalStore, save_submission
 
@@ -40,38 +43,43 @@ Pairs = list[tuple[str, str]]
 class Rejected(Exception):
     """A submission answered with a 4xx/5xx JSON error; nothing has been stored."""
 
-    def __init__(self, status: int, error: str, **extra: Any) -> None:
+    def __init__(self, status: int, error: str, outcome: str | None = None, **extra: Any) -> None:
         super().__init__(error)
         self.status = status
+        self.reason = outcome or Reason.INVALID_SUBMISSION  # the metrics' outcome
         self.body = {"error": error, **extra}
 
 
-async def form_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/v1/{token}/form/{block}``; the AMP CORS middleware has already run."""
-    parts = scope["path"].split("/")
-    if len(parts) != 5 or not parts[4]:
-        await send_reply(send, 404, {"error": "not a form URL: expected /v1/{token}/form/{block}"})
-        return
-    if scope["method"] != "POST":
-        error = {"error": f"method {scope['method']} not allowed: use POST"}
-        await send_reply(send, 405, error, [(b"allow", b"POST")])
-        return
-    try:
-        status, body = 200, await submit(scope["state"]["services"], parts[2], parts[4], scope, receive)
-    except Rejected as exc:
-        status, body = exc.status, exc.body
-    except Exception:
-        # A 500 tells the reader nothing; "try again" is the honest answer for a fault on our side.
-        logger.exception("form submission failed")
-        status, body = 503, {"error": TRY_AGAIN}
-    await send_reply(send, status, body)
+class FormKind:
+    """amp-form: refusals are 4xx JSON (amp-form shows ``submit-error``), never a fallback."""
+
+    name = "form"
+
+    def find(self, campaign: Campaign, block: str) -> forms.FormBlock | None:
+        return campaign.forms.get(block)
+
+    async def answer(self, request: Open, block: forms.FormBlock | None, problem: Reason | None) -> Answer:
+        try:
+            reply = await submit(request, block, problem)
+        except Rejected as exc:
+            return json_answer(exc.status, exc.body, exc.reason)
+        except Exception:
+            # A 500 tells the reader nothing; "try again" is the honest answer for a fault on our side.
+            logger.exception("form submission failed")
+            return json_answer(503, {"error": TRY_AGAIN}, Reason.INTERNAL_ERROR)
+        return json_answer(200, reply)
 
 
-async def submit(
-    services: Services, token: str, block_name: str, scope: Scope, receive: Receive
-) -> dict[str, Any]:
-    campaign, recipient = _campaign_and_recipient(services, token)
-    block = _form_block(services, campaign, block_name)
+def parse(parts: list[str]) -> Target | None:
+    return Target(parts[2], parts[4]) if len(parts) == 5 and parts[4] else None
+
+
+async def submit(request: Open, block: forms.FormBlock | None, problem: Reason | None) -> dict[str, Any]:
+    services = request.services
+    campaign, recipient = _campaign_and_recipient(request.claims, problem)
+    if block is None:
+        raise Rejected(404, "unknown form", Reason.UNKNOWN_BLOCK)
+    scope, receive = request.scope, request.receive
     try:
         values = forms.validate(block, await read_form(scope, receive))
     except forms.InvalidSubmission as exc:
@@ -91,38 +99,32 @@ async def submit(
     return {"message": block.success_message, "duplicate": saved.duplicate, "submitted": values}
 
 
-def _campaign_and_recipient(services: Services, token: str) -> tuple[str, str]:
-    try:
-        claims = services.verifier.verify(token, now=int(services.clock()))
-    except TokenExpired as exc:
-        raise Rejected(403, "this form has expired", reason=exc.reason) from None
-    except TokenError as exc:
-        raise Rejected(403, "this form link is not valid", reason=exc.reason) from None
+def _campaign_and_recipient(claims: Claims | None, problem: Reason | None) -> tuple[str, str]:
+    if problem is Reason.INTERNAL_ERROR:
+        raise Rejected(503, TRY_AGAIN, problem)
+    if problem is Reason.TOKEN_EXPIRED:
+        raise Rejected(403, "this form has expired", problem, reason=problem)
+    if claims is None or problem is not None:
+        reason = problem or Reason.TOKEN_INVALID
+        raise Rejected(403, "this form link is not valid", reason, reason=reason)
     if claims.recipient is None:
         # A campaign-wide token names nobody: there is no one to attribute the answer to.
-        raise Rejected(403, "this form needs a personal link", reason="no-recipient")
+        no_one = Reason.NO_RECIPIENT
+        raise Rejected(403, "this form needs a personal link", no_one, reason=no_one)
     return claims.campaign, claims.recipient
-
-
-def _form_block(services: Services, campaign_name: str, block_name: str) -> forms.FormBlock:
-    campaign = services.campaigns.get(campaign_name)
-    block = None if campaign is None else campaign.forms.get(block_name)
-    if block is None:
-        raise Rejected(404, "unknown form")
-    return block
 
 
 async def _save(services: Services, submission: Submission) -> Saved:
     store = services.store
     if not isinstance(store, TransactionalStore):
         logger.error("the configured store cannot save form submissions")
-        raise Rejected(503, TRY_AGAIN)
+        raise Rejected(503, TRY_AGAIN, Reason.STORE_ERROR)
     now = services.clock()
     try:
         return await store.run_write(lambda conn: save_submission(conn, submission, now))
     except StoreError:
         logger.warning("form submission not saved", exc_info=True)
-        raise Rejected(503, TRY_AGAIN) from None
+        raise Rejected(503, TRY_AGAIN, Reason.STORE_ERROR) from None
 
 
 # -- the body --------------------------------------------------------------------------------------
@@ -180,9 +182,3 @@ async def _multipart(headers: Headers, body: bytes) -> Pairs:
     except MultiPartException as exc:
         raise Rejected(400, f"the multipart form is not valid: {exc.message}") from None
     return [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
-
-
-async def send_reply(
-    send: Send, status: int, body: Mapping[str, Any], extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send_json_object(send, status, body, extra or ())

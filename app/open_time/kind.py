@@ -1,0 +1,84 @@
+"""What an open-time kind declares: how it finds its block, renders, falls back.
+
+The pipeline (``app.open_time.pipeline``) does everything that is the same for every kind; a kind
+module (``app.open_time.kinds.*``) says only what differs. Most kinds serve content that degrades:
+``DegradingKind`` gives them the one fallback rule (a bad token, an unknown block, an expired token
+or a missing recipient each get the kind's fallback with the reason, never an error). amp-form is
+the exception: a submission is refused with a 4xx, so it implements ``answer`` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from app.asgi import Receive, Scope
+from app.campaigns.loader import Campaign
+from app.open_time.reasons import Reason
+from app.open_time.respond import Answer
+from app.security.tokens import Claims
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+
+class Target(NamedTuple):
+    """What an open-time URL names, parsed once by its route."""
+
+    token: str
+    block: str  # "" for the web view, which names no block
+    fmt: str = ""  # image format: png, jpg or gif
+    scale: int = 1
+
+
+class Open(NamedTuple):
+    """One open-time request, after the token was checked."""
+
+    services: Services
+    scope: Scope
+    receive: Receive
+    target: Target
+    claims: Claims | None  # None: the token is not ours; expired tokens keep their (authentic) claims
+    now: float
+
+
+class Kind(Protocol):
+    name: str  # the ``kind`` label in metrics and logs
+
+    def find(self, campaign: Campaign, block: str) -> Any | None:
+        """The campaign's block of this kind by that name, or None."""
+
+    async def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Answer:
+        """The answer; ``problem`` is the token's (bad or expired), ``block`` None when not found."""
+
+
+class DegradingKind:
+    """A kind whose every failure is its fallback content (200) with the reason."""
+
+    name = ""
+    missing = Reason.UNKNOWN_BLOCK  # the reason when the token names no block of this kind
+    needs_recipient = True  # False: campaign-wide tokens get the content too
+
+    def find(self, campaign: Campaign, block: str) -> Any | None:
+        return self.blocks(campaign).get(block)
+
+    def blocks(self, campaign: Campaign) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    async def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Answer:
+        if block is None:
+            return self.fallback(request, None, problem or self.missing)
+        if problem is not None:
+            return self.fallback(request, block, problem)
+        assert request.claims is not None  # a block is only found through claims
+        if self.needs_recipient and request.claims.recipient is None:
+            return self.fallback(request, block, Reason.NO_RECIPIENT)
+        return await self.render(request, block)
+
+    def fallback(self, request: Open, block: Any | None, reason: Reason) -> Answer:
+        """The kind's static answer: the block's designed fallback, or a generic one without a block."""
+        raise NotImplementedError
+
+    async def render(self, request: Open, block: Any) -> Answer:
+        """The personal (or campaign-wide) content; it may itself degrade, with a reason."""
+        raise NotImplementedError

@@ -1,0 +1,43 @@
+"""The web view ("view in browser"): ``/v1/{token}/view``, the campaign's HTML part as of this moment.
+
+Personal: ``email.html`` rendered with the recipient's data at the moment of opening (within a
+second; a late or missing profile renders with no data and says why). Fallback: a page that says the
+email is not available, with no personal data. The view re-uses the presented token for its links:
+it never mints one.
+"""
+
+from __future__ import annotations
+
+from app.campaigns.loader import Campaign
+from app.open_time.kind import DegradingKind, Open, Target
+from app.open_time.reasons import Reason
+from app.open_time.respond import HTML_HEADERS, Answer
+
+UNAVAILABLE_PAGE = (
+    b"<!doctype html><html lang=en><head><meta charset=utf-8><title>Email unavailable</title></head>"
+    b"<body><p>This email is no longer available online.</p></body></html>"
+)
+VIEW_BUDGET_S = 1.0
+
+
+class ViewKind(DegradingKind):
+    name = "view"
+    missing = Reason.UNKNOWN_CAMPAIGN
+
+    def find(self, campaign: Campaign, block: str) -> Campaign | None:
+        return campaign if campaign.has_email else None
+
+    def fallback(self, request: Open, block: Campaign | None, reason: Reason) -> Answer:
+        return Answer(UNAVAILABLE_PAGE, reason, HTML_HEADERS)
+
+    async def render(self, request: Open, block: Campaign) -> Answer:
+        services, claims = request.services, request.claims
+        assert claims is not None and claims.recipient is not None
+        attributes, reason = await services.lists.profile(claims.recipient, VIEW_BUDGET_S)
+        context = services.sendtime.context(block, claims.recipient, attributes, token=request.target.token)
+        html = services.templates.render(block.template("email.html"), context)
+        return Answer(html.encode(), reason, HTML_HEADERS)
+
+
+def parse(parts: list[str]) -> Target | None:
+    return Target(parts[2], "") if len(parts) == 4 else None
