@@ -158,6 +158,6 @@ def _forget(
 ) -> None:
     for recipient in recipients:
         lists.forget(recipient, campaigns)
-        images.forget(recipient)
+        images.forget(recipient, campaigns)
         if lists.upstream is not None:
             lists.upstream.discard(recipient)

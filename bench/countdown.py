@@ -22,7 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from app.countdown.clock import CountdownStyle, load_face, remaining, render_countdown
+from app.countdown.clock import remaining
+from app.images.timer import CountdownStyle, load_face, render_countdown
 
 PROJECT_FONT = Path(__file__).resolve().parent.parent / "static" / "fonts" / "DejaVuSans-Bold.ttf"
 SYSTEM_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")

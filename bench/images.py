@@ -39,10 +39,10 @@ from starlette.routing import Route
 from app.campaigns.loader import load_campaigns
 from app.cli.serve import write_toml
 from app.config import PROJECT_ROOT, load_settings
-from app.countdown.clock import CountdownStyle, render_countdown
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.images import render
 from app.images.layout import ImageFormat, prepare
+from app.images.timer import CountdownStyle, render_countdown
 from app.security.keyring import new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from bench.amp_list import (

@@ -13,19 +13,17 @@ from PIL import Image, ImageChops
 from app.countdown.clock import (
     Bucket,
     CountdownError,
-    CountdownStyle,
     DeadlineError,
     DeadlineSource,
     Remaining,
     StyleError,
     bucket_start,
     deadline_from_profile,
-    load_face,
     parse_deadline,
     remaining,
-    render_countdown,
     resolve_local,
 )
+from app.images.timer import CountdownStyle, load_face, render_countdown
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 BERLIN = "Europe/Berlin"

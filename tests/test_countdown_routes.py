@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 from app.app import create_app
 from app.config import Settings
 from app.content.images import ImageContent
-from app.countdown.clock import digit_text, load_face
 from app.countdown.timers import CountdownRequest
 from app.demo import recipient_id
+from app.images.timer import digit_text, load_face
 from app.security.tokens import TokenSigner
 from tests.conftest import BASE_URL, load_rows
 from tests.test_countdown import read_digits

@@ -169,10 +169,11 @@ async def test_reopen_after_a_profile_change_reads_the_new_profile(
     tmp_path: Path, content_factory: Any, profiles: Profiles
 ) -> None:
     content = content_factory()
-    block = block_with_budget(tmp_path)
+    demo = campaign(tmp_path, GREETING)
+    block = demo.images["hello"]
     first = await content.serve(ask(block))
     profiles.data["r1"] = {"first_name": "Changed"}
-    content.forget("r1")
+    content.forget("r1", {demo.name: demo})
     second = await content.serve(ask(block))
     assert profiles.calls == 2
     assert second.body != first.body
@@ -184,3 +185,22 @@ def test_fetch_classes_are_counted(content_factory: Any) -> None:
     assert content.classify("x GoogleImageProxy", None, None) == "gmail-proxy"
     assert content.fetch_counts["apple-mpp"] == 1 and content.fetch_counts["gmail-proxy"] == 1
     assert content.fetch_counts["direct"] == 0
+
+
+async def test_a_render_that_read_the_old_profile_is_not_remembered(
+    tmp_path: Path, content_factory: Any, profiles: Profiles
+) -> None:
+    # The profile changes while the first open's render is still running: what it drew is the old
+    # data, so the next open must not take it for the recipient's fresh image.
+    renderer = SlowRenderer()
+    renderer.gate.clear()
+    content = content_factory(renderer)
+    demo = campaign(tmp_path, GREETING)
+    first = asyncio.ensure_future(content.serve(ask(demo.images["hello"])))
+    await asyncio.sleep(0.05)
+    profiles.data["r1"] = {"first_name": "Changed"}
+    content.forget("r1", {demo.name: demo})
+    renderer.gate.set()
+    await first
+    await content.serve(ask(demo.images["hello"]))
+    assert profiles.calls == 2 and renderer.calls == 2

@@ -3,7 +3,9 @@
 Renders run in a small thread pool, never on the event loop (Pillow releases the GIL while encoding).
 Output is cached by content key (the layout and the exact values drawn), so re-opens and identical
 images across recipients cost nothing; concurrent requests for one key share one render. A recipient's
-latest key is remembered: a re-open of a profile-only block within its TTL answers without touching
+latest key is remembered (``app.content.shared_work``, as amp-list bodies are: concurrent opens of one
+recipient's image share one lookup and render, a profile change forgets it, and work that read the
+old profile is not kept): a re-open of a profile-only block within its TTL answers without touching
 the store, and a late open gets that last good render instead of the static fallback. A render that
 misses the budget still completes and fills the cache for the next open.
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple
 
+from app.campaigns.loader import Campaign
 from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
 from app.content.shared_work import SharedWork
@@ -46,12 +49,19 @@ RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format
 LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR})
 # Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
 OUTPUT_TTL_SECONDS = 86_400.0
+IMAGE_FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
+SCALES = (1, 2)
 
 
 class Served(NamedTuple):
     body: bytes
     key: str  # content key (the ETag); the fallback's own hash for fallbacks
     fallback_reason: str | None = None
+
+
+class Recent(NamedTuple):
+    at: float  # when it was rendered (the clock's seconds)
+    key: str  # its content key
 
 
 class Timed(NamedTuple):
@@ -90,16 +100,14 @@ class ImageContent:
         self._outputs: SharedWork[str, bytes] = SharedWork(
             BoundedCache(cache_max_bytes, size_of=len), Deadlines()
         )
-        # Per recipient and block: the latest content key, fresh for the TTL, kept a day as "last good".
-        self._recent: BoundedCache[RecentKey, tuple[float, str]] = BoundedCache(
+        # Per recipient and block: when and with which content key it was last rendered; fresh for
+        # the TTL, kept a day as "last good".
+        recent: BoundedCache[RecentKey, Recent | str] = BoundedCache(
             max(cache_max_bytes // 8, 1), size_of=lambda _: 64
         )
+        self._recent: SharedWork[RecentKey, Recent] = SharedWork(recent, self._outputs.deadlines)
+        self._personal_work: set[asyncio.Task[Recent | str]] = set()
         self._ttl = ttl_seconds
-        # Recipients whose profile changed lately (by a form or an event): when, so that their
-        # re-opens stop counting as fresh. Entries outlive the freshness TTL, then expire.
-        self._changed: BoundedCache[str, float] = BoundedCache(
-            max(cache_max_bytes // 8, 1), size_of=lambda _: 96
-        )
         self._clock = clock
         self.classifier = classifier or FetchClassifier()
         self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
@@ -114,28 +122,68 @@ class ImageContent:
 
     async def serve(self, request: ImageRequest) -> Served:
         block = request.block
-        deadline = asyncio.get_running_loop().time() + block.budget_s
         recent_key = (request.campaign, block.name, request.recipient or "", request.fmt, request.scale)
         hit = self._fresh(recent_key, block)
         if hit is not None:
             return hit
+        if request.recipient is None or block.open_dependent:
+            # Nothing to remember: campaign-wide, or different at every open (time, fetch class).
+            rendered = await self._rendered_for(request, _deadline(block.budget_s))
+        else:
+            waiter, first = self._recent.join(recent_key, block.budget_s)
+            if first:
+                self._start(request, recent_key)
+            rendered = await waiter
+        body = None if isinstance(rendered, str) else self._kept(rendered.key)
+        if body is None or isinstance(rendered, str):
+            late = (
+                rendered if isinstance(rendered, str) else Reason.BUDGET_EXCEEDED
+            )  # output evicted meanwhile
+            return self._degraded(recent_key, request, late)
+        return Served(body, rendered.key)
+
+    def _start(self, request: ImageRequest, recent_key: RecentKey) -> None:
+        """Look up, prepare and render once for every open of this recipient's image waiting now."""
+        task = asyncio.ensure_future(self._rendered_for(request, _deadline(request.block.budget_s)))
+        self._personal_work.add(task)
+        task.add_done_callback(partial(self._remember, recent_key))
+
+    def _remember(self, recent_key: RecentKey, task: asyncio.Task[Recent | str]) -> None:
+        self._personal_work.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                logger.error("image block %s failed", recent_key[1], exc_info=task.exception())
+            self._recent.answer(recent_key, Reason.INTERNAL_ERROR, None)
+            return
+        rendered = task.result()
+        # Reasons are not kept: the last good render stays, and the next open tries again.
+        self._recent.answer(recent_key, rendered, None if isinstance(rendered, str) else OUTPUT_TTL_SECONDS)
+
+    async def _rendered_for(self, request: ImageRequest, deadline: float) -> Recent | str:
+        """The recipient's values drawn into the block, or the reason they could not be (by ``deadline``)."""
+        block = request.block
         profile: dict[str, Any] = {}
         if request.recipient is not None:
             found, reason = await self._profile(request.recipient, block.budget_s)
             if found is None:
-                return self._degraded(recent_key, request, reason or Reason.NO_DATA)
+                return reason or Reason.NO_DATA
             profile = found
         try:
             spec = prepare(block, self._context(profile, request.fetch_class), request.fmt, request.scale)
         except Exception:
             logger.warning("image block %s/%s: a text failed", request.campaign, block.name, exc_info=True)
-            return self._degraded(recent_key, request, Reason.RENDER_ERROR)
-        return await self._output(spec, recent_key, request, deadline)
+            return Reason.RENDER_ERROR
+        if self._kept(spec.key) is None:
+            job = partial(self._renderer, spec)
+            result = await self._render(spec.key, block.name, block.max_bytes, job, deadline)
+            if isinstance(result, str):
+                return result
+        return Recent(self._clock(), spec.key)
 
     async def serve_countdown(self, request: CountdownRequest) -> Timed:
         """A countdown at the current time bucket: one render per key, shared by every request for it."""
         block = request.block
-        budget_end = asyncio.get_running_loop().time() + block.budget_s
+        budget_end = _deadline(block.budget_s)
         profile: dict[str, Any] | None = None
         if not block.shared:
             if request.recipient is None:
@@ -173,15 +221,21 @@ class ImageContent:
         body = block.fallbacks[fmt, scale]
         return Served(body, f"f-{hash_of(body)}", reason)
 
-    def forget(self, recipient: str) -> None:
+    def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """The recipient's profile changed: their next open renders from the new data."""
-        self._changed.set(recipient, self._clock(), self._ttl + 1)
+        for campaign in campaigns.values():
+            for block in campaign.images:
+                for fmt in IMAGE_FORMATS:
+                    for scale in SCALES:
+                        self._recent.forget((campaign.name, block, recipient, fmt, scale))
 
     @property
     def renders_pending(self) -> int:
         return self._outputs.pending
 
     def close(self) -> None:
+        for task in self._personal_work:
+            task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _fresh(self, recent_key: RecentKey, block: ImageBlock) -> Served | None:
@@ -189,27 +243,10 @@ class ImageContent:
         if not recent_key[2] or block.open_dependent:
             return None
         recent = self._recent.get(recent_key)
-        if recent is None or self._clock() - recent[0] > (block.cache_ttl_s or self._ttl):
+        if not isinstance(recent, Recent) or self._clock() - recent.at > (block.cache_ttl_s or self._ttl):
             return None
-        changed = self._changed.get(recent_key[2])
-        if changed is not None and changed >= recent[0]:
-            return None
-        body = self._kept(recent[1])
-        return None if body is None else Served(body, recent[1])
-
-    async def _output(
-        self, spec: RenderSpec, recent_key: RecentKey, request: ImageRequest, deadline: float
-    ) -> Served:
-        body = self._kept(spec.key)
-        if body is None:
-            job = partial(self._renderer, spec)
-            result = await self._render(spec.key, spec.block.name, spec.block.max_bytes, job, deadline)
-            if isinstance(result, str):
-                return self._degraded(recent_key, request, result)
-            body = result
-        if request.recipient is not None:
-            self._recent.set(recent_key, (self._clock(), spec.key), OUTPUT_TTL_SECONDS)
-        return Served(body, spec.key)
+        body = self._kept(recent.key)
+        return None if body is None else Served(body, recent.key)
 
     def _render(
         self,
@@ -257,14 +294,18 @@ class ImageContent:
         """The recipient's last good image when the data is late, else the block's static fallback."""
         if reason in LAST_GOOD_REASONS:
             recent = self._recent.get(recent_key)
-            body = None if recent is None else self._kept(recent[1])
-            if recent is not None and body is not None:
-                return Served(body, recent[1], reason)
+            body = self._kept(recent.key) if isinstance(recent, Recent) else None
+            if isinstance(recent, Recent) and body is not None:
+                return Served(body, recent.key, reason)
         return self.fallback(request.block, request.fmt, request.scale, reason)
 
     def _context(self, profile: Mapping[str, Any], fetch_class: FetchClass) -> dict[str, Any]:
         now = datetime.fromtimestamp(self._clock(), UTC)
         return {"profile": profile, "now": now, "fetch_class": fetch_class}
+
+
+def _deadline(budget_s: float) -> float:
+    return asyncio.get_running_loop().time() + budget_s
 
 
 def hash_of(body: bytes) -> str:

@@ -29,7 +29,7 @@ class SharedWork(Generic[K, V]):
 
     def __init__(self, cache: BoundedCache[K, V | str] | None, deadlines: Deadlines) -> None:
         self.cache = cache  # None: nothing is kept once the waiters have their answer
-        self._deadlines = deadlines
+        self.deadlines = deadlines
         self._inflight: dict[K, list[asyncio.Future[V | str]]] = {}
         self._stale: set[K] = set()  # forgotten while in flight: answer the waiters, keep nothing
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,7 +51,7 @@ class SharedWork(Generic[K, V]):
             self._inflight[key] = [waiter]
         else:
             waiting.append(waiter)
-        self._deadlines.add(loop, waiter, budget_s)
+        self.deadlines.add(loop, waiter, budget_s)
         return waiter, first
 
     def answer(self, key: K, value: V | str, ttl: float | None) -> None:

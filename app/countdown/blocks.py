@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 
-from app.countdown.clock import CountdownError, CountdownStyle, DeadlineSource, load_face
+from app.countdown.clock import CountdownError, DeadlineSource
 from app.errors import CampaignError
 from app.images import render
 from app.images.blocks import FONTS, _choice, _color, _int, _no_unknown, _picture_file
 from app.images.layout import FORMATS, SCALES, ImageFormat
+from app.images.timer import CountdownStyle, load_face
 
 DEFAULT_BUCKET_SECONDS = 60
 MAX_BUCKET_SECONDS = 3600

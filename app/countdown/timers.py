@@ -11,18 +11,14 @@ want a still image); the first frame always reads correctly on its own.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 from datetime import datetime
 from typing import NamedTuple
 
-from PIL import Image
-
 from app.countdown.blocks import CountdownBlock
-from app.countdown.clock import Bucket, render_countdown
-from app.images import render
+from app.countdown.clock import Bucket
 from app.images.layout import ImageFormat
+from app.images.timer import render_countdown, render_still
 
 # The expired image never changes: a CDN may keep a campaign-wide one for a day.
 EXPIRED_CDN_TTL_SECONDS = 86_400
@@ -50,6 +46,4 @@ def render_timer(
     style = block.styles[scale]
     if fmt == "gif":
         return render_countdown(style, deadline, at)
-    first = render_countdown(dataclasses.replace(style, frame_count=1), deadline, at)
-    with Image.open(io.BytesIO(first)) as image:
-        return render.encode(image.convert("RGBA"), fmt)
+    return render_still(style, deadline, at, fmt)

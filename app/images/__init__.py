@@ -1,1 +1,1 @@
-"""Image blocks: their layout, the Pillow renderer and pre-rendered fallbacks."""
+"""Pixels, and the only package that imports Pillow: image block layouts, their renderer, countdown frames."""

@@ -1,4 +1,4 @@
-"""Pixels: draws an image block's layers and encodes PNG, JPEG or GIF. The only module that imports Pillow.
+"""Pixels: draws an image block's layers and encodes PNG, JPEG or GIF (Pillow stays inside ``app.images``).
 
 Runs in the image worker threads, never on the event loop (Pillow releases the GIL while encoding).
 Fonts and pictures are loaded once per process and shared read-only between the threads.
