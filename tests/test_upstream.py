@@ -15,6 +15,10 @@ import httpx
 import orjson
 import pytest
 
+from app.content.budget import Deadlines
+from app.content.profiles import Loaded, ProfileLoader
+from app.content.shared_work import SharedWork
+from app.store.base import Profile, StoreError
 from app.upstream.breaker import BreakerState, CircuitBreaker
 from app.upstream.client import (
     CircuitOpen,
@@ -32,6 +36,23 @@ from tests.servers import free_port
 from tests.upstream_stub import CLIENT_ID, CLIENT_SECRET, UpstreamStub, blackhole, running_stub
 
 ALICE: dict[str, object] = {"first_name": "Alice", "tier": "gold"}
+
+
+class NoProfiles:
+    """A profile store with nobody in it: every open-time lookup goes on to the upstream."""
+
+    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+        callback(None)
+
+
+async def lookup(client: UpstreamClient, recipient: str, budget_s: float) -> tuple[bytes | None, str | None]:
+    """What an open sees of the upstream: attributes or a reason, within the budget (the app's own path)."""
+    loader = ProfileLoader(NoProfiles(), client)  # type: ignore[arg-type]  # only fetch is needed
+    work: SharedWork[str, Loaded] = SharedWork(None, Deadlines())
+    waiter, _ = work.join(recipient, budget_s)
+    loader.load(recipient, lambda loaded: work.answer(recipient, loaded, None))
+    result = await waiter
+    return (None, result) if isinstance(result, str) else (result.attributes, None)
 
 
 @pytest.fixture
@@ -349,7 +370,7 @@ async def test_breaker_opens_fails_fast_and_closes_after_a_probe(
     started = time.monotonic()
     result = await upstream.fetch("alice")
     assert isinstance(result.error, CircuitOpen) and result.reason == "circuit-open"
-    assert await upstream.lookup("alice", 1.0) == (None, "circuit-open")
+    assert await lookup(upstream, "alice", 1.0) == (None, "circuit-open")
     assert time.monotonic() - started < 0.05
     assert stub.total_requests == 3  # nothing reached the upstream while open
 
@@ -387,7 +408,7 @@ async def test_stale_is_served_at_once_while_one_refresh_runs(
 
     started = time.monotonic()
     results = await asyncio.gather(*(upstream.fetch("alice") for _ in range(10)))
-    assert await upstream.lookup("alice", 0.01) == (orjson.dumps(ALICE), None)
+    assert await lookup(upstream, "alice", 0.01) == (orjson.dumps(ALICE), None)
     assert time.monotonic() - started < 0.05
     assert all(r.stale and attributes(r) == ALICE for r in results)
 
@@ -421,7 +442,7 @@ async def test_not_found_is_cached_for_the_negative_ttl(
     for _ in range(5):
         result = await upstream.fetch("nobody")
         assert result.attributes is None and result.error is None and result.reason == "upstream-not-found"
-    assert await upstream.lookup("nobody", 0.05) == (None, "upstream-not-found")
+    assert await lookup(upstream, "nobody", 0.05) == (None, "unknown-recipient")
     assert stub.requests["nobody"] == 1
     clock.advance(30)
     await upstream.fetch("nobody")
@@ -540,7 +561,7 @@ async def test_budget_wins_over_a_hanging_upstream(
     async with make(stub.url, read_timeout_s=5.0, total_timeout_s=5.0) as client:
         for budget in (0.02, 0.05):
             started = time.monotonic()
-            assert await client.lookup("alice", budget) == (None, "upstream-timeout")
+            assert await lookup(client, "alice", budget) == (None, "budget-exceeded")
             assert time.monotonic() - started < budget + 0.015
         assert stub.requests["alice"] == 1  # the second lookup joined the first fetch
 
@@ -548,20 +569,20 @@ async def test_budget_wins_over_a_hanging_upstream(
 @pytest.mark.anyio
 async def test_a_late_fetch_still_fills_the_cache(stub: UpstreamStub, upstream: UpstreamClient) -> None:
     stub.mode, stub.delay_s = "slow", 0.1
-    assert await upstream.lookup("alice", 0.02) == (None, "upstream-timeout")
+    assert await lookup(upstream, "alice", 0.02) == (None, "budget-exceeded")
     await asyncio.sleep(0.15)
     started = time.monotonic()
-    assert await upstream.lookup("alice", 0.02) == (orjson.dumps(ALICE), None)
+    assert await lookup(upstream, "alice", 0.02) == (orjson.dumps(ALICE), None)
     assert time.monotonic() - started < 0.005
     assert stub.requests["alice"] == 1
 
 
 @pytest.mark.anyio
 async def test_lookup_reports_failure_reasons(stub: UpstreamStub, upstream: UpstreamClient) -> None:
-    assert await upstream.lookup("alice", 1.0) == (orjson.dumps(ALICE), None)
-    assert await upstream.lookup("nobody", 1.0) == (None, "upstream-not-found")
+    assert await lookup(upstream, "alice", 1.0) == (orjson.dumps(ALICE), None)
+    assert await lookup(upstream, "nobody", 1.0) == (None, "unknown-recipient")
     stub.mode = "error"
-    assert await upstream.lookup("bob", 1.0) == (None, "upstream-unavailable")
+    assert await lookup(upstream, "bob", 1.0) == (None, "upstream-unavailable")
 
 
 @pytest.mark.anyio
@@ -570,7 +591,7 @@ async def test_aclose_cancels_background_fetches(
 ) -> None:
     stub.mode = "hang"
     client = make(stub.url, read_timeout_s=5.0, total_timeout_s=5.0)
-    assert await client.lookup("alice", 0.01) == (None, "upstream-timeout")
+    assert await lookup(client, "alice", 0.01) == (None, "budget-exceeded")
     started = time.monotonic()
     await client.aclose()
     assert time.monotonic() - started < 0.1
@@ -601,8 +622,8 @@ async def test_requests_beyond_the_connection_limit_wait_outside_the_pool(clock:
     transport = HangingTransport()
     settings = config("http://upstream.test", read_timeout_s=5.0, total_timeout_s=5.0, max_connections=3)
     async with UpstreamClient(settings, transport=transport, clock=clock) as client:
-        results = await asyncio.gather(*(client.lookup(f"r{i}", 0.05) for i in range(20)))
-        assert results == [(None, "upstream-timeout")] * 20
+        results = await asyncio.gather(*(lookup(client, f"r{i}", 0.05) for i in range(20)))
+        assert results == [(None, "budget-exceeded")] * 20
         assert transport.peak == 3
 
 

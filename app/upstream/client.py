@@ -240,20 +240,6 @@ class UpstreamClient:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._http.aclose()
 
-    async def lookup(self, recipient: str, budget_s: float) -> tuple[bytes | None, str | None]:
-        """The open-time entry point: attributes or a reason, never later than ``budget_s``.
-
-        A fetch that misses the budget keeps running in the background and fills the cache.
-        """
-        result = self._cached(recipient)
-        if result is None:
-            task = self._refresh(recipient)
-            done, _ = await asyncio.wait((task,), timeout=budget_s)
-            if not done or task.cancelled():
-                return None, UpstreamTimeout.reason
-            result = task.result()
-        return result.attributes, result.reason
-
     async def fetch(self, recipient: str) -> UpstreamResult:
         """From cache when fresh (or stale, refreshing in the background), else one shared upstream call."""
         result = self._cached(recipient)
