@@ -12,21 +12,17 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
 import orjson
 
+from app.cli.common import fail
 from app.ingest.events import RULES
 from app.security.webhook_auth import HEADER, sign_header
 
 WEBHOOK_PATH = "/webhooks/events"
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def webhook_url(url: str) -> str:
