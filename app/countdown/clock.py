@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
+from app.errors import OpentimeError
+
 FRAME_MS = 1000
 MAX_DAYS = 999
 _SECOND = timedelta(seconds=1)
@@ -45,7 +47,7 @@ _DIGIT_BASE, _DIGIT_SHADES = 1, 8
 _LABEL_BASE, _LABEL_SHADES = 9, 7
 
 
-class CountdownError(ValueError):
+class CountdownError(OpentimeError, ValueError):
     """Base class for countdown errors; the message says which value is wrong and why."""
 
 

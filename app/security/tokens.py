@@ -38,6 +38,7 @@ import re
 import struct
 from typing import Literal, NamedTuple
 
+from app.errors import OpentimeError
 from app.security import crypto
 from app.security.keyring import Key, KeyRing
 
@@ -80,7 +81,7 @@ _ESP_MAC_RE = re.compile(r"[0-9a-f]{32}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class TokenError(Exception):
+class TokenError(OpentimeError):
     reason: str = "token-invalid"
 
 

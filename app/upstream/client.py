@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from app.content.cache import BoundedCache, CacheStats
+from app.errors import OpentimeError
 from app.log_throttle import ThrottledLog
 from app.upstream.breaker import CircuitBreaker
 
@@ -112,7 +113,7 @@ class UpstreamConfig:
         return self.url_template.replace("{recipient}", quote(recipient, safe="").replace(".", "%2E"))
 
 
-class UpstreamError(Exception):
+class UpstreamError(OpentimeError):
     """The upstream did not give a usable answer; ``reason`` is the fallback reason to report."""
 
     reason: ClassVar[str] = "upstream-error"
