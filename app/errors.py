@@ -12,7 +12,6 @@ Exception tree (defined here unless a module is named)::
     │   │   └── BasicAuthRequired     app.security.api_auth: the preview page's browser login
     │   ├── Forbidden           403  the API key lacks the endpoint's scope
     │   ├── NotFound            404
-    │   ├── MethodNotAllowed    405
     │   ├── PayloadTooLarge     413
     │   ├── UnsupportedMediaType 415
     │   └── Unprocessable       422  well-formed but unusable (e.g. a campaign template fails)
@@ -88,10 +87,6 @@ class Forbidden(HTTPError):
 
 class NotFound(HTTPError):
     status_code = 404
-
-
-class MethodNotAllowed(HTTPError):
-    status_code = 405
 
 
 class PayloadTooLarge(HTTPError):

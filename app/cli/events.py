@@ -56,14 +56,6 @@ def post_signed(url: str, secret: str, body: bytes, *, timeout: float = 10.0) ->
         return exc.code, exc.read()
 
 
-def send_command(url: str, recipient: str, event_type: str, payload: str) -> str:
-    """A shell line that sends one event (secret from the environment); for demo banners."""
-    return (
-        f"OPENTIME_WEBHOOK_SECRET=... opentime events send --url {url} --recipient {recipient}"
-        f" --type {event_type} --payload '{payload}'"
-    )
-
-
 @click.group()
 def events() -> None:
     """Send signed webhook events to a running server."""
