@@ -150,6 +150,11 @@ def _url_coercer(base: str | None) -> Callable[[Any], Any]:
     return coerce
 
 
+def _url(value: Any, base: str | None) -> Any:
+    """One URL made complete and safe (or _MISSING): what a ``url`` field with this base does."""
+    return _url_coercer(base)(value)
+
+
 def _url_general(value: str, base: str | None) -> Any:
     value = value.strip()
     if not value:
