@@ -1,5 +1,7 @@
 """``opentime apikeys``: create, list and revoke the API keys that guard ``/api/``.
 
+Keys live in the store of the ``database_url`` setting, the one ``opentime serve`` reads
+(``--database-url`` overrides it); each command names that store on stderr.
 Exit codes: 0 success, 1 revoking a key that does not exist, 2 a usage or database error.
 A revocation reaches running servers within ``app.security.apikeys.DEFAULT_CACHE_TTL_SECONDS``.
 """
