@@ -1,9 +1,12 @@
 """One strict settings object, read from ``OPENTIME_*`` environment variables and/or a TOML file.
 
-Every setting is one ``Field`` record (name, parser, default, help) so ``opentime check-config`` can
-print them all with their source. Casting is strict (a bool is true/false/1/0) and a missing or
-malformed value raises ``ConfigError`` naming the setting and where it came from. There is no
-default secret: the key ring file and the sender allowlist must be given (``--demo`` makes its own).
+Every setting is declared once, as one field of ``Settings``: its name, type and default, plus an
+``About`` record (parser, help, whether it is a secret, which upstream client argument it feeds).
+``FIELDS`` is read from that table, so the loader, ``opentime check-config``, the secret masking and
+the upstream client configuration cannot disagree. Casting is strict (a bool is true/false/1/0) and
+a missing or malformed value raises ``ConfigError`` naming the setting and where it came from. There
+is no default secret: the key ring file and the sender allowlist must be given (``--demo`` makes its
+own).
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +30,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MIN_SECRET_LENGTH = 16
-DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'opentime.db'}"
 
 
 class _Required:
@@ -36,69 +38,6 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    public_base_url: str
-    keys_file: Path
-    allowed_senders: tuple[str, ...]
-    database_url: str = DEFAULT_DATABASE_URL
-    templates_dir: Path = PROJECT_ROOT / "amp_templates"
-    static_dir: Path = PROJECT_ROOT / "static"
-    cache_max_bytes: int = 32 * 1024 * 1024
-    cache_ttl_seconds: float = 300.0
-    negative_ttl_seconds: float = 30.0
-    token_ttl_days: int = 31
-    default_budget_ms: int = 150
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    forwarded_allow_ips: str = "127.0.0.1"
-    log_level: str = "info"
-    access_log: bool = False
-    webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # a secret
-    webhook_tolerance_seconds: int = 300
-    webhook_max_body_bytes: int = 1024 * 1024
-    upstream_url: str = ""
-    upstream_auth_header: str = ""
-    upstream_auth_value: str = dataclasses.field(default="", repr=False)  # a secret
-    upstream_token_url: str = ""
-    upstream_client_id: str = ""
-    upstream_client_secret: str = dataclasses.field(default="", repr=False)  # a secret
-    upstream_scope: str = ""
-    upstream_connect_timeout_seconds: float = 0.5
-    upstream_read_timeout_seconds: float = 2.0
-    upstream_total_timeout_seconds: float = 5.0
-    upstream_retries: int = 2
-    upstream_fresh_ttl_seconds: float = 60.0
-    upstream_stale_ttl_seconds: float = 3600.0
-    upstream_negative_ttl_seconds: float = 30.0
-    metrics_token: str = dataclasses.field(default="", repr=False)  # a secret
-    event_types_file: Path | None = None
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    name: str
-    parse: Callable[[Any], Any]
-    help: str
-    sensitive: bool = False
-
-    @property
-    def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """Settings plus, for each field, where its value came from."""
-
-    settings: Settings
-    sources: dict[str, str]
 
 
 # --- strict parsers: each takes a str (env) or a TOML value and returns the typed value ---
@@ -162,7 +101,7 @@ def _bool(value: Any) -> bool:
 
 
 def _path(value: Any) -> Path:
-    return Path(_str(value)).expanduser()
+    return Path(value if isinstance(value, Path) else _str(value)).expanduser()
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -276,92 +215,267 @@ def _log_level(value: Any) -> str:
     return level
 
 
-FIELDS: tuple[Field, ...] = (
-    Field("public_base_url", _base_url, "Public https base URL (your CDN host) used in every minted URL."),
-    Field("keys_file", _path, "Key ring JSON written by `opentime keys generate`."),
-    Field(
-        "allowed_senders",
-        _str_list,
-        "AMP senders allowed to fetch: addresses, *@domain, *@*.domain, https origins (comma list).",
-    ),
-    Field("database_url", _str, "Profile store, e.g. sqlite:///var/opentime.db.", sensitive=True),
-    Field("templates_dir", _path, "Folder of campaigns (amp_templates/<campaign>/blocks.toml)."),
-    Field("static_dir", _path, "Folder of static fallback assets."),
-    Field("cache_max_bytes", _positive_int, "Byte cap of the in-process cache of rendered responses."),
-    Field("cache_ttl_seconds", _positive_float, "How long a rendered response is served from cache."),
-    Field("negative_ttl_seconds", _positive_float, "How long an unknown recipient is remembered as unknown."),
-    Field("token_ttl_days", _positive_int, "Lifetime of minted tokens (Gmail keeps AMP live 30 days)."),
-    Field("default_budget_ms", _positive_int, "Open-time budget of a block that sets none, in ms."),
-    Field("host", _str, "Address `opentime serve` binds to."),
-    Field("port", _port, "Port `opentime serve` binds to."),
-    Field("workers", _positive_int, "Number of server worker processes."),
-    Field("forwarded_allow_ips", _str, "Proxies whose X-Forwarded-* headers are trusted (comma list or *)."),
-    Field("log_level", _log_level, "Log level: critical, error, warning, info or debug."),
-    Field("access_log", _bool, "Log every request (halves throughput; off by default)."),
-    Field(
-        "webhook_secrets",
-        _secret_list,
-        "HMAC secrets for POST /webhooks/events (comma list, newest first; empty disables webhooks).",
-        sensitive=True,
-    ),
-    Field("webhook_tolerance_seconds", _positive_int, "Accepted age of a webhook signature's timestamp."),
-    Field("webhook_max_body_bytes", _positive_int, "Largest webhook body accepted (413 beyond)."),
-    Field(
-        "upstream_url",
-        _upstream_url,
-        "Upstream profile API asked on a store miss, with {recipient} (empty: no upstream).",
-    ),
-    Field("upstream_auth_header", _header_name, "Header sent to the upstream, e.g. Authorization."),
-    Field("upstream_auth_value", _optional_str, "Value of upstream_auth_header.", sensitive=True),
-    Field("upstream_token_url", _http_url, "OAuth2 client-credentials token URL for the upstream."),
-    Field("upstream_client_id", _optional_str, "OAuth2 client id for the upstream."),
-    Field("upstream_client_secret", _optional_str, "OAuth2 client secret for the upstream.", sensitive=True),
-    Field("upstream_scope", _optional_str, "OAuth2 scope requested for the upstream (optional)."),
-    Field("upstream_connect_timeout_seconds", _positive_float, "Upstream connect timeout."),
-    Field("upstream_read_timeout_seconds", _positive_float, "Upstream read timeout."),
-    Field(
-        "upstream_total_timeout_seconds",
-        _positive_float,
-        "Upstream deadline of one lookup, retries included.",
-    ),
-    Field("upstream_retries", _non_negative_int, "Retries of a failed upstream GET (backoff with jitter)."),
-    Field("upstream_fresh_ttl_seconds", _positive_float, "How long an upstream profile is fresh."),
-    Field(
-        "upstream_stale_ttl_seconds",
-        _non_negative_float,
-        "How long after that it is still served while one refresh runs.",
-    ),
-    Field("upstream_negative_ttl_seconds", _positive_float, "How long an upstream 404 is remembered."),
-    Field(
-        "metrics_token",
-        _optional_str,
-        "Bearer token GET /metrics requires (empty: open, for an internal network only).",
-        sensitive=True,
-    ),
-    Field(
-        "event_types_file",
-        _event_types_file,
-        "TOML file of custom webhook event types (set/increment/append rules; empty: built-ins only).",
-    ),
-)
+# --- the settings table: one field per setting ---
+
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """What a setting's field in ``Settings`` does not say itself: how to parse it and what it is for."""
+
+    parse: Callable[[Any], Any]
+    help: str
+    sensitive: bool = False
+    upstream: str = ""  # the ``UpstreamConfig`` argument this setting feeds, if any
+
+
+def about(
+    parse: Callable[[Any], Any], help: str, *, sensitive: bool = False, upstream: str = ""
+) -> dict[str, About]:
+    """Field metadata for ``Settings`` (see ``About``)."""
+    return {"about": About(parse, help, sensitive, upstream)}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Settings:
+    public_base_url: str = field(
+        metadata=about(_base_url, "Public https base URL (your CDN host) used in every minted URL.")
+    )
+    keys_file: Path = field(metadata=about(_path, "Key ring JSON written by `opentime keys generate`."))
+    allowed_senders: tuple[str, ...] = field(
+        metadata=about(
+            _str_list,
+            "AMP senders allowed to fetch: addresses, *@domain, *@*.domain, https origins (comma list).",
+        )
+    )
+    database_url: str = field(
+        default=f"sqlite:///{PROJECT_ROOT / 'opentime.db'}",
+        metadata=about(_str, "Profile store, e.g. sqlite:///var/opentime.db.", sensitive=True),
+    )
+    templates_dir: Path = field(
+        default=PROJECT_ROOT / "amp_templates",
+        metadata=about(_path, "Folder of campaigns (amp_templates/<campaign>/blocks.toml)."),
+    )
+    static_dir: Path = field(
+        default=PROJECT_ROOT / "static", metadata=about(_path, "Folder of static fallback assets.")
+    )
+    cache_max_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=about(_positive_int, "Byte cap of the in-process cache of rendered responses."),
+    )
+    cache_ttl_seconds: float = field(
+        default=300.0,
+        metadata=about(_positive_float, "How long a rendered response is served from cache."),
+    )
+    negative_ttl_seconds: float = field(
+        default=30.0,
+        metadata=about(_positive_float, "How long an unknown recipient is remembered as unknown."),
+    )
+    token_ttl_days: int = field(
+        default=31,
+        metadata=about(_positive_int, "Lifetime of minted tokens (Gmail keeps AMP live 30 days)."),
+    )
+    default_budget_ms: int = field(
+        default=150, metadata=about(_positive_int, "Open-time budget of a block that sets none, in ms.")
+    )
+    host: str = field(default="127.0.0.1", metadata=about(_str, "Address `opentime serve` binds to."))
+    port: int = field(default=8000, metadata=about(_port, "Port `opentime serve` binds to."))
+    workers: int = field(default=1, metadata=about(_positive_int, "Number of server worker processes."))
+    forwarded_allow_ips: str = field(
+        default="127.0.0.1",
+        metadata=about(_str, "Proxies whose X-Forwarded-* headers are trusted (comma list or *)."),
+    )
+    log_level: str = field(
+        default="info", metadata=about(_log_level, "Log level: critical, error, warning, info or debug.")
+    )
+    access_log: bool = field(
+        default=False, metadata=about(_bool, "Log every request (halves throughput; off by default).")
+    )
+    webhook_secrets: tuple[str, ...] = field(
+        default=(),
+        metadata=about(
+            _secret_list,
+            "HMAC secrets for POST /webhooks/events (comma list, newest first; empty disables webhooks).",
+            sensitive=True,
+        ),
+    )
+    webhook_tolerance_seconds: int = field(
+        default=300, metadata=about(_positive_int, "Accepted age of a webhook signature's timestamp.")
+    )
+    webhook_max_body_bytes: int = field(
+        default=1024 * 1024, metadata=about(_positive_int, "Largest webhook body accepted (413 beyond).")
+    )
+    upstream_url: str = field(
+        default="",
+        metadata=about(
+            _upstream_url,
+            "Upstream profile API asked on a store miss, with {recipient} (empty: no upstream).",
+        ),
+    )
+    upstream_auth_header: str = field(
+        default="", metadata=about(_header_name, "Header sent to the upstream, e.g. Authorization.")
+    )
+    upstream_auth_value: str = field(
+        default="", metadata=about(_optional_str, "Value of upstream_auth_header.", sensitive=True)
+    )
+    upstream_token_url: str = field(
+        default="", metadata=about(_http_url, "OAuth2 client-credentials token URL for the upstream.")
+    )
+    upstream_client_id: str = field(
+        default="", metadata=about(_optional_str, "OAuth2 client id for the upstream.")
+    )
+    upstream_client_secret: str = field(
+        default="",
+        metadata=about(_optional_str, "OAuth2 client secret for the upstream.", sensitive=True),
+    )
+    upstream_scope: str = field(
+        default="", metadata=about(_optional_str, "OAuth2 scope requested for the upstream (optional).")
+    )
+    upstream_connect_timeout_seconds: float = field(
+        default=0.5,
+        metadata=about(_positive_float, "Upstream connect timeout.", upstream="connect_timeout_s"),
+    )
+    upstream_read_timeout_seconds: float = field(
+        default=2.0, metadata=about(_positive_float, "Upstream read timeout.", upstream="read_timeout_s")
+    )
+    upstream_total_timeout_seconds: float = field(
+        default=5.0,
+        metadata=about(
+            _positive_float, "Upstream deadline of one lookup, retries included.", upstream="total_timeout_s"
+        ),
+    )
+    upstream_retries: int = field(
+        default=2,
+        metadata=about(
+            _non_negative_int, "Retries of a failed upstream GET (backoff with jitter).", upstream="retries"
+        ),
+    )
+    upstream_fresh_ttl_seconds: float = field(
+        default=60.0,
+        metadata=about(_positive_float, "How long an upstream profile is fresh.", upstream="fresh_ttl_s"),
+    )
+    upstream_stale_ttl_seconds: float = field(
+        default=3600.0,
+        metadata=about(
+            _non_negative_float,
+            "How long after that it is still served while one refresh runs.",
+            upstream="stale_ttl_s",
+        ),
+    )
+    upstream_negative_ttl_seconds: float = field(
+        default=30.0,
+        metadata=about(_positive_float, "How long an upstream 404 is remembered.", upstream="negative_ttl_s"),
+    )
+    metrics_token: str = field(
+        default="",
+        metadata=about(
+            _optional_str,
+            "Bearer token GET /metrics requires (empty: open, for an internal network only).",
+            sensitive=True,
+        ),
+    )
+    event_types_file: Path | None = field(
+        default=None,
+        metadata=about(
+            _event_types_file,
+            "TOML file of custom webhook event types (set/increment/append rules; empty: built-ins only).",
+        ),
+    )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        # Secrets (and a password inside database_url) never reach logs or tracebacks.
+        shown = (
+            f"{f.name}={masked(f, getattr(self, f.name)) if f.sensitive else getattr(self, f.name)!r}"
+            for f in FIELDS
+        )
+        return f"Settings({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One row of the settings table, as the loader and ``opentime check-config`` read it."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    sensitive: bool
+    default: Any  # REQUIRED when the setting must be given
+    upstream: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _row(spec: dataclasses.Field[Any]) -> Field:
+    info: About = spec.metadata["about"]
+    default = REQUIRED if spec.default is dataclasses.MISSING else spec.default
+    return Field(spec.name, info.parse, info.help, info.sensitive, default, info.upstream)
+
+
+FIELDS: tuple[Field, ...] = tuple(_row(spec) for spec in dataclasses.fields(Settings))
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """Settings plus, for each field, where its value came from."""
+
+    settings: Settings
+    sources: dict[str, str]
+
+
 def load_settings(env: Mapping[str, str], config_file: Path | None = None, **overrides: Any) -> Loaded:
-    """Build settings from (lowest to highest precedence) defaults, the TOML file, env, overrides."""
+    """Build settings from (lowest to highest precedence) defaults, the TOML file, env, overrides.
+
+    The file is ``config_file``, else the one ``OPENTIME_CONFIG`` in ``env`` names.
+    """
+    values, sources = _resolve(_given(env, config_file, overrides), FIELDS_BY_NAME)
+    settings = Settings(**values)
+    _check_upstream(settings, sources)
+    return Loaded(settings, sources)
+
+
+def load_setting(
+    name: str,
+    env: Mapping[str, str],
+    config_file: Path | None = None,
+    *,
+    needed: bool = True,
+    **overrides: Any,
+) -> tuple[Any, str]:
+    """One setting and its source, from the same places and with the same precedence as
+    ``load_settings``, for commands that need only it; every setting given is still checked.
+
+    A required setting that is not set is an error when ``needed``, else ``(None, "not set")``.
+    """
+    values, sources = _resolve(_given(env, config_file, overrides), (name,) if needed else ())
+    return values.get(name), sources.get(name, "not set")
+
+
+def _given(
+    env: Mapping[str, str], config_file: Path | None, overrides: Mapping[str, Any]
+) -> dict[str, tuple[Any, str]]:
+    """Each given setting's raw value and source, the highest-precedence one winning."""
     if config_file is None and env.get(CONFIG_ENV):
         config_file = Path(env[CONFIG_ENV])
     raw: dict[str, tuple[Any, str]] = {}
     if config_file is not None:
         raw.update(_read_toml(config_file))
-    for field in FIELDS:
-        if field.env_var in env:
-            raw[field.name] = (env[field.env_var], f"env {field.env_var}")
+    for row in FIELDS:
+        if row.env_var in env:
+            raw[row.name] = (env[row.env_var], f"env {row.env_var}")
     for name, value in overrides.items():
         if name not in FIELDS_BY_NAME:
             raise ConfigError(f"unknown setting {name!r}")
         raw[name] = (value, "command line")
-    return _build(raw)
+    return raw
 
 
 def _read_toml(path: Path) -> dict[str, tuple[Any, str]]:
@@ -377,25 +491,24 @@ def _read_toml(path: Path) -> dict[str, tuple[Any, str]]:
     return {name: (value, f"file {path}") for name, value in data.items()}
 
 
-def _build(raw: dict[str, tuple[Any, str]]) -> Loaded:
+def _resolve(
+    raw: dict[str, tuple[Any, str]], needed: Collection[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parse every given setting and default the others; a ``needed`` required one must be given."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    for field in FIELDS:
-        if field.name in raw:
-            value, source = raw[field.name]
-            values[field.name] = _parse(field, value, source)
-            sources[field.name] = source
-        elif defaults[field.name] is dataclasses.MISSING:
+    for row in FIELDS:
+        if row.name in raw:
+            value, source = raw[row.name]
+            values[row.name], sources[row.name] = _parse(row, value, source), source
+        elif row.required and row.name in needed:
             raise ConfigError(
-                f"missing setting {field.name}: set {field.env_var} or `{field.name}` in the config file"
-                f" ({field.help})"
+                f"missing setting {row.name}: set {row.env_var} or `{row.name}` in the config file"
+                f" ({row.help})"
             )
-        else:
-            sources[field.name] = "default"
-    settings = Settings(**values)
-    _check_upstream(settings, sources)
-    return Loaded(settings, sources)
+        elif not row.required:
+            values[row.name], sources[row.name] = row.default, "default"
+    return values, sources
 
 
 def _check_upstream(settings: Settings, sources: dict[str, str]) -> None:
@@ -416,21 +529,21 @@ def _check_upstream(settings: Settings, sources: dict[str, str]) -> None:
         raise ConfigError("upstream_total_timeout_seconds must be >= upstream_connect_timeout_seconds")
 
 
-def _parse(field: Field, value: Any, source: str) -> Any:
+def _parse(row: Field, value: Any, source: str) -> Any:
     try:
-        return field.parse(value)
+        return row.parse(value)
     except ValueError as exc:
-        raise ConfigError(f"setting {field.name} ({source}) {exc}") from None
+        raise ConfigError(f"setting {row.name} ({source}) {exc}") from None
 
 
-def masked(field: Field, value: Any) -> str:
+def masked(row: Field, value: Any) -> str:
     """Render a value for display, hiding credentials."""
-    if field.sensitive and isinstance(value, tuple):
+    if row.sensitive and isinstance(value, tuple):
         return f"<{len(value)} secret(s)>"
     text = ", ".join(value) if isinstance(value, tuple) else "" if value is None else str(value)
-    if field.sensitive and "://" not in text:
+    if row.sensitive and "://" not in text:
         return "<secret>" if text else ""  # a credential, not a URL with one inside
-    if field.sensitive:
+    if row.sensitive:
         parts = urlsplit(text)
         if parts.password:
             netloc = parts.netloc.replace(f":{parts.password}@", ":****@")

@@ -10,7 +10,7 @@ from functools import partial
 
 from app.campaigns.loader import EMAIL_PARTS, Campaign, load_campaigns
 from app.campaigns.sendtime import SendTime
-from app.config import Settings, event_rules
+from app.config import FIELDS, Settings, event_rules
 from app.content.cache import BoundedCache
 from app.content.cache_policy import CachePolicy
 from app.content.images import ImageContent
@@ -127,30 +127,28 @@ async def running_services(
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig | None:
-    """The upstream client's configuration, or None when no upstream is configured."""
+    """The upstream client's configuration, or None when no upstream is configured.
+
+    Timeouts, retries and TTLs come from the settings that say which argument they feed (``About.upstream``
+    in ``app.config``), so neither this function nor ``UpstreamConfig`` restates them.
+    """
     if not settings.upstream_url:
         return None
-    auth: StaticHeaderAuth | OAuth2ClientCredentials | None = None
+    tunables = {row.upstream: getattr(settings, row.name) for row in FIELDS if row.upstream}
+    return UpstreamConfig(settings.upstream_url, upstream_auth(settings), **tunables)
+
+
+def upstream_auth(settings: Settings) -> StaticHeaderAuth | OAuth2ClientCredentials | None:
     if settings.upstream_auth_header:
-        auth = StaticHeaderAuth(settings.upstream_auth_header, settings.upstream_auth_value)
-    elif settings.upstream_token_url:
-        auth = OAuth2ClientCredentials(
+        return StaticHeaderAuth(settings.upstream_auth_header, settings.upstream_auth_value)
+    if settings.upstream_token_url:
+        return OAuth2ClientCredentials(
             settings.upstream_token_url,
             settings.upstream_client_id,
             settings.upstream_client_secret,
             settings.upstream_scope or None,
         )
-    return UpstreamConfig(
-        settings.upstream_url,
-        auth,
-        connect_timeout_s=settings.upstream_connect_timeout_seconds,
-        read_timeout_s=settings.upstream_read_timeout_seconds,
-        total_timeout_s=settings.upstream_total_timeout_seconds,
-        retries=settings.upstream_retries,
-        fresh_ttl_s=settings.upstream_fresh_ttl_seconds,
-        stale_ttl_s=settings.upstream_stale_ttl_seconds,
-        negative_ttl_s=settings.upstream_negative_ttl_seconds,
-    )
+    return None
 
 
 def _forget(

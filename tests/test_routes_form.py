@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx2
+import httpx
 import orjson
 import pytest
 from starlette.testclient import TestClient
@@ -102,7 +102,7 @@ def form_path(signer: TokenSigner, block: str = "rate", recipient: str = recipie
 
 def post(
     client: TestClient, path: str, content: bytes | str, headers: dict[str, str] | None = None
-) -> httpx2.Response:
+) -> httpx.Response:
     return client.post(path, content=content, headers=URLENCODED if headers is None else headers)
 
 
@@ -117,7 +117,7 @@ def multipart(fields: list[tuple[str, str]], *, filename: str | None = None) -> 
     return body, {**AMP, "Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def assert_json_reply(response: httpx2.Response, status: int) -> dict[str, Any]:
+def assert_json_reply(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "private, no-store"

@@ -7,6 +7,7 @@ instead of slept; socket timeouts and budgets are real (and short).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -205,7 +206,7 @@ async def test_dropped_connection_is_unavailable_never_an_httpx_error(
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="recipient"):
-        UpstreamConfig(url_template="https://crm.example.com/profiles")
+        dataclasses.replace(config("http://x"), url_template="https://crm.example.com/profiles")
     with pytest.raises(ValueError, match="timeouts"):
         config("http://x", read_timeout_s=0)
     secret = OAuth2ClientCredentials("https://t", "id", "hunter2")

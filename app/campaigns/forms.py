@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from app.errors import CampaignError
+from app.errors import CampaignError, OpentimeError
 
 FormFieldType = Literal["text", "integer", "number", "bool", "choice"]
 FORM_FIELD_TYPES: tuple[str, ...] = ("text", "integer", "number", "bool", "choice")
@@ -73,7 +73,7 @@ class FormBlock:
     profile: tuple[tuple[AttrPath, str], ...] = ()  # (attribute path, field name)
 
 
-class InvalidSubmission(Exception):
+class InvalidSubmission(OpentimeError):
     """The submitted values do not match the declaration; ``errors`` maps field name to message."""
 
     def __init__(self, errors: Mapping[str, str]) -> None:
@@ -81,7 +81,7 @@ class InvalidSubmission(Exception):
         self.errors = dict(errors)
 
 
-class ProfileConflict(Exception):
+class ProfileConflict(OpentimeError):
     """A profile path runs through an attribute that is not an object."""
 
 

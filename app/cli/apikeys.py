@@ -1,5 +1,7 @@
 """``opentime apikeys``: create, list and revoke the API keys that guard ``/api/``.
 
+Keys live in the store of the ``database_url`` setting, the one ``opentime serve`` reads
+(``--database-url`` overrides it); each command names that store on stderr.
 Exit codes: 0 success, 1 revoking a key that does not exist, 2 a usage or database error.
 A revocation reaches running servers within ``app.security.apikeys.DEFAULT_CACHE_TTL_SECONDS``.
 """
@@ -7,15 +9,15 @@ A revocation reaches running servers within ``app.security.apikeys.DEFAULT_CACHE
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import click
 
-from app.config import DEFAULT_DATABASE_URL
+from app.cli.common import config_option, database_option, fail, store_url
 from app.security.apikeys import (
     DEFAULT_CACHE_TTL_SECONDS,
     SCOPES,
@@ -32,25 +34,16 @@ from app.store.base import StoreError
 
 T = TypeVar("T")
 
-database_option = click.option(
-    "--database-url",
-    envvar="OPENTIME_DATABASE_URL",
-    default=DEFAULT_DATABASE_URL,
-    show_default=True,
-    help="Database holding the keys (env OPENTIME_DATABASE_URL).",
-)
 
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def with_store(database_url: str, action: Callable[[KeyStore], Awaitable[T]]) -> T:
-    """Open the store, run ``action`` on it, close it; store and URL errors exit 2."""
+def with_store(
+    config: Path | None, database_url: str | None, action: Callable[[KeyStore], Awaitable[T]]
+) -> T:
+    """Open the configured store (``database_url`` overrides it), run ``action`` on it, close it;
+    store and URL errors exit 2."""
+    url = store_url(config, database_url)
 
     async def run() -> T:
-        store = open_store(database_url)
+        store = open_store(url)
         if not isinstance(store, SQLiteProfileStore):
             raise StoreError("API keys need a SQLite database")
         await store.open()
@@ -82,6 +75,7 @@ def apikeys() -> None:
 
 
 @apikeys.command("create")
+@config_option
 @database_option
 @click.option("--name", required=True, help="What the key is for, e.g. the calling system.")
 @click.option(
@@ -92,35 +86,39 @@ def apikeys() -> None:
     required=True,
     help="A scope to grant; repeat for several.",
 )
-def create(database_url: str, name: str, scopes: tuple[str, ...]) -> None:
+def create(config: Path | None, database_url: str | None, name: str, scopes: tuple[str, ...]) -> None:
     """Create a key and print it once (stdout); only its hash is stored."""
     try:
         name = check_name(name)  # scopes are already checked by click
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    key, plaintext = with_store(database_url, lambda store: create_key(store, name, scopes, time.time()))
+    key, plaintext = with_store(
+        config, database_url, lambda store: create_key(store, name, scopes, time.time())
+    )
     click.echo(f"created API key {key.key_id} ({key.name}): {', '.join(sorted(key.scopes))}", err=True)
     click.echo("warning: store this key now, it cannot be shown again", err=True)
     click.echo(plaintext)
 
 
 @apikeys.command("list")
+@config_option
 @database_option
-def list_(database_url: str) -> None:
+def list_(config: Path | None, database_url: str | None) -> None:
     """List keys: id, name, scopes, created, revoked (never secrets or hashes)."""
-    keys = with_store(database_url, list_keys)
+    keys = with_store(config, database_url, list_keys)
     click.echo("key_id\tname\tscopes\tcreated\trevoked")
     for key in keys:
         click.echo(describe(key))
 
 
 @apikeys.command("revoke")
+@config_option
 @database_option
 @click.argument("key_id")
-def revoke(database_url: str, key_id: str) -> None:
+def revoke(config: Path | None, database_url: str | None, key_id: str) -> None:
     """Revoke a key; running servers refuse it within the cache TTL."""
     try:
-        key = with_store(database_url, lambda store: revoke_key(store, key_id, time.time()))
+        key = with_store(config, database_url, lambda store: revoke_key(store, key_id, time.time()))
     except UnknownKey as exc:
         fail(str(exc), 1)
     click.echo(

@@ -12,21 +12,17 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
 import orjson
 
+from app.cli.common import fail
 from app.ingest.events import RULES
 from app.security.webhook_auth import HEADER, sign_header
 
 WEBHOOK_PATH = "/webhooks/events"
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def webhook_url(url: str) -> str:
@@ -58,14 +54,6 @@ def post_signed(url: str, secret: str, body: bytes, *, timeout: float = 10.0) ->
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def send_command(url: str, recipient: str, event_type: str, payload: str) -> str:
-    """A shell line that sends one event (secret from the environment); for demo banners."""
-    return (
-        f"OPENTIME_WEBHOOK_SECRET=... opentime events send --url {url} --recipient {recipient}"
-        f" --type {event_type} --payload '{payload}'"
-    )
 
 
 @click.group()

@@ -7,12 +7,10 @@ validator only warns), 1 a limit, template or validation problem, 2 a usage or c
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import quote, urlencode
 
 import click
@@ -20,8 +18,9 @@ import click
 from app.campaigns.preview import Report, Verdict, build_report, parse_at, profile_attributes, validate
 from app.campaigns.sendtime import SendTime
 from app.campaigns.validator import locate
-from app.config import PROJECT_ROOT, Settings, load_settings
-from app.errors import CampaignError, ConfigError
+from app.cli.common import config_option, fail, read_loaded, say_store
+from app.config import PROJECT_ROOT, Settings
+from app.errors import CampaignError
 from app.render.templates import TemplateError
 from app.security.keyring import KeyRingError, load_keyring
 from app.security.tokens import TokenSigner
@@ -30,18 +29,8 @@ from app.store import open_store
 from app.store.base import Profile, StoreError
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 @click.command("preview")
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="TOML settings file (else OPENTIME_CONFIG, then OPENTIME_* variables).",
-)
+@config_option
 @click.option("--campaign", required=True)
 @click.option("--recipient", required=True)
 @click.option("--at", default=None, help="Simulated open time, ISO 8601 (no offset means UTC); default now.")
@@ -58,7 +47,8 @@ def preview(
     base_url: str | None,
 ) -> None:
     """Show what a recipient gets from a campaign at an open time: parts, blocks, AMP validation."""
-    settings = read_settings(config)
+    loaded = read_loaded(config)
+    settings = loaded.settings
     try:
         moment = parse_at(at, time.time())
     except ValueError as exc:
@@ -69,17 +59,11 @@ def preview(
         if open_page:
             click.launch(url)
         return
+    say_store(settings.database_url, loaded.sources["database_url"])
     report = make_report(settings, campaign, recipient, moment)
     verdict = validate(locate(PROJECT_ROOT), report.parts.amp if report.parts else None)
     click.echo(format_report(report, verdict))
     sys.exit(1 if report.problems or verdict.status in ("FAIL", "ERROR") else 0)
-
-
-def read_settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(os.environ, config).settings
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 def preview_url(base_url: str, campaign: str, recipient: str, at: str | None) -> str:

@@ -1,4 +1,8 @@
-"""``opentime render``: a campaign's email for one recipient, as the ESP would send it."""
+"""``opentime render``: a campaign's email for one recipient, as the ESP would send it.
+
+Reads the same settings as ``opentime serve`` (key ring, campaigns, profile store). Exit codes: 0
+rendered, 1 a campaign, template or store problem, 2 a configuration error.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import orjson
 
 from app.campaigns.loader import Campaign
 from app.campaigns.sendtime import SendTime
+from app.cli.common import config_option, read_loaded, say_store
 from app.config import Settings
 from app.errors import CampaignError
 from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
@@ -33,6 +38,39 @@ class Output:
     out: Path | None
     sender: str | None
     to: str | None
+
+
+@click.command()
+@config_option
+@click.option("--campaign", required=True)
+@click.option("--recipient", required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["eml", "json", "parts"]),
+    default="eml",
+    show_default=True,
+    help="eml: a multipart/alternative message on stdout; json: the parts as JSON; parts: three files.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder for --format parts."
+)
+@click.option("--from", "sender", default=None, help="From header of the .eml (else the campaign's).")
+@click.option("--to", default=None, help="To header of the .eml.")
+def render(
+    config: Path | None,
+    campaign: str,
+    recipient: str,
+    fmt: str,
+    out: Path | None,
+    sender: str | None,
+    to: str | None,
+) -> None:
+    """Render a campaign's three parts for a recipient, with signed URLs filled in."""
+    loaded = read_loaded(config)
+    say_store(loaded.settings.database_url, loaded.sources["database_url"])
+    output = Output(fmt=fmt, out=out, sender=sender, to=to)
+    sys.exit(run_render(loaded.settings, campaign, recipient, output))
 
 
 def run_render(settings: Settings, campaign: str, recipient: str, output: Output) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ import uvicorn
 
 from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, view_url
+from app.cli.common import config_option, fail, read_settings
 from app.config import CONFIG_ENV, Settings, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
@@ -32,13 +32,29 @@ from app.store import open_store
 DEMO_RECIPIENTS = 1000
 
 
+@click.command()
+@config_option
+@click.option("--demo", is_flag=True, help="Throwaway keys, demo campaign and 1,000 synthetic recipients.")
+@click.option("--host", default=None, help="Bind address (setting host).")
+@click.option("--port", type=int, default=None, help="Bind port (setting port).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (setting workers)."
+)
+def serve(config: Path | None, demo: bool, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the server (uvicorn with httptools and uvloop)."""
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None}
+    if demo:
+        run_demo(config, overrides)
+    else:
+        run_server(read_settings(config, **overrides), config)
+
+
 def run_server(settings: Settings, config_file: Path | None) -> None:
     try:
         load_keyring(settings.keys_file)
         campaigns = load_campaigns_for(settings)
     except (KeyRingError, CampaignError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc))
     if not campaigns:
         click.echo(f"warning: no campaigns in {settings.templates_dir}", err=True)
     if config_file is not None:
@@ -88,8 +104,7 @@ def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
             **overrides,
         ).settings
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc))
 
 
 async def load_demo_profiles(database_url: str) -> None:

@@ -2,12 +2,16 @@
 
 Campaigns are rendered the way they are sent (with a throwaway signing key: only the shape of the
 URLs matters to the validator) for a recipient without data, for each ``--profile`` JSON file and
-for each ``--recipient`` read from the profile store, and every AMP part is validated in one batch.
+for each ``--recipient`` read from the configured profile store, and every AMP part is validated in one
+batch. Campaigns and the store are the ones ``opentime serve`` uses (``--templates``, ``--static`` and
+``--database-url`` override them). Exit codes: 0 every part passes, 1 a part fails or a campaign does
+not render, 2 a usage or configuration error or no validator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +25,14 @@ import orjson
 from app.campaigns.loader import load_campaigns
 from app.campaigns.sendtime import SendTime
 from app.campaigns.validator import AmpValidatorError, ValidationResult, locate
+from app.cli.common import (
+    config_option,
+    database_option,
+    read_setting,
+    static_option,
+    store_url,
+    templates_option,
+)
 from app.config import PROJECT_ROOT
 from app.errors import CampaignError
 from app.render.email import EmailLimitError
@@ -44,7 +56,44 @@ class Sample:
 class Sources:
     templates: Path
     static: Path
-    database_url: str
+    default_budget_ms: int
+
+
+@click.command()
+@config_option
+@click.option("--campaign", "campaigns", multiple=True, help="Campaign to check (repeatable; default: all).")
+@click.option("--recipient", "recipients", multiple=True, help="Also render for this stored recipient.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Also render for the profile in this JSON file.",
+)
+@database_option
+@templates_option
+@static_option
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def validate(
+    config: Path | None,
+    campaigns: tuple[str, ...],
+    recipients: tuple[str, ...],
+    profiles: tuple[Path, ...],
+    database_url: str | None,
+    templates: Path | None,
+    static: Path | None,
+    files: tuple[Path, ...],
+) -> None:
+    """Run the official AMP validator on rendered AMP parts, or on the given HTML FILES."""
+    samples = [] if files else collect_samples(profiles)
+    if recipients and not files:
+        samples += asyncio.run(_stored(store_url(config, database_url), recipients))
+    sources = Sources(
+        read_setting("templates_dir", config, templates),
+        read_setting("static_dir", config, static),
+        read_setting("default_budget_ms", config),
+    )
+    sys.exit(run_validate(sources, campaigns, samples, files))
 
 
 def run_validate(
@@ -79,7 +128,7 @@ def _file_documents(files: tuple[Path, ...]) -> Iterator[tuple[str, str]]:
 
 
 def _rendered(sources: Sources, names: tuple[str, ...], samples: list[Sample]) -> Iterator[tuple[str, str]]:
-    campaigns = load_campaigns(sources.templates, sources.static, default_budget_ms=150)
+    campaigns = load_campaigns(sources.templates, sources.static, default_budget_ms=sources.default_budget_ms)
     signer = TokenSigner(new_keyring(datetime.now(UTC)))
     sendtime = SendTime(Templates(sources.templates), campaigns, signer, EXAMPLE_BASE_URL, time.time)
     for name in names or tuple(sorted(n for n, c in campaigns.items() if c.has_email)):
@@ -87,17 +136,13 @@ def _rendered(sources: Sources, names: tuple[str, ...], samples: list[Sample]) -
             yield f"{name} / {sample.label}", sendtime.render(name, sample.recipient, sample.profile).amp
 
 
-def collect_samples(
-    database_url: str, profiles: tuple[Path, ...], recipients: tuple[str, ...]
-) -> list[Sample]:
+def collect_samples(profiles: tuple[Path, ...]) -> list[Sample]:
     samples = [Sample("recipient without data", "no-data", None)]
     for path in profiles:
         data = orjson.loads(path.read_bytes())
         if not isinstance(data, dict):
             raise click.BadParameter(f"{path} must hold a JSON object", param_hint="--profile")
         samples.append(Sample(f"profile {path.name}", path.stem, data))
-    if recipients:
-        samples += asyncio.run(_stored(database_url, recipients))
     return samples
 
 

@@ -27,12 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.errors import OpentimeError
+
 MAX_DAYS = 999
 _SECOND = timedelta(seconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class CountdownError(ValueError):
+class CountdownError(OpentimeError, ValueError):
     """Base class for countdown errors; the message says which value is wrong and why."""
 
 

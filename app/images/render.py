@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps
 
+from app.errors import OpentimeError
 from app.images.layout import Box, Color, ImageFormat, PictureLayer, RenderSpec, TextLayer
 
 ELLIPSIS = "…"
@@ -21,7 +22,7 @@ WHITE: Color = (255, 255, 255, 255)
 Font = ImageFont.FreeTypeFont
 
 
-class RenderError(Exception):
+class RenderError(OpentimeError):
     """A file named by a layout cannot be used (the message says which and why)."""
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import OpentimeError
 from app.ingest.events import (
     MAX_DEPTH,
     MAX_RECENTLY_VIEWED,
@@ -51,7 +52,7 @@ _FIELD_PART = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
 _META_SOURCES = ("$occurred_at", "$id")
 
 
-class EventTypesError(ValueError):
+class EventTypesError(OpentimeError, ValueError):
     """The custom event types are malformed; the message names the type and the operation."""
 
 

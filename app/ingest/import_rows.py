@@ -15,6 +15,8 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
+from app.errors import OpentimeError
+
 MAX_ID_LENGTH = 200
 MAX_ATTRIBUTES_BYTES = 64 * 1024
 FORMATS = ("jsonl", "csv")
@@ -25,7 +27,7 @@ _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
-class RowError(ValueError):
+class RowError(OpentimeError, ValueError):
     """One row is invalid; ``reason`` is safe to show (it never quotes attribute values)."""
 
     def __init__(self, reason: str, recipient_id: str | None = None) -> None:
@@ -38,7 +40,7 @@ class HeaderError(RowError):
     """The CSV header is unusable, so no row of the file can be read."""
 
 
-class ImportFileError(ValueError):
+class ImportFileError(OpentimeError, ValueError):
     """The file as a whole cannot be imported: unreadable, unknown format, or changed mid-import."""
 
 

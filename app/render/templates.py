@@ -45,15 +45,6 @@ class Templates:
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 - text/plain output
         self._strings: dict[str, jinja2.Template] = {}  # compiled once: compiling costs ~1 ms
 
-    def exists(self, name: str) -> bool:
-        try:
-            self._markup.get_template(name)
-        except jinja2.TemplateNotFound:
-            return False
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(_describe(exc, name)) from None
-        return True
-
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         """Render ``name`` (a path under the templates folder); ``.txt`` files are not escaped."""
         env = self._text if name.endswith(".txt") else self._markup

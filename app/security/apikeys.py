@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from app.content.cache import ENTRY_OVERHEAD, BoundedCache
+from app.errors import OpentimeError
 
 if TYPE_CHECKING:
     import sqlite3
@@ -59,7 +60,7 @@ _INSERT = (
 _REVOKE = "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
 
 
-class ApiKeyError(Exception):
+class ApiKeyError(OpentimeError):
     """The presented API key does not authenticate; subclasses say why."""
 
 

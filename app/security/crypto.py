@@ -12,6 +12,8 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.errors import OpentimeError
+
 __all__ = ["MacKey", "SealError", "Sealer", "derive_key", "mac", "macs_equal", "seal", "unseal"]
 
 _DERIVE_PREFIX = b"opentime/v1/"
@@ -20,7 +22,7 @@ TAG_SIZE = 16
 SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 
-class SealError(Exception):
+class SealError(OpentimeError):
     """A sealed blob could not be opened: wrong key, wrong aad, truncated or tampered."""
 
 

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.errors import OpentimeError
+
 __all__ = [
     "Key",
     "KeyRing",
@@ -40,7 +42,7 @@ _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _FIELDS = ("kid", "created", "secret")
 
 
-class KeyRingError(Exception):
+class KeyRingError(OpentimeError):
     """The key ring or its file is unusable; the message says which file and why (never the secret)."""
 
 

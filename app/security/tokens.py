@@ -38,6 +38,7 @@ import re
 import struct
 from typing import Literal, NamedTuple
 
+from app.errors import OpentimeError
 from app.security import crypto
 from app.security.keyring import Key, KeyRing
 
@@ -61,7 +62,6 @@ DEFAULT_TTL_SECONDS = 31 * 86400
 VERSION = 1
 MAC_SIZE = 16
 ESP_PREFIX = "e1"
-ESP_MAC_HEX_CHARS = 32
 
 _SEALED, _HAS_VARIANT, _SHARED = 0x01, 0x02, 0x04
 _KNOWN_FLAGS = _SEALED | _HAS_VARIANT | _SHARED
@@ -80,7 +80,7 @@ _ESP_MAC_RE = re.compile(r"[0-9a-f]{32}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class TokenError(Exception):
+class TokenError(OpentimeError):
     reason: str = "token-invalid"
 
 

@@ -16,13 +16,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.errors import OpentimeError
+
 HEADER = "opentime-signature"
 SCHEME = "v1"
 MAX_SIGNATURES = 8  # per header: bounds the work an unauthenticated request can cause
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-class SignatureError(Exception):
+class SignatureError(OpentimeError):
     """The request is not authentic; ``reason`` is a stable code for clients and logs."""
 
     reason = "bad-signature"

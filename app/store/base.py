@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from app.errors import OpentimeError
+
 T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(OpentimeError):
     """The store is unusable or an operation failed; backends translate their driver errors to this."""
 
 

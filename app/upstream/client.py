@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from app.content.cache import BoundedCache, CacheStats
+from app.errors import OpentimeError
 from app.log_throttle import ThrottledLog
 from app.upstream.breaker import CircuitBreaker
 
@@ -75,17 +76,19 @@ class UpstreamConfig:
 
     url_template: str  # "https://crm.example.com/profiles/{recipient}"
     auth: StaticHeaderAuth | OAuth2ClientCredentials | None = None
-    connect_timeout_s: float = 0.5
-    read_timeout_s: float = 2.0
-    total_timeout_s: float = 5.0
-    retries: int = 2
+    # Set from the upstream_* settings; their defaults live once, in app.config.
+    connect_timeout_s: float = field(kw_only=True)
+    read_timeout_s: float = field(kw_only=True)
+    total_timeout_s: float = field(kw_only=True)
+    retries: int = field(kw_only=True)
+    fresh_ttl_s: float = field(kw_only=True)
+    stale_ttl_s: float = field(kw_only=True)
+    negative_ttl_s: float = field(kw_only=True)
+    # Not settings: tuned here.
     backoff_base_s: float = 0.1
     backoff_cap_s: float = 2.0
     breaker_threshold: int = 5
     breaker_reset_s: float = 30.0
-    fresh_ttl_s: float = 60.0
-    stale_ttl_s: float = 3600.0
-    negative_ttl_s: float = 30.0
     max_response_bytes: int = 256 * 1024
     cache_max_bytes: int = 16 * 1024 * 1024
     max_connections: int = 100
@@ -110,7 +113,7 @@ class UpstreamConfig:
         return self.url_template.replace("{recipient}", quote(recipient, safe="").replace(".", "%2E"))
 
 
-class UpstreamError(Exception):
+class UpstreamError(OpentimeError):
     """The upstream did not give a usable answer; ``reason`` is the fallback reason to report."""
 
     reason: ClassVar[str] = "upstream-error"

@@ -1,4 +1,4 @@
-"""``opentime import``: drive the importer with a progress bar and a readable report."""
+"""``opentime import``: bulk-load profiles into the configured store, with a progress bar and a report."""
 
 from __future__ import annotations
 
@@ -8,11 +8,34 @@ from pathlib import Path
 
 import click
 
+from app.cli.common import config_option, database_option, fail, store_url
 from app.ingest.importer import ImportReport, import_file, progress_total
 from app.store import open_store
 from app.store.base import StoreError
 
 MAX_REPORTED_ROWS = 50
+
+
+@click.command("import")
+@config_option
+@database_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None, help="Else from the extension."
+)
+@click.option("--skip-invalid", is_flag=True, help="Load the valid rows even if some are invalid.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+def import_(
+    config: Path | None,
+    database_url: str | None,
+    file: Path,
+    fmt: str | None,
+    skip_invalid: bool,
+    batch_size: int,
+) -> None:
+    """Bulk-load profiles from JSONL or CSV (validated first; loaded in atomic batches; idempotent)."""
+    url = store_url(config, database_url)
+    sys.exit(run_import(file, url, fmt=fmt, skip_invalid=skip_invalid, batch_size=batch_size))
 
 
 def run_import(path: Path, database_url: str, *, fmt: str | None, skip_invalid: bool, batch_size: int) -> int:
@@ -21,8 +44,7 @@ def run_import(path: Path, database_url: str, *, fmt: str | None, skip_invalid: 
         size = progress_total(path)
         report = asyncio.run(_import(path, size, database_url, fmt, skip_invalid, batch_size))
     except (StoreError, ValueError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
+        fail(str(exc))
     print_report(report)
     return 1 if report.invalid else 0
 
