@@ -14,7 +14,6 @@ from app.errors import OpentimeError
 NOT_YET = {
     "app.ingest.events.BatchError",
     "app.ingest.events.Invalid",
-    "app.open_time.kinds.form.Rejected",
     "app.routes.webhooks.Refused",
 }
 

@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from app.asgi import Receive, Scope
 from app.campaigns import forms
 from app.campaigns.loader import Campaign
+from app.errors import OpentimeError
 from app.open_time.kind import Open, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import Answer, json_answer
@@ -40,7 +41,7 @@ TRY_AGAIN = "your answer could not be saved, please try again"
 Pairs = list[tuple[str, str]]
 
 
-class Rejected(Exception):
+class Rejected(OpentimeError):
     """A submission answered with a 4xx/5xx JSON error; nothing has been stored."""
 
     def __init__(self, status: int, error: str, outcome: str | None = None, **extra: Any) -> None:
