@@ -1,6 +1,6 @@
 """The benchmark's baseline: a bare Starlette route returning a constant pre-encoded 2 KB JSON body.
 
-Served by uvicorn with the same settings ``opentime serve`` uses (``app/cli_serve.py:run_server``):
+Served by uvicorn with the same settings ``opentime serve`` uses (``app/cli/serve.py:run_server``):
 httptools, uvloop, one worker, access log off, proxy headers on, no server header. The route matches
 the same ``/v1/{token}/list/{block}.json`` URLs the opentime run requests, so both servers parse
 identical requests.

@@ -67,7 +67,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS form_submissions_by_recipient ON form_submissions (recipient_id)",
     ),
     3: (
-        # Applied webhook events, by id: a replayed id is a no-op (app/store/sqlite_events.py).
+        # Applied webhook events, by id: a replayed id is a no-op (app/store/sqlite/events.py).
         """CREATE TABLE IF NOT EXISTS events (
             id TEXT PRIMARY KEY,
             recipient TEXT NOT NULL,
