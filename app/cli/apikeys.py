@@ -20,15 +20,14 @@ from app.security.apikeys import (
     DEFAULT_CACHE_TTL_SECONDS,
     SCOPES,
     ApiKey,
-    KeyStore,
     UnknownKey,
     check_name,
     create_key,
     list_keys,
     revoke_key,
 )
-from app.store import SQLiteProfileStore, open_store
-from app.store.base import StoreError
+from app.store import open_store
+from app.store.base import ApiKeyRepository, StoreError
 
 T = TypeVar("T")
 
@@ -46,16 +45,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def with_store(database_url: str, action: Callable[[KeyStore], Awaitable[T]]) -> T:
+def with_store(database_url: str, action: Callable[[ApiKeyRepository], Awaitable[T]]) -> T:
     """Open the store, run ``action`` on it, close it; store and URL errors exit 2."""
 
     async def run() -> T:
         store = open_store(database_url)
-        if not isinstance(store, SQLiteProfileStore):
-            raise StoreError("API keys need a SQLite database")
         await store.open()
         try:
-            return await action(store)
+            return await action(store.api_keys)
         finally:
             await store.close()
 

@@ -21,8 +21,7 @@ from app.asgi import Receive, Scope, Send
 from app.campaigns import forms
 from app.open_time.kinds.list import send_json_object
 from app.security.tokens import TokenError, TokenExpired
-from app.store.base import StoreError
-from app.store.sqlite.forms import Saved, Submission, TransactionalStore, save_submission
+from app.store.base import Saved, StoreError, Submission
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -87,7 +86,7 @@ async def submit(
     )
     saved = await _save(services, submission)
     if saved.profile_changed:
-        services.forget(recipient)
+        await services.invalidation.recipients_changed((recipient,))
     return {"message": block.success_message, "duplicate": saved.duplicate, "submitted": values}
 
 
@@ -113,13 +112,8 @@ def _form_block(services: Services, campaign_name: str, block_name: str) -> form
 
 
 async def _save(services: Services, submission: Submission) -> Saved:
-    store = services.store
-    if not isinstance(store, TransactionalStore):
-        logger.error("the configured store cannot save form submissions")
-        raise Rejected(503, TRY_AGAIN)
-    now = services.clock()
     try:
-        return await store.run_write(lambda conn: save_submission(conn, submission, now))
+        return await services.store.forms.save(submission, services.clock())
     except StoreError:
         logger.warning("form submission not saved", exc_info=True)
         raise Rejected(503, TRY_AGAIN) from None
