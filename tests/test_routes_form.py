@@ -359,3 +359,13 @@ def test_an_older_event_arriving_later_does_not_overwrite_a_form_answer(
     commit(client, newer, submitted)
     updated = profile(client, recipient_id(3))
     assert updated is not None and updated[0]["last_rating"] == 2
+
+
+def test_a_profile_change_reaches_the_invalidation_listeners(client: TestClient, signer: TokenSigner) -> None:
+    seen: list[frozenset[str]] = []
+    services(client).invalidation.subscribe(seen.append)
+    path = form_path(signer, recipient=recipient_id(3))
+    assert post(client, path, "rating=5").status_code == 200
+    assert seen == [frozenset({recipient_id(3)})]
+    assert post(client, path, "rating=5").status_code == 200  # the same answer: the profile is unchanged
+    assert seen == [frozenset({recipient_id(3)})]
