@@ -96,7 +96,7 @@ class _Stored:
 
 
 class ApiKeyCache:
-    """Recently authenticated keys by id, so API calls don't read SQLite every time.
+    """Recently authenticated keys by id, so API calls don't read the store every time.
 
     Entries hold the record and the secret hash (the secret is checked on every hit) and expire
     ``ttl_seconds`` after the read that filled them, so revocations from other processes apply

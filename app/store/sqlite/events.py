@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from app.store.sqlite.profiles import SQLiteProfileStore
 
 logger = logging.getLogger(__name__)
-Status = EventStatus
 
 _INSERT_EVENT = """
 INSERT INTO events (id, recipient, type, occurred_at, received_at) VALUES (?, ?, ?, ?, ?)
@@ -48,7 +47,7 @@ class SQLiteEvents:
     def __init__(self, store: SQLiteProfileStore) -> None:
         self._store = store
 
-    async def commit(self, events: Sequence[Event], now: float) -> list[Status]:
+    async def commit(self, events: Sequence[Event], now: float) -> list[EventStatus]:
         return await self._store.run_write(lambda conn: apply_events(conn, events, now))
 
 
@@ -62,10 +61,10 @@ class _Working:
     encoded: tuple[bytes, bytes] | None = None  # the current (attributes, field_times), once changed
 
 
-def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) -> list[Status]:
+def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) -> list[EventStatus]:
     """Record and apply ``events`` in order; one status per event. Call inside a transaction."""
     profiles: dict[str, _Working] = {}
-    statuses: list[Status] = []
+    statuses: list[EventStatus] = []
     for event in events:
         work = profiles.get(event.recipient)
         if work is None:
@@ -88,7 +87,7 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) 
     return statuses
 
 
-def _apply_one(conn: sqlite3.Connection, work: _Working, event: Event, now: float) -> Status:
+def _apply_one(conn: sqlite3.Connection, work: _Working, event: Event, now: float) -> EventStatus:
     row = (event.id, event.recipient, event.type, event.occurred_at, now)
     if conn.execute(_INSERT_EVENT, row).rowcount == 0:
         return "duplicate"
