@@ -107,7 +107,7 @@ class _ServicesCollector(Collector):
         if services.upstream is not None:
             caches.append(_CacheView("upstream", services.upstream.cache_stats))
         yield from _cache_families(caches)
-        reads = services.store.read_stats
+        reads = services.store.profiles.read_stats
         yield CounterMetricFamily(
             "opentime_store_read_batches", "Profile store queries.", value=reads.batches
         )

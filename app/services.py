@@ -14,8 +14,10 @@ from app.config import FIELDS, Settings, event_rules
 from app.content.cache import BoundedCache
 from app.content.cache_policy import CachePolicy
 from app.content.images import ImageContent
+from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.ingest.events import RULES, Rule
+from app.ingest.writer import EventWriter
 from app.metrics import OpenStats
 from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
@@ -23,8 +25,7 @@ from app.security.keyring import load_keyring
 from app.security.tokens import TokenSigner, TokenVerifier
 from app.security.webhook_auth import ReplayGuard
 from app.store import open_store
-from app.store.base import ProfileStore
-from app.store.sqlite.events import EventWriter
+from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
 
 
@@ -34,23 +35,20 @@ class Services:
     verifier: TokenVerifier
     signer: TokenSigner
     campaigns: Mapping[str, Campaign]
-    store: ProfileStore
+    store: Store  # its repositories: profiles, events, forms, api_keys
     lists: ListContent
     templates: Templates
     sendtime: SendTime
     api_key_cache: ApiKeyCache
     clock: Callable[[], float]
     events: EventWriter  # webhook events: group commit, then cache invalidation
+    invalidation: Invalidation  # every writer of profiles announces the recipients it changed
     replay_guard: ReplayGuard
     images: ImageContent
     cache_policy: CachePolicy
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
     upstream: UpstreamClient | None = None
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
-
-    def forget(self, recipient: str) -> None:
-        """The recipient's profile changed: drop what this process cached from the old data."""
-        _forget(self.lists, self.campaigns, self.images, (recipient,))
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -87,7 +85,7 @@ async def running_services(
     upstream = None if config is None else UpstreamClient(config, clock=clock)
     cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=entry_size)
     lists = ListContent(
-        store,
+        store.profiles,
         cache,
         ttl_seconds=settings.cache_ttl_seconds,
         negative_ttl_seconds=settings.negative_ttl_seconds,
@@ -96,8 +94,9 @@ async def running_services(
         clock=clock,
     )
     images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
-    forget = partial(_forget, lists, campaigns, images)
-    events = EventWriter(store, clock=clock, on_commit=forget)
+    invalidation = LocalInvalidation()
+    invalidation.subscribe(partial(_forget, lists, campaigns, images))
+    events = EventWriter(store.events, clock=clock, invalidation=invalidation)
     try:
         yield Services(
             settings=settings,
@@ -111,6 +110,7 @@ async def running_services(
             api_key_cache=ApiKeyCache(),
             clock=clock,
             events=events,
+            invalidation=invalidation,
             replay_guard=ReplayGuard(settings.webhook_tolerance_seconds),
             images=images,
             cache_policy=CachePolicy(ring.signing_key.secret),
@@ -154,6 +154,7 @@ def upstream_auth(settings: Settings) -> StaticHeaderAuth | OAuth2ClientCredenti
 def _forget(
     lists: ListContent, campaigns: Mapping[str, Campaign], images: ImageContent, recipients: Iterable[str]
 ) -> None:
+    """Invalidation listener: drop what this process cached from the recipients' old data."""
     for recipient in recipients:
         lists.forget(recipient, campaigns)
         images.forget(recipient, campaigns)

@@ -295,7 +295,7 @@ async def _load_store(database_url: str, rows: int) -> int:
     store = open_store(database_url)
     await store.open()
     try:
-        existing = await store.count()
+        existing = await store.profiles.count()
         if existing == rows:
             log(f"reusing the store: {existing:,} recipients already loaded")
             return 0
@@ -307,7 +307,7 @@ async def _load_store(database_url: str, rows: int) -> int:
         source = demo_rows(rows)
         loaded = 0
         while batch := list(itertools.islice(source, LOAD_BATCH)):
-            await store.upsert_many(batch)
+            await store.profiles.upsert_many(batch)
             loaded += len(batch)
             if loaded % 100_000 == 0 or loaded == rows:
                 rate = loaded / (time.monotonic() - started)

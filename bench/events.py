@@ -155,7 +155,7 @@ def prepare(folder: Path, port: int) -> tuple[Path, TokenSigner]:
         store = open_store(database_url)
         await store.open()
         try:
-            await store.upsert_many(list(demo_rows(RECIPIENTS)))
+            await store.profiles.upsert_many(list(demo_rows(RECIPIENTS)))
         finally:
             await store.close()
 

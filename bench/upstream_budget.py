@@ -102,7 +102,7 @@ def prepare(folder: Path, port: int, upstream: str) -> tuple[Path, TokenSigner]:
         store = open_store(database_url)
         await store.open()
         try:
-            await store.upsert_many(list(demo_rows(100)))
+            await store.profiles.upsert_many(list(demo_rows(100)))
         finally:
             await store.close()
 

@@ -57,7 +57,7 @@ def load_rows(database_url: str, rows: list[tuple[str, bytes]]) -> None:
         store = open_store(database_url)
         await store.open()
         try:
-            await store.upsert_many(rows)
+            await store.profiles.upsert_many(rows)
         finally:
             await store.close()
 

@@ -114,7 +114,7 @@ def test_parse_key_missing() -> None:
 
 @pytest.mark.anyio
 async def test_create_authenticate_list_revoke(store: CountingStore) -> None:
-    key, plaintext = await create_key(store, " billing ", ["render", "tokens"], NOW)
+    key, plaintext = await create_key(store.api_keys, " billing ", ["render", "tokens"], NOW)
     assert plaintext.startswith(f"otk_{key.key_id}_") and len(plaintext) == 4 + 8 + 1 + 43
     assert (key.name, sorted(key.scopes), key.created_at, key.revoked) == (
         "billing",
@@ -122,40 +122,40 @@ async def test_create_authenticate_list_revoke(store: CountingStore) -> None:
         NOW,
         False,
     )
-    assert await authenticate(store, plaintext) == key
-    assert await list_keys(store) == [key]
-    revoked = await revoke_key(store, key.key_id, NOW + 5)
+    assert await authenticate(store.api_keys, plaintext) == key
+    assert await list_keys(store.api_keys) == [key]
+    revoked = await revoke_key(store.api_keys, key.key_id, NOW + 5)
     assert revoked.revoked_at == NOW + 5
-    assert (await revoke_key(store, key.key_id, NOW + 9)).revoked_at == NOW + 5  # idempotent
+    assert (await revoke_key(store.api_keys, key.key_id, NOW + 9)).revoked_at == NOW + 5  # idempotent
     with pytest.raises(RevokedKey):
-        await authenticate(store, plaintext)
+        await authenticate(store.api_keys, plaintext)
     with pytest.raises(UnknownKey):
-        await revoke_key(store, "ffffffff", NOW)
+        await revoke_key(store.api_keys, "ffffffff", NOW)
 
 
 @pytest.mark.anyio
 async def test_wrong_secret_and_unknown_id(store: CountingStore) -> None:
-    key, plaintext = await create_key(store, "a", ["render"], NOW)
+    key, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
     with pytest.raises(BadSecret):
-        await authenticate(store, plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"))
+        await authenticate(store.api_keys, plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"))
     other_id = "00000000" if key.key_id != "00000000" else "11111111"
     with pytest.raises(UnknownKey):
-        await authenticate(store, plaintext.replace(key.key_id, other_id))
+        await authenticate(store.api_keys, plaintext.replace(key.key_id, other_id))
 
 
 @pytest.mark.anyio
 async def test_revoked_key_with_wrong_secret_reads_as_bad_secret(store: CountingStore) -> None:
     # Attack: probe key ids with made-up secrets to learn which keys were revoked. Only the holder
     # of the real secret may learn that.
-    key, _ = await create_key(store, "a", ["render"], NOW)
-    await revoke_key(store, key.key_id, NOW)
+    key, _ = await create_key(store.api_keys, "a", ["render"], NOW)
+    await revoke_key(store.api_keys, key.key_id, NOW)
     with pytest.raises(BadSecret):
-        await authenticate(store, f"otk_{key.key_id}_" + "x" * 43)
+        await authenticate(store.api_keys, f"otk_{key.key_id}_" + "x" * 43)
 
 
 @pytest.mark.anyio
 async def test_stored_hash_is_not_the_secret(store: CountingStore, db_path: Path) -> None:
-    _, plaintext = await create_key(store, "a", ["render"], NOW)
+    _, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
     secret = plaintext.split("_", 2)[2]
     with closing(sqlite3.connect(db_path)) as conn:
         dump = "\n".join(conn.iterdump())
@@ -167,19 +167,19 @@ async def test_stored_hash_is_not_the_secret(store: CountingStore, db_path: Path
 @pytest.mark.anyio
 async def test_create_rejects_unknown_scopes_and_bad_names(store: CountingStore) -> None:
     with pytest.raises(ValueError, match=r"unknown scope\(s\) rendr; valid: admin, "):
-        await create_key(store, "a", ["rendr"], NOW)
+        await create_key(store.api_keys, "a", ["rendr"], NOW)
     with pytest.raises(ValueError, match="at least one scope"):
-        await create_key(store, "a", [], NOW)
+        await create_key(store.api_keys, "a", [], NOW)
     for name in ("", " ", "x" * 101, "tab\there"):
         with pytest.raises(ValueError, match="key name"):
-            await create_key(store, name, ["render"], NOW)
-    assert await list_keys(store) == []
+            await create_key(store.api_keys, name, ["render"], NOW)
+    assert await list_keys(store.api_keys) == []
 
 
 @pytest.mark.anyio
 async def test_scope_implication(store: CountingStore) -> None:
-    admin, _ = await create_key(store, "ops", ["admin"], NOW)
-    render, _ = await create_key(store, "esp", ["render"], NOW)
+    admin, _ = await create_key(store.api_keys, "ops", ["admin"], NOW)
+    render, _ = await create_key(store.api_keys, "esp", ["render"], NOW)
     assert all(admin.allows(scope) for scope in SCOPES)
     assert render.allows("render")
     assert not any(render.allows(scope) for scope in SCOPES - {"render"})
@@ -191,44 +191,44 @@ async def test_cache_skips_sqlite_and_revocation_applies_within_ttl(
 ) -> None:
     clock = Clock()
     cache = ApiKeyCache(ttl_seconds=30, clock=clock)
-    key, plaintext = await create_key(store, "a", ["render"], NOW)
-    await authenticate(store, plaintext, cache=cache)
+    key, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
+    await authenticate(store.api_keys, plaintext, cache=cache)
     reads = store.reads
     clock.now += 10
-    assert await authenticate(store, plaintext, cache=cache) == key
+    assert await authenticate(store.api_keys, plaintext, cache=cache) == key
     assert store.reads == reads
     with pytest.raises(BadSecret):  # a cache hit still checks the secret
-        await authenticate(store, f"otk_{key.key_id}_" + "x" * 43, cache=cache)
+        await authenticate(store.api_keys, f"otk_{key.key_id}_" + "x" * 43, cache=cache)
 
     # Revoked by another process (the CLI): this process's cache does not know yet.
     other = SQLiteProfileStore(db_path)
     await other.open()
-    await revoke_key(other, key.key_id, NOW)
+    await revoke_key(other.api_keys, key.key_id, NOW)
     await other.close()
     clock.now = 1029.5  # hits never extend the TTL: still 29.5 s after the read
-    assert await authenticate(store, plaintext, cache=cache) == key
+    assert await authenticate(store.api_keys, plaintext, cache=cache) == key
     clock.now = 1030.0
     with pytest.raises(RevokedKey):
-        await authenticate(store, plaintext, cache=cache)
+        await authenticate(store.api_keys, plaintext, cache=cache)
     assert len(cache) == 0  # failures are not cached
 
 
 @pytest.mark.anyio
 async def test_revoking_in_process_clears_the_cache_at_once(store: CountingStore) -> None:
     cache = ApiKeyCache(clock=Clock())
-    key, plaintext = await create_key(store, "a", ["render"], NOW)
-    await authenticate(store, plaintext, cache=cache)
-    await revoke_key(store, key.key_id, NOW, cache=cache)
+    key, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
+    await authenticate(store.api_keys, plaintext, cache=cache)
+    await revoke_key(store.api_keys, key.key_id, NOW, cache=cache)
     with pytest.raises(RevokedKey):
-        await authenticate(store, plaintext, cache=cache)
+        await authenticate(store.api_keys, plaintext, cache=cache)
 
 
 @pytest.mark.anyio
 async def test_cache_is_bounded(store: CountingStore) -> None:
     cache = ApiKeyCache(max_entries=3, clock=Clock())
     for index in range(5):
-        _, plaintext = await create_key(store, f"k{index}", ["render"], NOW)
-        await authenticate(store, plaintext, cache=cache)
+        _, plaintext = await create_key(store.api_keys, f"k{index}", ["render"], NOW)
+        await authenticate(store.api_keys, plaintext, cache=cache)
     assert len(cache) == 3
 
 
@@ -266,7 +266,7 @@ def test_cli_create_list_revoke(db_path: Path) -> None:
         await store.open()
         try:
             with pytest.raises(RevokedKey):
-                await authenticate(store, plaintext)
+                await authenticate(store.api_keys, plaintext)
         finally:
             await store.close()
 
@@ -335,11 +335,12 @@ def keys(db_path: Path) -> dict[str, str]:
         await store.open()
         try:
             made = {
-                scope: (await create_key(store, scope, [scope], NOW))[1] for scope in ("render", "tokens")
+                scope: (await create_key(store.api_keys, scope, [scope], NOW))[1]
+                for scope in ("render", "tokens")
             }
-            made["admin"] = (await create_key(store, "admin", ["admin"], NOW))[1]
-            revoked, made["revoked"] = await create_key(store, "old", ["render"], NOW)
-            await revoke_key(store, revoked.key_id, NOW)
+            made["admin"] = (await create_key(store.api_keys, "admin", ["admin"], NOW))[1]
+            revoked, made["revoked"] = await create_key(store.api_keys, "old", ["render"], NOW)
+            await revoke_key(store.api_keys, revoked.key_id, NOW)
             return made
         finally:
             await store.close()

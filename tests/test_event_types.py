@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,19 +182,18 @@ def custom_hooks(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClien
         yield client, hook_settings
 
 
-def stored(settings: Settings, recipient: str) -> Any:
-    conn = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
-    try:
-        row = conn.execute("SELECT attributes FROM profiles WHERE recipient_id = ?", (recipient,)).fetchone()
-    finally:
-        conn.close()
-    return orjson.loads(row[0])
+def stored(client: TestClient, recipient: str) -> Any:
+    """The recipient's attributes, read through the app's own profile repository."""
+    assert client.portal is not None
+    profile = client.portal.call(client.app_state["services"].store.profiles.get, recipient)
+    assert profile is not None
+    return orjson.loads(profile.attributes)
 
 
 def test_webhook_applies_custom_types_and_reports_bad_events(
     custom_hooks: tuple[TestClient, Settings],
 ) -> None:
-    client, settings = custom_hooks
+    client, _ = custom_hooks
     good = {"type": TYPE, "recipient": "new-member", "payload": {"points": 7, "tier": "gold"}}
     batch = [
         event("c1", **good),
@@ -209,6 +207,6 @@ def test_webhook_applies_custom_types_and_reports_bad_events(
     assert (body["applied"], body["rejected"]) == (2, 2)
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "payload.points"), (2, "type")]
     assert TYPE in body["errors"][1]["error"]  # the list of known types includes the custom one
-    loyalty = stored(settings, "new-member")["loyalty"]
+    loyalty = stored(client, "new-member")["loyalty"]
     assert (loyalty["points"], loyalty["earn_count"], loyalty["tier"]) == (14, 2, "gold")
     assert post(client, [event("c1", **good)]).json()["duplicates"] == 1

@@ -210,7 +210,7 @@ def token(signer: TokenSigner, campaign: str, recipient: str) -> str:
 def stored_profile(client: TestClient, recipient: str) -> dict[str, Any]:
     services: Services = client.app_state["services"]
     assert client.portal is not None
-    profile = client.portal.call(services.store.get, recipient)
+    profile = client.portal.call(services.store.profiles.get, recipient)
     assert profile is not None
     found: dict[str, Any] = orjson.loads(profile.attributes)
     return found

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.content.invalidation import LocalInvalidation
 from app.ingest.import_rows import (
     BadRow,
     CsvSchema,
@@ -113,6 +114,20 @@ async def test_jsonl_import(store: SQLiteProfileStore, tmp_path: Path) -> None:
     assert (report.rows_seen, report.rows_valid, report.rows_loaded, report.unchanged) == (2, 2, 2, 0)
     assert await attributes(store, "r1") == {"name": "Ada", "recs": [1, 2]}
     assert await attributes(store, "r2") == {"name": "Bob", "age": 7}
+
+
+@pytest.mark.anyio
+async def test_loaded_batches_reach_the_invalidation_listeners(
+    store: SQLiteProfileStore, tmp_path: Path
+) -> None:
+    invalidation = LocalInvalidation()
+    heard: list[frozenset[str]] = []
+    invalidation.subscribe(heard.append)
+    path = write(tmp_path / "p.jsonl", jsonl(*({"recipient_id": f"r{i}", "n": i} for i in range(5))))
+    await import_file(store, path, batch_size=3, invalidation=invalidation)
+    assert heard == [frozenset({"r0", "r1", "r2"}), frozenset({"r3", "r4"})]
+    await import_file(store, path, batch_size=3, invalidation=invalidation)
+    assert len(heard) == 2  # nothing changed the second time
 
 
 @pytest.mark.anyio

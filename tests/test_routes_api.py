@@ -23,7 +23,7 @@ def make_key(settings: Settings, *scopes: str) -> str:
         store = open_store(settings.database_url)
         await store.open()
         try:
-            return (await create_key(store, "test", scopes, time.time()))[1]
+            return (await create_key(store.api_keys, "test", scopes, time.time()))[1]
         finally:
             await store.close()
 

@@ -19,12 +19,12 @@ from app.app import create_app
 from app.campaigns.urls import campaign_urls, template_urls
 from app.config import PROJECT_ROOT, Settings
 from app.demo import recipient_id
-from app.ingest.events import parse_event
+from app.ingest.events import Event, parse_event
 from app.open_time.kinds.form import MAX_BODY_BYTES, Rejected, read_form
 from app.security.tokens import TokenSigner
 from app.services import Services, load_campaigns_for
 from app.store import SQLiteProfileStore
-from app.store.sqlite.events import apply_events
+from app.store.base import EventStatus
 from tests.conftest import BASE_URL, SENDER
 
 T = TypeVar("T")
@@ -91,9 +91,9 @@ def stored(client: TestClient) -> list[tuple[str, str, str, Any]]:
 
 
 def profile(client: TestClient, recipient: str) -> tuple[dict[str, Any], int] | None:
-    sql = "SELECT attributes, version FROM profiles WHERE recipient_id = ?"
-    row = on_store(client, lambda conn: conn.execute(sql, (recipient,)).fetchone())
-    return None if row is None else (orjson.loads(row[0]), row[1])
+    assert client.portal is not None
+    found = client.portal.call(services(client).store.profiles.get, recipient)
+    return None if found is None else (orjson.loads(found.attributes), found.version)
 
 
 def form_path(signer: TokenSigner, block: str = "rate", recipient: str = recipient_id(1)) -> str:
@@ -334,6 +334,11 @@ def test_form_urls_for_templates_and_exports(form_settings: Settings) -> None:
     assert campaign_urls("https://x.test", "tok", campaign)["form:rate"] == "https://x.test/v1/tok/form/rate"
 
 
+def commit(client: TestClient, event: Event, now: float) -> list[EventStatus]:
+    assert client.portal is not None
+    return client.portal.call(services(client).store.events.commit, [event], now)
+
+
 def rating_event(event_id: str, at: float, rating: int) -> Any:
     occurred_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     item = {"id": event_id, "type": "profile.updated", "recipient": recipient_id(3)}
@@ -347,10 +352,20 @@ def test_an_older_event_arriving_later_does_not_overwrite_a_form_answer(
     submitted = time.time()
     post(client, form_path(signer, recipient=recipient_id(3)), "rating=4")
     older = rating_event("older", submitted - 3600, 1)
-    assert on_store(client, lambda conn: apply_events(conn, [older], submitted), write=True) == ["applied"]
+    assert commit(client, older, submitted) == ["applied"]
     answered = profile(client, recipient_id(3))
     assert answered is not None and answered[0]["last_rating"] == 4  # the user's answer is newer
     newer = rating_event("newer", submitted + 60, 2)
-    on_store(client, lambda conn: apply_events(conn, [newer], submitted), write=True)
+    commit(client, newer, submitted)
     updated = profile(client, recipient_id(3))
     assert updated is not None and updated[0]["last_rating"] == 2
+
+
+def test_a_profile_change_reaches_the_invalidation_listeners(client: TestClient, signer: TokenSigner) -> None:
+    seen: list[frozenset[str]] = []
+    services(client).invalidation.subscribe(seen.append)
+    path = form_path(signer, recipient=recipient_id(3))
+    assert post(client, path, "rating=5").status_code == 200
+    assert seen == [frozenset({recipient_id(3)})]
+    assert post(client, path, "rating=5").status_code == 200  # the same answer: the profile is unchanged
+    assert seen == [frozenset({recipient_id(3)})]

@@ -34,7 +34,8 @@ def keys(settings: Settings) -> dict[str, str]:
         await store.open()
         try:
             return {
-                s: (await create_key(store, s, [s], time.time()))[1] for s in ("preview", "render", "admin")
+                s: (await create_key(store.api_keys, s, [s], time.time()))[1]
+                for s in ("preview", "render", "admin")
             }
         finally:
             await store.close()

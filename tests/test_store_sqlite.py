@@ -1,3 +1,5 @@
+"""SQLite-specific behaviour of the store; what every backend must do is in tests/contract/."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,41 +48,10 @@ async def store(db_path: Path, clock: Clock) -> AsyncIterator[SQLiteProfileStore
 pytestmark = pytest.mark.anyio
 
 
-async def test_round_trip(store: SQLiteProfileStore) -> None:
-    assert await store.upsert_many([("r1", b'{"name":"Ada"}'), ("r2", b"{}")]) == 2
-    assert await store.get("r1") == Profile("r1", b'{"name":"Ada"}', 1, 1_700_000_000.0)
-    assert await store.count() == 2
-
-
-async def test_get_missing_is_none(store: SQLiteProfileStore) -> None:
-    assert await store.get("nobody") is None
-
-
-async def test_get_many_chunks_and_skips_missing(store: SQLiteProfileStore) -> None:
-    await store.upsert_many([(f"r{i}", b"{}") for i in range(1200)])
-    wanted = [f"r{i}" for i in range(0, 1300, 2)] + ["r0"]  # >500 ids, some missing, one repeated
-    found = await store.get_many(wanted)
-    assert set(found) == {f"r{i}" for i in range(0, 1200, 2)}
-    assert await store.get_many([]) == {}
-
-
 async def test_reader_keeps_a_larger_page_cache(store: SQLiteProfileStore) -> None:
     # Negative: KiB. Interior B-tree pages of a large store stay cached instead of being re-read.
     size = await store.run_read(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0])
     assert size == -READER_CACHE_KIB
-
-
-async def test_concurrent_gets_share_reader_jobs(store: SQLiteProfileStore) -> None:
-    await store.upsert_many([(f"r{i}", f'{{"i":{i}}}'.encode()) for i in range(100)])
-    jobs_before, keys_before = store.read_stats.batches, store.read_stats.keys
-    ids = [f"r{i % 120}" for i in range(600)]  # repeats and 20 missing ids
-    results = await asyncio.gather(*(store.get(rid) for rid in ids))
-    assert store.read_stats.batches - jobs_before <= 2
-    assert store.read_stats.keys - keys_before == 120  # each distinct id asked for once
-    for rid, profile in zip(ids, results, strict=True):
-        index = int(rid[1:])
-        assert (profile is None) == (index >= 100)
-        assert profile is None or profile.attributes == f'{{"i":{index}}}'.encode()
 
 
 async def test_cancelled_get_leaves_the_batch_intact(store: SQLiteProfileStore) -> None:
@@ -100,14 +71,6 @@ async def test_version_bumps_only_on_change(store: SQLiteProfileStore, clock: Cl
     assert await store.get("a") == Profile("a", b'{"x":1}', 1, 1_700_000_000.0)
     assert await store.upsert_many([("a", b'{"x":2}')]) == 1
     assert await store.get("a") == Profile("a", b'{"x":2}', 2, 1_700_000_060.0)
-
-
-async def test_upsert_is_idempotent(store: SQLiteProfileStore) -> None:
-    rows = [(f"r{i}", f'{{"i":{i}}}'.encode()) for i in range(50)]
-    assert await store.upsert_many(rows) == 50
-    assert await store.upsert_many(rows) == 0
-    assert await store.upsert_many([]) == 0
-    assert await store.count() == 50
 
 
 async def test_wal_schema_and_durability_settings(store: SQLiteProfileStore, db_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_an_applied_event_discards_the_upstream_copy(
     assert orjson.loads(open_list(client, signer, "crm-1").content)["items"][0]["first_name"] == "Ada"
     stub.profiles["crm-1"]["first_name"] = "Augusta"
     services = services_of(client)
-    client.portal.call(services.forget, "crm-1")  # what EventWriter.on_commit does for the recipient
+    client.portal.call(services.invalidation.recipients_changed, ["crm-1"])  # as the event writer does
     response = open_list(client, signer, "crm-1")
     assert orjson.loads(response.content)["items"][0]["first_name"] == "Augusta"
     assert stub.requests["crm-1"] == 2

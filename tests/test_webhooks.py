@@ -332,3 +332,15 @@ def test_webhook_settings_parse_strictly_and_mask_secrets(keys_file: Any) -> Non
     assert load_settings(env).settings.webhook_tolerance_seconds == 300
     with pytest.raises(ConfigError, match="at least 16"):
         load_settings({**env, "OPENTIME_WEBHOOK_SECRETS": "short"})
+
+
+# -- invalidation ----------------------------------------------------------------------------------
+
+
+def test_committed_events_reach_the_invalidation_listeners(hooks: TestClient) -> None:
+    seen: list[frozenset[str]] = []
+    hooks.app_state["services"].invalidation.subscribe(seen.append)
+    assert post(hooks, [event("inv-1"), event("inv-2", recipient=recipient_id(2))]).status_code == 200
+    assert seen == [frozenset({recipient_id(1), recipient_id(2)})]
+    assert post(hooks, event("inv-1")).status_code == 200  # a duplicate changes nothing
+    assert len(seen) == 1

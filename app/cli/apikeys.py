@@ -22,21 +22,20 @@ from app.security.apikeys import (
     DEFAULT_CACHE_TTL_SECONDS,
     SCOPES,
     ApiKey,
-    KeyStore,
     UnknownKey,
     check_name,
     create_key,
     list_keys,
     revoke_key,
 )
-from app.store import SQLiteProfileStore, open_store
-from app.store.base import StoreError
+from app.store import open_store
+from app.store.base import ApiKeyRepository, StoreError
 
 T = TypeVar("T")
 
 
 def with_store(
-    config: Path | None, database_url: str | None, action: Callable[[KeyStore], Awaitable[T]]
+    config: Path | None, database_url: str | None, action: Callable[[ApiKeyRepository], Awaitable[T]]
 ) -> T:
     """Open the configured store (``database_url`` overrides it), run ``action`` on it, close it;
     store and URL errors exit 2."""
@@ -44,11 +43,9 @@ def with_store(
 
     async def run() -> T:
         store = open_store(url)
-        if not isinstance(store, SQLiteProfileStore):
-            raise StoreError("API keys need a SQLite database")
         await store.open()
         try:
-            return await action(store)
+            return await action(store.api_keys)
         finally:
             await store.close()
 

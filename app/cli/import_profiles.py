@@ -57,7 +57,12 @@ async def _import(
     try:
         with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
             return await import_file(
-                store, path, fmt=fmt, skip_invalid=skip_invalid, batch_size=batch_size, progress=bar.update
+                store.profiles,
+                path,
+                fmt=fmt,
+                skip_invalid=skip_invalid,
+                batch_size=batch_size,
+                progress=bar.update,
             )
     finally:
         await store.close()

@@ -95,7 +95,7 @@ async def fetch_profile(database_url: str, recipient: str) -> Profile | None:
     store = open_store(database_url)
     await store.open()
     try:
-        return await store.get(recipient)
+        return await store.profiles.get(recipient)
     finally:
         await store.close()
 

@@ -110,7 +110,7 @@ async def fetch_attributes(database_url: str, recipient: str) -> dict[str, Any] 
     store = open_store(database_url)
     await store.open()
     try:
-        profile = await store.get(recipient)
+        profile = await store.profiles.get(recipient)
     finally:
         await store.close()
     if profile is None:

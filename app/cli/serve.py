@@ -111,7 +111,7 @@ async def load_demo_profiles(database_url: str) -> None:
     store = open_store(database_url)
     await store.open()
     try:
-        await store.upsert_many(list(demo_rows(DEMO_RECIPIENTS)))
+        await store.profiles.upsert_many(list(demo_rows(DEMO_RECIPIENTS)))
     finally:
         await store.close()
 

@@ -150,7 +150,7 @@ async def _stored(database_url: str, recipients: tuple[str, ...]) -> list[Sample
     store = open_store(database_url)
     await store.open()
     try:
-        found = await store.get_many(list(recipients))
+        found = await store.profiles.get_many(list(recipients))
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -58,7 +58,7 @@ async def render(request: Request) -> Response:
         campaign = services.sendtime.campaign(campaign_name)
     except CampaignError as exc:
         raise NotFound(str(exc)) from None
-    profiles = await services.store.get_many([r for r, _ in recipients])
+    profiles = await services.store.profiles.get_many([r for r, _ in recipients])
     attributes = {rid: _decode_profile(p.attributes) for rid, p in profiles.items()}
     # Jinja is CPU work: keep the event loop free for open-time requests while a batch renders.
     results = await run_in_threadpool(

@@ -33,7 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
     """The process can answer opens: its store answers and campaigns are loaded."""
     services: Services = request.state.services
     try:
-        await services.store.ping()
+        await services.store.profiles.ping()
     except StoreError:
         # No details: this endpoint is public, and the error names files and hosts.
         logger.warning("readiness check: the profile store does not answer", exc_info=True)

@@ -81,7 +81,7 @@ def find_campaign(services: Services, name: str) -> Campaign:
 
 async def make_report(services: Services, campaign: Campaign, recipient: str, at: datetime) -> Report:
     try:
-        profile = await services.store.get(recipient)
+        profile = await services.store.profiles.get(recipient)
         attributes, reason = profile_attributes(profile)
         return build_report(services.sendtime, campaign, recipient, attributes, reason, at=at)
     except ValueError as exc:  # an id no token can carry (control characters, too long)

@@ -21,11 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.ingest.events import BatchError, Event, EventError, parse_batch
+from app.ingest.writer import statuses_json
 from app.routes.responses import json_response, read_limited
 from app.security.webhook_auth import HEADER, SignatureError, Verified, verify
 from app.services import Services
-from app.store.base import StoreError
-from app.store.sqlite.events import Status, statuses_json
+from app.store.base import EventStatus, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ _UNAPPLIED: dict[str, tuple[str, str]] = {  # status -> (field, error)
 }
 
 
-def _unapplied(events: list[tuple[int, Event]], statuses: list[Status]) -> list[EventError]:
+def _unapplied(events: list[tuple[int, Event]], statuses: list[EventStatus]) -> list[EventError]:
     return [
         EventError(index, *_UNAPPLIED[status], event.id)
         for (index, event), status in zip(events, statuses, strict=True)

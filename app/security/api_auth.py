@@ -28,13 +28,13 @@ from app.security.apikeys import (
     ApiKeyCache,
     ApiKeyError,
     BadSecret,
-    KeyStore,
     MalformedKey,
     MissingKey,
     RevokedKey,
     UnknownKey,
     authenticate,
 )
+from app.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ApiServices(Protocol):
     """The part of ``request.state.services`` that API-key checks use."""
 
     @property
-    def store(self) -> KeyStore: ...
+    def store(self) -> Store: ...
 
     @property
     def api_key_cache(self) -> ApiKeyCache: ...
@@ -77,7 +77,7 @@ async def require_scope(request: Request, scope: str, *, basic: bool = False) ->
     services: ApiServices = request.state.services
     try:
         presented = presented_key(request.headers, basic=basic)
-        key = await authenticate(services.store, presented, cache=services.api_key_cache)
+        key = await authenticate(services.store.api_keys, presented, cache=services.api_key_cache)
     except ApiKeyError as exc:
         route = getattr(request.scope.get("route"), "path", "?")  # not the path: it may hold an id
         logger.info("API key rejected on %s: %s", route, exc)

@@ -1,4 +1,4 @@
-"""API keys for ``/api/``: format, scopes, storage in the ``api_keys`` table and authentication.
+"""API keys for ``/api/``: format, scopes, storage through the ``ApiKeyRepository`` and authentication.
 
 A key is shown once, at creation, as ``otk_<key_id>_<secret>``: ``key_id`` is 8 lowercase hex
 characters and is not secret (it names the key in listings and logs, like a user name); ``secret``
@@ -30,15 +30,10 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from app.content.cache import ENTRY_OVERHEAD, BoundedCache
 from app.errors import OpentimeError
-
-if TYPE_CHECKING:
-    import sqlite3
-
-T = TypeVar("T")
+from app.store.base import ApiKeyRecord, ApiKeyRepository
 
 PREFIX = "otk"
 ADMIN = "admin"
@@ -51,13 +46,6 @@ DEFAULT_CACHE_ENTRIES = 1024
 _SECRET_BYTES = 32
 _KEY_RE = re.compile(r"otk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 _MAX_PRESENTED_CHARS = 64
-_SELECT = "SELECT key_id, name, scopes, created_at, revoked_at, secret_hash FROM api_keys"
-_SELECT_ONE = _SELECT + " WHERE key_id = ?"
-_SELECT_ALL = _SELECT + " ORDER BY created_at, key_id"
-_INSERT = (
-    "INSERT OR IGNORE INTO api_keys (key_id, name, secret_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)"
-)
-_REVOKE = "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
 
 
 class ApiKeyError(OpentimeError):
@@ -82,14 +70,6 @@ class BadSecret(ApiKeyError):
 
 class RevokedKey(ApiKeyError):
     pass
-
-
-class KeyStore(Protocol):
-    """What this module needs from a store: ``SQLiteProfileStore`` provides it."""
-
-    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +97,7 @@ class _Stored:
 
 
 class ApiKeyCache:
-    """Recently authenticated keys by id, so API calls don't read SQLite every time.
+    """Recently authenticated keys by id, so API calls don't read the store every time.
 
     Entries hold the record and the secret hash (the secret is checked on every hit) and expire
     ``ttl_seconds`` after the read that filled them, so revocations from other processes apply
@@ -199,36 +179,41 @@ def format_key(key_id: str, secret: str) -> str:
 # -- storage ---------------------------------------------------------------------------------------
 
 
-async def create_key(store: KeyStore, name: str, scopes: Iterable[str], now: float) -> tuple[ApiKey, str]:
+async def create_key(
+    keys: ApiKeyRepository, name: str, scopes: Iterable[str], now: float
+) -> tuple[ApiKey, str]:
     """Store a new key and return its record and the plaintext key (shown once, never stored)."""
     name, wanted = check_name(name), check_scopes(scopes)
     secret = new_secret()
-    row = (name, hash_secret(secret), " ".join(sorted(wanted)), now)
-    key_id = await store.run_write(lambda conn: _insert(conn, row))
-    return ApiKey(key_id, name, wanted, now), format_key(key_id, secret)
+    # 32-bit ids collide now and then over many keys: draw again instead of failing.
+    while True:
+        record = ApiKeyRecord(secrets.token_hex(4), name, wanted, now, None, hash_secret(secret))
+        if await keys.insert(record):
+            return record_key(record), format_key(record.key_id, secret)
 
 
-async def list_keys(store: KeyStore) -> list[ApiKey]:
-    rows = await store.run_read(_select_all)
-    return [row.key for row in rows]
+async def list_keys(keys: ApiKeyRepository) -> list[ApiKey]:
+    return [record_key(record) for record in await keys.all()]
 
 
-async def revoke_key(store: KeyStore, key_id: str, now: float, *, cache: ApiKeyCache | None = None) -> ApiKey:
+async def revoke_key(
+    keys: ApiKeyRepository, key_id: str, now: float, *, cache: ApiKeyCache | None = None
+) -> ApiKey:
     """Revoke a key (idempotent: a revoked key keeps its first ``revoked_at``)."""
-    stored = await store.run_write(lambda conn: _revoke(conn, key_id, now))
-    if stored is None:
+    record = await keys.revoke(key_id, now)
+    if record is None:
         raise UnknownKey(f"no API key {key_id!r}")
     if cache is not None:
         cache.discard(key_id)
-    return stored.key
+    return record_key(record)
 
 
-async def authenticate(store: KeyStore, presented: str, *, cache: ApiKeyCache | None = None) -> ApiKey:
+async def authenticate(keys: ApiKeyRepository, presented: str, *, cache: ApiKeyCache | None = None) -> ApiKey:
     """Return the key for ``presented`` or raise the ``ApiKeyError`` that says why not."""
     key_id, secret = parse_key(presented)
     digest = hash_secret(secret)
     cached = cache.get(key_id) if cache is not None else None
-    stored = cached or await store.run_read(lambda conn: _select_one(conn, key_id))
+    stored = cached or _stored(await keys.find(key_id))
     if stored is None:
         raise UnknownKey(f"no API key {key_id}")
     if not hmac.compare_digest(stored.secret_hash, digest):
@@ -241,31 +226,10 @@ async def authenticate(store: KeyStore, presented: str, *, cache: ApiKeyCache | 
     return stored.key
 
 
-# -- SQL (run on the store's threads) --------------------------------------------------------------
+def record_key(record: ApiKeyRecord) -> ApiKey:
+    """The key a stored record describes, without its secret hash."""
+    return ApiKey(record.key_id, record.name, record.scopes, record.created_at, record.revoked_at)
 
 
-def _insert(conn: sqlite3.Connection, row: tuple[str, bytes, str, float]) -> str:
-    # 32-bit ids collide now and then over many keys: draw again instead of failing.
-    while True:
-        key_id = secrets.token_hex(4)
-        if conn.execute(_INSERT, (key_id, *row)).rowcount == 1:
-            return key_id
-
-
-def _revoke(conn: sqlite3.Connection, key_id: str, now: float) -> _Stored | None:
-    conn.execute(_REVOKE, (now, key_id))
-    return _select_one(conn, key_id)
-
-
-def _select_one(conn: sqlite3.Connection, key_id: str) -> _Stored | None:
-    row = conn.execute(_SELECT_ONE, (key_id,)).fetchone()
-    return None if row is None else _from_row(row)
-
-
-def _select_all(conn: sqlite3.Connection) -> list[_Stored]:
-    return [_from_row(row) for row in conn.execute(_SELECT_ALL)]
-
-
-def _from_row(row: tuple[str, str, str, float, float | None, bytes]) -> _Stored:
-    key_id, name, scopes, created_at, revoked_at, secret_hash = row
-    return _Stored(ApiKey(key_id, name, frozenset(scopes.split()), created_at, revoked_at), secret_hash)
+def _stored(record: ApiKeyRecord | None) -> _Stored | None:
+    return None if record is None else _Stored(record_key(record), record.secret_hash)

@@ -1,4 +1,4 @@
-"""Profile stores and the factory that picks one from a database URL."""
+"""Store backends and the factory that picks one from a database URL; interfaces in ``base``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.store.base import Profile, ProfileStore, StoreError
+from app.store.base import Profile, ProfileRepository, ProfileStore, Store, StoreError
 from app.store.sqlite.profiles import SQLiteProfileStore
 
-__all__ = ["Profile", "ProfileStore", "SQLiteProfileStore", "StoreError", "open_store"]
+__all__ = [
+    "Profile",
+    "ProfileRepository",
+    "ProfileStore",
+    "SQLiteProfileStore",
+    "Store",
+    "StoreError",
+    "open_store",
+]
 
 
-def open_store(database_url: str, *, clock: Callable[[], float] = time.time) -> ProfileStore:
+def open_store(database_url: str, *, clock: Callable[[], float] = time.time) -> Store:
     """Build the store named by ``database_url``; the caller (the app lifespan) awaits ``open()``.
 
     ``sqlite:///relative/path.db`` is relative to the working directory,

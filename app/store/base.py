@@ -1,18 +1,27 @@
-"""The profile store interface shared by every backend (SQLite now, PostgreSQL later)."""
+"""The store's interfaces, one small async repository per aggregate, shared by every backend.
+
+A backend (SQLite now, PostgreSQL later) lives in ``app/store/<backend>/`` and holds all of its SQL
+there; the rest of the app sees only these protocols and the records they pass. Every backend error
+surfaces as ``StoreError``. tests/contract/ is the suite any backend must pass.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol
 
+from app.campaigns.forms import AttrPath
 from app.errors import OpentimeError
-
-T = TypeVar("T")
+from app.ingest.events import Event
 
 
 class StoreError(OpentimeError):
     """The store is unusable or an operation failed; backends translate their driver errors to this."""
+
+
+# -- profiles --------------------------------------------------------------------------------------
 
 
 class Profile(NamedTuple):
@@ -38,14 +47,10 @@ class ReadStats:
         self.keys = 0  # distinct recipient ids those queries asked for
 
 
-class ProfileStore(Protocol):
+class ProfileRepository(Protocol):
     """Async access to profiles. Implementations never do disk or network I/O on the event loop."""
 
     read_stats: ReadStats
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
 
     async def get(self, recipient_id: str) -> Profile | None: ...
 
@@ -74,14 +79,114 @@ class ProfileStore(Protocol):
         """Raise StoreError if the store cannot serve reads."""
         ...
 
-    async def run_read(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(connection)`` where reads happen (another thread); for tables beyond profiles.
 
-        The connection is the backend's own (sqlite3.Connection for SQLite): modules that pass ``fn``
-        hold SQL for one backend, in ``app/store/<backend>_*.py``.
+# The name the open-time path (app/content/lists.py) knows the profile repository by.
+ProfileStore = ProfileRepository
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+EventStatus = Literal["applied", "duplicate", "unreadable-profile", "failed"]
+
+
+class EventRepository(Protocol):
+    """Webhook events, applied to profiles with the rules of ``app.ingest.events``."""
+
+    async def commit(self, events: Sequence[Event], now: float) -> list[EventStatus]:
+        """Record and apply ``events`` in order, in one transaction that is durable when this returns.
+
+        One status per event: ``applied``; ``duplicate`` (its id was recorded before: nothing changes);
+        ``unreadable-profile`` (the stored attributes are not a JSON object: left alone, id not
+        recorded); ``failed`` (it could not be applied or stored: rolled back alone, id not recorded,
+        the other events still commit). Fields resolve per field by ``(occurred_at, id)``, so arrival
+        order does not matter. Raises StoreError when nothing could be committed.
         """
         ...
 
-    async def run_write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(connection)`` inside one transaction, committed before this returns."""
+
+# -- form submissions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    submission_id: str
+    campaign: str
+    block: str
+    recipient_id: str
+    payload: bytes
+    profile_updates: tuple[tuple[AttrPath, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    duplicate: bool  # the same answer was already stored
+    profile_changed: bool
+
+
+class FormRepository(Protocol):
+    """amp-form answers and the profile updates they carry."""
+
+    async def save(self, submission: Submission, now: float) -> Saved:
+        """Store the answer once (by ``submission_id``) and apply its profile updates, together.
+
+        Updates apply on a re-submit too (the latest answer counts) and are stamped like event fields,
+        ``(now, submission_id)``, so an older event arriving later does not overwrite them. A profile
+        that is not a JSON object, or whose shape conflicts with the updates, is left alone (the
+        answer is still stored). Raises StoreError when nothing was stored.
+        """
         ...
+
+
+# -- API keys --------------------------------------------------------------------------------------
+
+
+class ApiKeyRecord(NamedTuple):
+    """One stored API key: only the hash of its secret is kept."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None
+    secret_hash: bytes
+
+
+class ApiKeyRepository(Protocol):
+    """The ``/api/`` keys. Secrets are compared by the caller (app.security.apikeys), in constant time."""
+
+    async def insert(self, record: ApiKeyRecord) -> bool:
+        """Store a new key; False (and nothing changed) when its ``key_id`` is taken."""
+        ...
+
+    async def find(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def all(self) -> list[ApiKeyRecord]:
+        """Every key, oldest first (ties by key id)."""
+        ...
+
+    async def revoke(self, key_id: str, now: float) -> ApiKeyRecord | None:
+        """Mark the key revoked at ``now`` unless it already is; the record after, or None if unknown."""
+        ...
+
+
+# -- the store -------------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """One backend's repositories, opened and closed together (the app lifespan does it)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def profiles(self) -> ProfileRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
+
+    @property
+    def forms(self) -> FormRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...

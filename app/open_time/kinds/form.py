@@ -25,8 +25,7 @@ from app.open_time.kind import Open, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import Answer, json_answer
 from app.security.tokens import Claims
-from app.store.base import StoreError
-from app.store.sqlite.forms import Saved, Submission, TransactionalStore, save_submission
+from app.store.base import Saved, StoreError, Submission
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -96,7 +95,7 @@ async def submit(request: Open, block: forms.FormBlock | None, problem: Reason |
     )
     saved = await _save(services, submission)
     if saved.profile_changed:
-        services.forget(recipient)
+        await services.invalidation.recipients_changed((recipient,))
     return {"message": block.success_message, "duplicate": saved.duplicate, "submitted": values}
 
 
@@ -116,13 +115,8 @@ def _campaign_and_recipient(claims: Claims | None, problem: Reason | None) -> tu
 
 
 async def _save(services: Services, submission: Submission) -> Saved:
-    store = services.store
-    if not isinstance(store, TransactionalStore):
-        logger.error("the configured store cannot save form submissions")
-        raise Rejected(503, TRY_AGAIN, Reason.STORE_ERROR)
-    now = services.clock()
     try:
-        return await store.run_write(lambda conn: save_submission(conn, submission, now))
+        return await services.store.forms.save(submission, services.clock())
     except StoreError:
         logger.warning("form submission not saved", exc_info=True)
         raise Rejected(503, TRY_AGAIN, Reason.STORE_ERROR) from None

@@ -1,4 +1,4 @@
-"""SQL for amp-form submissions, run inside the store's write transaction (``run_write``).
+"""SQL for amp-form submissions: ``SQLiteForms`` is the ``FormRepository`` of a SQLite store.
 
 ``save_submission`` records the answer once (``submission_id`` is the primary key, so a re-submit is
 a no-op) and applies the form's profile updates in the same transaction: both are committed before
@@ -12,21 +12,21 @@ later does not overwrite the answer (and a newer one does).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.campaigns.forms import AttrPath, ProfileConflict, check_paths
 from app.ingest.events import Stamp, write_field
+from app.store.base import Saved, Submission
 from app.store.sqlite.events import SELECT_PROFILE, UPSERT_PROFILE
 
 if TYPE_CHECKING:
     import sqlite3
 
-T = TypeVar("T")
+    from app.store.sqlite.profiles import SQLiteProfileStore
+
 logger = logging.getLogger(__name__)
 
 _INSERT = """
@@ -36,27 +36,14 @@ VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (submission_id) DO NOTHING
 _UPDATE_TIMES = "UPDATE profiles SET field_times = ? WHERE recipient_id = ?"
 
 
-@runtime_checkable
-class TransactionalStore(Protocol):
-    """What form submissions need from a store: ``SQLiteProfileStore`` provides it."""
+class SQLiteForms:
+    """The ``FormRepository`` of a SQLite store: one ``save_submission`` per write transaction."""
 
-    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    def __init__(self, store: SQLiteProfileStore) -> None:
+        self._store = store
 
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    submission_id: str
-    campaign: str
-    block: str
-    recipient_id: str
-    payload: bytes
-    profile_updates: tuple[tuple[AttrPath, Any], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    duplicate: bool  # the same answer was already stored
-    profile_changed: bool
+    async def save(self, submission: Submission, now: float) -> Saved:
+        return await self._store.run_write(lambda conn: save_submission(conn, submission, now))
 
 
 def save_submission(conn: sqlite3.Connection, submission: Submission, now: float) -> Saved:

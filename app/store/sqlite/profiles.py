@@ -1,6 +1,8 @@
-"""SQLite profile store: WAL, one reader thread and one writer thread, batched reads.
+"""SQLite store: WAL, one reader thread and one writer thread, batched profile reads.
 
-This is the only module that imports sqlite3; every sqlite3 error becomes StoreError here.
+This module owns the connections and the schema; every sqlite3 error becomes StoreError here. The
+other aggregates' SQL (events, forms, API keys) sits in the sibling modules, run through
+``run_read`` / ``run_write``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.store.base import Profile, ReadStats, StoreError
+from app.store.sqlite.apikeys import SQLiteApiKeys
+from app.store.sqlite.events import SQLiteEvents
+from app.store.sqlite.forms import SQLiteForms
 
 T = TypeVar("T")
 # What a lookup's waiter is told: the profile, None (unknown recipient) or the StoreError.
@@ -86,7 +91,7 @@ WHERE profiles.attributes IS NOT excluded.attributes
 
 
 class SQLiteProfileStore:
-    """Profiles in one SQLite file in WAL mode.
+    """A ``Store`` in one SQLite file in WAL mode; it is its own profile repository.
 
     A reader thread and a writer thread each own one connection, so the event loop never touches the
     disk. ``get()`` calls made in the same loop tick, or while a read is in flight, share one
@@ -116,6 +121,14 @@ class SQLiteProfileStore:
         self._pending: Waiters = {}
         self._flush_scheduled = False
         self._read_in_flight = False
+        self.events = SQLiteEvents(self)
+        self.forms = SQLiteForms(self)
+        self.api_keys = SQLiteApiKeys(self)
+
+    @property
+    def profiles(self) -> SQLiteProfileStore:
+        # The profile methods stay on this object: the open-time path's fetch() costs no extra hop.
+        return self
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -192,7 +205,7 @@ class SQLiteProfileStore:
             return 0
         return await self._run(writer, self._upsert, rows, self._clock())
 
-    # -- other tables ----------------------------------------------------------------------------
+    # -- other tables (for the repositories of this package) --------------------------------------
 
     async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the reader thread (read-only connection)."""

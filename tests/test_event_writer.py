@@ -1,22 +1,25 @@
-"""Events into a real SQLite store: idempotency, one transaction, group commit."""
+"""The group-committing EventWriter on a real SQLite store: shared transactions, invalidation after commit.
+
+What one commit does (idempotent ids, field times, failures per event) is the EventRepository
+contract, in tests/contract/test_events.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 
+from app.content.invalidation import LocalInvalidation
 from app.ingest.events import Event, parse_event
+from app.ingest.writer import EventWriter
 from app.store import SQLiteProfileStore
-from app.store.base import StoreError
-from app.store.sqlite.events import EventWriter, apply_events
+from app.store.base import EventRepository, EventStatus, StoreError
 
-T = TypeVar("T")
 pytestmark = pytest.mark.anyio
 NOW = 1_714_557_600.0
 
@@ -45,60 +48,36 @@ def ev(id_: str, recipient: str = "r1", **payload: Any) -> Event:
 
 
 async def attributes(store: SQLiteProfileStore, recipient: str) -> Any:
-    profile = await store.get(recipient)
+    profile = await store.profiles.get(recipient)
     return None if profile is None else orjson.loads(profile.attributes)
 
 
-class CountingStore:
-    """The real store, with each write transaction counted and held until released."""
+class CountingEvents:
+    """The real event repository, with each commit counted and held until released."""
 
-    def __init__(self, store: SQLiteProfileStore) -> None:
-        self.store = store
+    def __init__(self, events: EventRepository) -> None:
+        self.events = events
         self.transactions = 0
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def commit(self, events: Sequence[Event], now: float) -> list[EventStatus]:
         self.transactions += 1
         await self.gate.wait()
-        return await self.store.run_write(fn)
+        return await self.events.commit(events, now)
 
 
-async def test_events_and_profile_commit_together_and_ids_are_idempotent(store: SQLiteProfileStore) -> None:
-    statuses = await store.run_write(lambda c: apply_events(c, [ev("a"), ev("b", "r2"), ev("a")], NOW))
-    assert statuses == ["applied", "applied", "duplicate"]
-    assert await attributes(store, "r1") == {"n": "a"}
-    profile = await store.get("r2")
-    assert profile is not None and profile.version == 1
-    again = await store.run_write(lambda c: apply_events(c, [ev("b", "r2", n="changed")], NOW))
-    assert again == ["duplicate"]
-    profile = await store.get("r2")
-    assert profile is not None and profile.version == 1  # a duplicate writes nothing
-
-
-async def test_field_times_are_stored(store: SQLiteProfileStore) -> None:
-    await store.run_write(lambda c: apply_events(c, [ev("a", x=1)], NOW))
-    times = await store.run_read(lambda c: c.execute("SELECT field_times FROM profiles").fetchone()[0])
-    assert orjson.loads(times) == {"x": ["2024-05-01T09:00:00.000000Z", "a"]}
-
-
-async def test_unreadable_profile_is_left_alone_and_the_event_not_recorded(store: SQLiteProfileStore) -> None:
-    await store.upsert_many([("r1", b"[1, 2]")])
-    statuses = await store.run_write(lambda c: apply_events(c, [ev("a"), ev("b", "r2")], NOW))
-    assert statuses == ["unreadable-profile", "applied"]
-    assert await attributes(store, "r1") == [1, 2]
-    ids = await store.run_read(lambda c: [r[0] for r in c.execute("SELECT id FROM events")])
-    assert ids == ["b"]
+def recording() -> tuple[LocalInvalidation, list[str]]:
+    seen: list[str] = []
+    invalidation = LocalInvalidation()
+    invalidation.subscribe(seen.extend)
+    return invalidation, seen
 
 
 async def test_concurrent_writes_share_transactions(store: SQLiteProfileStore) -> None:
-    counting = CountingStore(store)
-    changed: list[str] = []
-
-    def on_commit(recipients: Iterable[str]) -> None:
-        changed.extend(recipients)
-
-    writer = EventWriter(counting, clock=lambda: NOW, on_commit=on_commit)
+    counting = CountingEvents(store.events)
+    invalidation, changed = recording()
+    writer = EventWriter(counting, clock=lambda: NOW, invalidation=invalidation)
     counting.gate.clear()  # the first commit is "in flight" while 50 more requests arrive
     tasks = [asyncio.create_task(writer.write([ev("e0", "r0")]))]
     await asyncio.sleep(0.01)
@@ -112,8 +91,38 @@ async def test_concurrent_writes_share_transactions(store: SQLiteProfileStore) -
     assert await attributes(store, "r50") == {"n": "e50"}
 
 
+async def test_listeners_see_applied_recipients_before_the_writer_answers(store: SQLiteProfileStore) -> None:
+    invalidation = LocalInvalidation()
+    writer = EventWriter(store.events, clock=lambda: NOW, invalidation=invalidation)
+    answered: list[str] = []
+    invalidation.subscribe(lambda recipients: answered.append(f"invalidated {sorted(recipients)}"))
+    await store.profiles.upsert_many([("bad", b"[1]")])
+    statuses = await writer.write([ev("a", "r1"), ev("b", "r2"), ev("c", "bad")])
+    answered.append("answered")
+    assert statuses == ["applied", "applied", "unreadable-profile"]
+    assert answered == ["invalidated ['r1', 'r2']", "answered"]
+    assert await writer.write([ev("a", "r1")]) == ["duplicate"]
+    assert answered == ["invalidated ['r1', 'r2']", "answered"]  # nothing changed: nobody told
+
+
+async def test_a_failing_listener_neither_fails_the_commit_nor_the_other_listeners(
+    store: SQLiteProfileStore,
+) -> None:
+    seen: list[str] = []
+
+    def broken(recipients: frozenset[str]) -> None:
+        raise RuntimeError("cache is broken")
+
+    invalidation = LocalInvalidation()
+    invalidation.subscribe(broken)
+    invalidation.subscribe(seen.extend)
+    writer = EventWriter(store.events, clock=lambda: NOW, invalidation=invalidation)
+    assert await writer.write([ev("a")]) == ["applied"]
+    assert seen == ["r1"]
+
+
 async def test_each_request_gets_its_own_statuses(store: SQLiteProfileStore) -> None:
-    writer = EventWriter(store, clock=lambda: NOW)
+    writer = EventWriter(store.events, clock=lambda: NOW, invalidation=LocalInvalidation())
     first, second = await asyncio.gather(writer.write([ev("a"), ev("b")]), writer.write([ev("a"), ev("c")]))
     assert first == ["applied", "applied"]
     assert second == ["duplicate", "applied"]
@@ -122,11 +131,15 @@ async def test_each_request_gets_its_own_statuses(store: SQLiteProfileStore) -> 
 async def test_a_failed_commit_fails_every_waiter_and_the_writer_recovers(tmp_path: Path) -> None:
     store = SQLiteProfileStore(tmp_path / "p.db")
     await store.open()
-    writer = EventWriter(store, clock=lambda: NOW)
-    await store.run_write(lambda c: c.execute("DROP TABLE events"))
+    invalidation, seen = recording()
+    writer = EventWriter(store.events, clock=lambda: NOW, invalidation=invalidation)
+    await store.run_write(lambda c: c.execute("ALTER TABLE events RENAME TO hidden"))
     results = await asyncio.gather(writer.write([ev("a")]), writer.write([ev("b")]), return_exceptions=True)
     assert all(isinstance(r, StoreError) for r in results)
     assert await attributes(store, "r1") is None  # rolled back with the events row
+    assert seen == []  # nothing committed: nothing to invalidate
+    await store.run_write(lambda c: c.execute("ALTER TABLE hidden RENAME TO events"))
+    assert await writer.write([ev("a")]) == ["applied"]
     await store.close()
 
 
@@ -135,8 +148,8 @@ async def test_a_poison_event_fails_alone_in_a_shared_transaction(store: SQLiteP
     # directly since parsing refuses it) once rolled back the whole group commit: every request
     # sharing it got 503, on every retry. Each event now runs under its own savepoint.
     poison = Event("bad", "profile.updated", "r1", "2024-05-01T09:00:00.000000Z", {"big": 2**64})
-    counting = CountingStore(store)
-    writer = EventWriter(counting, clock=lambda: NOW)
+    counting = CountingEvents(store.events)
+    writer = EventWriter(counting, clock=lambda: NOW, invalidation=LocalInvalidation())
     counting.gate.clear()
     first = asyncio.create_task(writer.write([ev("a", a=1), poison]))
     second = asyncio.create_task(writer.write([ev("c", c=1)]))
@@ -145,5 +158,3 @@ async def test_a_poison_event_fails_alone_in_a_shared_transaction(store: SQLiteP
     assert await asyncio.gather(first, second) == [["applied", "failed"], ["applied"]]
     assert counting.transactions == 1
     assert await attributes(store, "r1") == {"a": 1, "c": 1}
-    ids = await store.run_read(lambda c: sorted(r[0] for r in c.execute("SELECT id FROM events")))
-    assert ids == ["a", "c"]  # the failed event is not recorded: it can be sent again once fixed

@@ -1,0 +1,125 @@
+"""The group commit in front of the event repository, and the invalidation after it.
+
+Requests that arrive while a transaction is being committed wait and go, all together, into the next
+one: many small posts then cost one fsync per round instead of one each. Each request still learns
+the outcome of its own events. After a commit, and before any request is answered, the recipients
+whose events were applied are announced on the invalidation seam, so caches drop their old data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.content.invalidation import Invalidation
+from app.ingest.events import Event
+from app.store.base import EventRepository, EventStatus, StoreError
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_TRANSACTION = 5000
+
+
+@dataclass(slots=True)
+class _Request:
+    events: Sequence[Event]
+    future: asyncio.Future[list[EventStatus]]
+
+
+class EventWriter:
+    """Merges concurrent ``write()`` calls into shared transactions (group commit).
+
+    At most one transaction is in flight; calls made meanwhile queue up and are committed together
+    in the next one (up to ``max_events``). ``invalidation`` hears of the recipients whose events were
+    applied, after the commit and before any caller is answered.
+    """
+
+    def __init__(
+        self,
+        events: EventRepository,
+        *,
+        clock: Callable[[], float],
+        invalidation: Invalidation,
+        max_events: int = MAX_EVENTS_PER_TRANSACTION,
+    ) -> None:
+        self._events = events
+        self._clock = clock
+        self._invalidation = invalidation
+        self._max_events = max_events
+        self._queue: list[_Request] = []
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    async def write(self, events: Sequence[Event]) -> list[EventStatus]:
+        """Commit ``events``; returns one status per event. Raises ``StoreError``."""
+        future: asyncio.Future[list[EventStatus]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(events, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        # shield: a caller that goes away must not cancel a commit other callers wait for.
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._commit(self._take())
+        finally:
+            self._task = None
+
+    def _take(self) -> list[_Request]:
+        taken, count = 0, 0
+        for request in self._queue:
+            if taken and count + len(request.events) > self._max_events:
+                break
+            taken, count = taken + 1, count + len(request.events)
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        events = [event for request in batch for event in request.events]
+        try:
+            statuses = await self._events.commit(events, self._clock())
+        except Exception as exc:
+            error = exc if isinstance(exc, StoreError) else StoreError(f"events not saved: {exc!r}")
+            if error is not exc:
+                logger.exception("applying events failed")
+            for request in batch:
+                _settle(request.future, StoreError(str(error)))  # one per waiter: tracebacks grow
+            return
+        self.transactions += 1
+        await self._notify(events, statuses)
+        offset = 0
+        for request in batch:
+            _settle(request.future, statuses[offset : offset + len(request.events)])
+            offset += len(request.events)
+
+    async def _notify(self, events: list[Event], statuses: list[EventStatus]) -> None:
+        changed = {e.recipient for e, s in zip(events, statuses, strict=True) if s == "applied"}
+        if not changed:
+            return
+        try:
+            await self._invalidation.recipients_changed(changed)
+        except Exception:
+            # Committed all the same: failing the answer would only make the sender retry a duplicate.
+            logger.exception("cache invalidation after events failed")
+
+
+def _settle(future: asyncio.Future[list[EventStatus]], outcome: list[EventStatus] | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def statuses_json(
+    events: Sequence[tuple[int, Event]], statuses: Sequence[EventStatus]
+) -> list[dict[str, Any]]:
+    return [
+        {"index": index, "id": event.id, "status": status}
+        for (index, event), status in zip(events, statuses, strict=True)
+    ]
