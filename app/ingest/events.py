@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from app.errors import OpentimeError
+
 Attributes = dict[str, Any]
 FieldTimes = dict[str, list[str]]  # dotted path -> [occurred_at, event id]
 Stamp = tuple[str, str]
@@ -54,11 +56,11 @@ _ITEM_FIELDS: dict[str, Callable[[Any], bool]] = {
 _ITEM_HELP = "sku: 1-100 chars; name: text; price: number >= 0; qty: integer 1-10000; image, url: text"
 
 
-class BatchError(Exception):
+class BatchError(OpentimeError):
     """The body as a whole is unusable (not an event or a list of events)."""
 
 
-class Invalid(Exception):
+class Invalid(OpentimeError):
     """One event is invalid: ``field`` is the dotted path inside the event, e.g. ``payload.items[0].sku``."""
 
     def __init__(self, field: str, error: str) -> None:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.errors import OpentimeError
 from app.ingest.events import BatchError, Event, EventError, parse_batch
 from app.ingest.writer import statuses_json
 from app.routes.responses import json_response, read_limited
@@ -30,7 +31,9 @@ from app.store.base import EventStatus, StoreError
 logger = logging.getLogger(__name__)
 
 
-class Refused(Exception):
+class Refused(OpentimeError):
+    """An event batch answered with a 4xx/5xx JSON error; nothing was stored."""
+
     def __init__(self, status: int, error: str, **extra: Any) -> None:
         super().__init__(error)
         self.status = status
