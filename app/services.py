@@ -16,6 +16,7 @@ from app.content.cache_policy import CachePolicy
 from app.content.images import ImageContent
 from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
+from app.content.profiles import ProfileLoader
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
 from app.metrics import OpenStats
@@ -85,17 +86,15 @@ async def running_services(
     upstream = None if config is None else UpstreamClient(config, clock=clock)
     cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=entry_size)
     lists = ListContent(
-        store.profiles,
+        ProfileLoader(store.profiles, upstream, clock=clock),
         cache,
         ttl_seconds=settings.cache_ttl_seconds,
         negative_ttl_seconds=settings.negative_ttl_seconds,
-        upstream=upstream,
         upstream_ttl_seconds=settings.upstream_fresh_ttl_seconds,
-        clock=clock,
     )
     images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
     invalidation = LocalInvalidation()
-    invalidation.subscribe(partial(_forget, lists, campaigns, images))
+    invalidation.subscribe(partial(_forget, lists, images, upstream, campaigns))
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
     try:
         yield Services(
@@ -152,11 +151,15 @@ def upstream_auth(settings: Settings) -> StaticHeaderAuth | OAuth2ClientCredenti
 
 
 def _forget(
-    lists: ListContent, campaigns: Mapping[str, Campaign], images: ImageContent, recipients: Iterable[str]
+    lists: ListContent,
+    images: ImageContent,
+    upstream: UpstreamClient | None,
+    campaigns: Mapping[str, Campaign],
+    recipients: Iterable[str],
 ) -> None:
     """Invalidation listener: drop what this process cached from the recipients' old data."""
     for recipient in recipients:
         lists.forget(recipient, campaigns)
         images.forget(recipient, campaigns)
-        if lists.upstream is not None:
-            lists.upstream.discard(recipient)
+        if upstream is not None:
+            upstream.discard(recipient)

@@ -14,9 +14,10 @@ from app.campaigns.loader import Campaign, load_campaigns
 from app.config import PROJECT_ROOT
 from app.content.cache import BoundedCache
 from app.content.lists import Entry, Key, ListContent
+from app.content.profiles import ProfileLoader
 from app.demo import demo_rows, recipient_id
 from app.store import open_store
-from app.store.base import Profile, ProfileStore, StoreError
+from app.store.base import Profile, ProfileRepository, StoreError
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def anyio_backend() -> str:
 class GatedStore:
     """Wraps the real store: holds every lookup until ``gate`` opens, and counts them."""
 
-    def __init__(self, inner: ProfileStore) -> None:
+    def __init__(self, inner: ProfileRepository) -> None:
         self.inner = inner
         self.gate = asyncio.Event()
         self.gets = 0
@@ -69,7 +70,8 @@ async def store(tmp_path: Path) -> AsyncIterator[GatedStore]:
 
 def content(store: GatedStore) -> ListContent:
     cache: BoundedCache[Key, Entry] = BoundedCache(1 << 20, size_of=len)
-    return ListContent(store, cache, ttl_seconds=60, negative_ttl_seconds=30)  # type: ignore[arg-type]
+    loader = ProfileLoader(store)  # type: ignore[arg-type]  # the gated wrapper has what it uses
+    return ListContent(loader, cache, ttl_seconds=60, negative_ttl_seconds=30)
 
 
 @pytest.mark.anyio

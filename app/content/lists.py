@@ -15,8 +15,7 @@ loader, coalesced per recipient and within their budget, but not cached.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -29,8 +28,6 @@ from app.content.profiles import Loaded, ProfileLoader
 from app.content.shared_work import SharedWork
 from app.open_time.reasons import Reason
 from app.render.json import render_list
-from app.store.base import ProfileStore
-from app.upstream.client import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -71,24 +68,21 @@ class ListContent:
 
     def __init__(
         self,
-        store: ProfileStore,
+        loader: ProfileLoader,
         cache: BoundedCache[Key, Entry],
         *,
         ttl_seconds: float,
         negative_ttl_seconds: float,
-        upstream: UpstreamClient | None = None,
         upstream_ttl_seconds: float | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._loader = loader
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
-        self.upstream = upstream
         # Renders of upstream data live no longer than the upstream's freshness.
         self._upstream_ttl = upstream_ttl_seconds or ttl_seconds
         self._deadlines = Deadlines()
         self._bodies: SharedWork[Key, Rendered] = SharedWork(cache, self._deadlines)
         self._profiles: SharedWork[str, Found] = SharedWork(None, self._deadlines)
-        self._loader = ProfileLoader(store, upstream, clock=clock)
 
     @property
     def cache(self) -> BoundedCache[Key, Entry]:

@@ -3,7 +3,7 @@
 ``ProfileLoader.load(recipient, done)`` calls ``done`` exactly once, with the profile as ``Loaded`` or
 with the reason there is none. It never waits and has no budget of its own: callers wait through
 ``app.content.shared_work``, whose deadlines answer late requests while the lookup finishes and fills
-their cache. Built from the store's callback (``ProfileStore.fetch``, batched on its reader thread)
+their cache. Built from the store's callback (``ProfileRepository.fetch``, batched on its reader thread)
 and a done-callback on the upstream task, because a Task per lookup costs more than the read itself.
 """
 
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from app.log_throttle import ThrottledLog
 from app.open_time.reasons import Reason, reason_of
-from app.store.base import Profile, ProfileStore, StoreError
+from app.store.base import Profile, ProfileRepository, StoreError
 from app.upstream.client import NOT_FOUND, UpstreamClient, UpstreamResult
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class ProfileLoader:
 
     def __init__(
         self,
-        store: ProfileStore,
+        store: ProfileRepository,
         upstream: UpstreamClient | None = None,
         *,
         clock: Callable[[], float] = time.time,

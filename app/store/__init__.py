@@ -6,13 +6,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.store.base import Profile, ProfileRepository, ProfileStore, Store, StoreError
+from app.store.base import Profile, ProfileRepository, Store, StoreError
 from app.store.sqlite.profiles import SQLiteProfileStore
 
 __all__ = [
     "Profile",
     "ProfileRepository",
-    "ProfileStore",
     "SQLiteProfileStore",
     "Store",
     "StoreError",

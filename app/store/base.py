@@ -80,10 +80,6 @@ class ProfileRepository(Protocol):
         ...
 
 
-# The name the open-time path (app/content/lists.py) knows the profile repository by.
-ProfileStore = ProfileRepository
-
-
 # -- events ----------------------------------------------------------------------------------------
 
 EventStatus = Literal["applied", "duplicate", "unreadable-profile", "failed"]
