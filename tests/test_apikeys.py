@@ -22,15 +22,11 @@ from starlette.testclient import TestClient
 
 from app.cli.apikeys import apikeys
 from app.errors import HTTPError
+from app.security import apikeys as refusals  # the ApiKeyError subclasses
 from app.security.api_auth import require_scope
 from app.security.apikeys import (
     SCOPES,
     ApiKeyCache,
-    BadSecret,
-    MalformedKey,
-    MissingKey,
-    RevokedKey,
-    UnknownKey,
     authenticate,
     create_key,
     list_keys,
@@ -100,12 +96,12 @@ def test_parse_key_accepts_underscores_in_the_secret() -> None:
     ],
 )
 def test_parse_key_rejects_malformed(presented: str) -> None:
-    with pytest.raises(MalformedKey):
+    with pytest.raises(refusals.MalformedKey):
         parse_key(presented)
 
 
 def test_parse_key_missing() -> None:
-    with pytest.raises(MissingKey):
+    with pytest.raises(refusals.MissingKey):
         parse_key("")
 
 
@@ -127,19 +123,19 @@ async def test_create_authenticate_list_revoke(store: CountingStore) -> None:
     revoked = await revoke_key(store.api_keys, key.key_id, NOW + 5)
     assert revoked.revoked_at == NOW + 5
     assert (await revoke_key(store.api_keys, key.key_id, NOW + 9)).revoked_at == NOW + 5  # idempotent
-    with pytest.raises(RevokedKey):
+    with pytest.raises(refusals.RevokedKey):
         await authenticate(store.api_keys, plaintext)
-    with pytest.raises(UnknownKey):
+    with pytest.raises(refusals.UnknownKey):
         await revoke_key(store.api_keys, "ffffffff", NOW)
 
 
 @pytest.mark.anyio
 async def test_wrong_secret_and_unknown_id(store: CountingStore) -> None:
     key, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
-    with pytest.raises(BadSecret):
+    with pytest.raises(refusals.BadSecret):
         await authenticate(store.api_keys, plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"))
     other_id = "00000000" if key.key_id != "00000000" else "11111111"
-    with pytest.raises(UnknownKey):
+    with pytest.raises(refusals.UnknownKey):
         await authenticate(store.api_keys, plaintext.replace(key.key_id, other_id))
 
 
@@ -149,7 +145,7 @@ async def test_revoked_key_with_wrong_secret_reads_as_bad_secret(store: Counting
     # of the real secret may learn that.
     key, _ = await create_key(store.api_keys, "a", ["render"], NOW)
     await revoke_key(store.api_keys, key.key_id, NOW)
-    with pytest.raises(BadSecret):
+    with pytest.raises(refusals.BadSecret):
         await authenticate(store.api_keys, f"otk_{key.key_id}_" + "x" * 43)
 
 
@@ -197,7 +193,7 @@ async def test_cache_skips_sqlite_and_revocation_applies_within_ttl(
     clock.now += 10
     assert await authenticate(store.api_keys, plaintext, cache=cache) == key
     assert store.reads == reads
-    with pytest.raises(BadSecret):  # a cache hit still checks the secret
+    with pytest.raises(refusals.BadSecret):  # a cache hit still checks the secret
         await authenticate(store.api_keys, f"otk_{key.key_id}_" + "x" * 43, cache=cache)
 
     # Revoked by another process (the CLI): this process's cache does not know yet.
@@ -208,7 +204,7 @@ async def test_cache_skips_sqlite_and_revocation_applies_within_ttl(
     clock.now = 1029.5  # hits never extend the TTL: still 29.5 s after the read
     assert await authenticate(store.api_keys, plaintext, cache=cache) == key
     clock.now = 1030.0
-    with pytest.raises(RevokedKey):
+    with pytest.raises(refusals.RevokedKey):
         await authenticate(store.api_keys, plaintext, cache=cache)
     assert len(cache) == 0  # failures are not cached
 
@@ -219,7 +215,7 @@ async def test_revoking_in_process_clears_the_cache_at_once(store: CountingStore
     key, plaintext = await create_key(store.api_keys, "a", ["render"], NOW)
     await authenticate(store.api_keys, plaintext, cache=cache)
     await revoke_key(store.api_keys, key.key_id, NOW, cache=cache)
-    with pytest.raises(RevokedKey):
+    with pytest.raises(refusals.RevokedKey):
         await authenticate(store.api_keys, plaintext, cache=cache)
 
 
@@ -265,7 +261,7 @@ def test_cli_create_list_revoke(db_path: Path) -> None:
         store = SQLiteProfileStore(db_path)
         await store.open()
         try:
-            with pytest.raises(RevokedKey):
+            with pytest.raises(refusals.RevokedKey):
                 await authenticate(store.api_keys, plaintext)
         finally:
             await store.close()
