@@ -2,9 +2,10 @@
 
 Run it with ``opentime serve`` or ``uvicorn app.app:serve_app --factory`` (settings then come from
 the environment; ``serve_app`` also tunes the garbage collector, see ``app.gc_policy``). Open-time
-URLs (``/v1/...``) bypass Starlette's routing and middleware stack: they are served by a plain ASGI
-callable behind the pure-ASGI AMP CORS middleware, since they carry almost all the traffic.
-Everything else (health, later the APIs) is a Starlette app.
+URLs (``/v1/...``) bypass Starlette's routing and middleware stack, since they carry almost all the
+traffic: each route of ``app.open_time.routes`` is served by the one open-time pipeline
+(``app.open_time.pipeline``), behind the pure-ASGI AMP CORS middleware where the route needs it.
+Everything else (APIs, webhooks, preview, health, metrics) is a Starlette app.
 """
 
 from __future__ import annotations
