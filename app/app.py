@@ -4,7 +4,7 @@ Run it with ``opentime serve`` or ``uvicorn app.app:serve_app --factory`` (setti
 the environment; ``serve_app`` also tunes the garbage collector, see ``app.gc_policy``). Open-time
 URLs (``/v1/...``) bypass Starlette's routing and middleware stack, since they carry almost all the
 traffic: each route of ``app.open_time.routes`` is served by the one open-time pipeline
-(``app.open_time.pipeline``), behind the pure-ASGI AMP CORS middleware where the route needs it.
+(``app.open_time.pipeline``), which runs the AMP CORS check itself where the route needs it.
 Everything else (APIs, webhooks, preview, health, metrics) is a Starlette app.
 """
 
@@ -26,10 +26,10 @@ from app.asgi import ASGIApp, Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
-from app.open_time.pipeline import OpenTimeEndpoint, Route, not_found
+from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
 from app.routes import api, ops, preview, webhooks
-from app.security.amp_cors import AmpCorsMiddleware, SenderPolicy
+from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
 
@@ -80,14 +80,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
-    open_time = {route.segment: _endpoint(route, policy) for route in ROUTES}
+    open_time: dict[str, ASGIApp] = {route.segment: OpenTimeEndpoint(route, policy) for route in ROUTES}
     return OpentimeApp(starlette, open_time)
-
-
-def _endpoint(route: Route, policy: SenderPolicy) -> ASGIApp:
-    endpoint = OpenTimeEndpoint(route)
-    # amp-list and amp-form need AMP CORS; the pipeline sends the CORS headers itself (the hot path).
-    return AmpCorsMiddleware(endpoint, policy, inner_adds_headers=True) if route.cors else endpoint
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

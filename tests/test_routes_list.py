@@ -99,6 +99,27 @@ def test_sender_not_allowed_is_403_without_body_or_cors(client: TestClient, sign
     assert get(client, path, {})[0] == 403
 
 
+def test_version_1_cors_preflight_and_errors_carry_the_cors_headers(
+    client: TestClient, signer: TokenSigner
+) -> None:
+    # Older AMP clients send Origin plus __amp_source_origin; the answer must echo both, on errors too,
+    # or the client drops the response and shows nothing at all.
+    v1 = {"Origin": "https://mail.google.com"}
+    query = f"?__amp_source_origin={SENDER.replace('@', '%40')}"
+    path = f"/v1/{token_for(signer, recipient_id(1))}/list/picks.json{query}"
+    response = client.get(path, headers=v1)
+    assert response.status_code == 200 and response.json()["items"]
+    assert response.headers["access-control-allow-origin"] == "https://mail.google.com"
+    assert response.headers["amp-access-control-allow-source-origin"] == SENDER
+    assert response.headers["access-control-allow-credentials"] == "true"
+    preflight = client.options(path, headers=v1)
+    assert (preflight.status_code, preflight.content) == (204, b"")
+    assert preflight.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
+    for wrong in (client.get(f"/v1/t/list/a/b{query}", headers=v1), client.delete(path, headers=v1)):
+        assert wrong.status_code in (404, 405)
+        assert wrong.headers["amp-access-control-allow-source-origin"] == SENDER
+
+
 def test_head_has_headers_but_no_body(client: TestClient, signer: TokenSigner) -> None:
     response = client.head(f"/v1/{token_for(signer, recipient_id(1))}/list/picks.json", headers=AMP)
     assert response.status_code == 200

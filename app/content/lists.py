@@ -81,17 +81,17 @@ class ListContent:
         # Renders of upstream data live no longer than the upstream's freshness.
         self._upstream_ttl = upstream_ttl_seconds or ttl_seconds
         self._deadlines = Deadlines()
+        self._cache = cache  # read directly on the hot path; written only through _bodies
         self._bodies: SharedWork[Key, Rendered] = SharedWork(cache, self._deadlines)
         self._profiles: SharedWork[str, Found] = SharedWork(None, self._deadlines)
 
     @property
     def cache(self) -> BoundedCache[Key, Entry]:
-        assert self._bodies.cache is not None
-        return self._bodies.cache
+        return self._cache
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
         """The fast path: a cache hit answers without awaiting anything."""
-        entry = self._bodies.get((campaign, block.name, recipient))
+        entry = self._cache.get((campaign, block.name, recipient))
         return None if entry is None else _outcome(block, entry)
 
     async def load(self, campaign: str, block: ListBlock, recipient: str) -> Outcome:

@@ -9,7 +9,7 @@ the exception: a submission is refused with a 4xx, so it implements ``answer`` i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from app.asgi import Receive, Scope
@@ -48,8 +48,17 @@ class Kind(Protocol):
     def find(self, campaign: Campaign, block: str) -> Any | None:
         """The campaign's block of this kind by that name, or None."""
 
-    async def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Answer:
-        """The answer; ``problem`` is the token's (bad or expired), ``block`` None when not found."""
+    def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Answer | Awaitable[Answer]:
+        """The answer, or an awaitable of it when the kind must wait (for data, a render, a body).
+
+        ``problem`` is the token's (bad or expired); ``block`` is None when none was found.
+        """
+
+
+# An answer ready now (a fallback, a cache hit), or the work that will produce it. Returning the
+# answer itself instead of always a coroutine saves the hot path a coroutine per layer: a warm
+# amp-list open is answered without creating or awaiting any.
+Reply = Answer | Awaitable[Answer]
 
 
 class DegradingKind:
@@ -60,12 +69,9 @@ class DegradingKind:
     needs_recipient = True  # False: campaign-wide tokens get the content too
 
     def find(self, campaign: Campaign, block: str) -> Any | None:
-        return self.blocks(campaign).get(block)
-
-    def blocks(self, campaign: Campaign) -> Mapping[str, Any]:
         raise NotImplementedError
 
-    async def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Answer:
+    def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Reply:
         if block is None:
             return self.fallback(request, None, problem or self.missing)
         if problem is not None:
@@ -73,12 +79,12 @@ class DegradingKind:
         assert request.claims is not None  # a block is only found through claims
         if self.needs_recipient and request.claims.recipient is None:
             return self.fallback(request, block, Reason.NO_RECIPIENT)
-        return await self.render(request, block)
+        return self.render(request, block)
 
     def fallback(self, request: Open, block: Any | None, reason: Reason) -> Answer:
         """The kind's static answer: the block's designed fallback, or a generic one without a block."""
         raise NotImplementedError
 
-    async def render(self, request: Open, block: Any) -> Answer:
+    def render(self, request: Open, block: Any) -> Reply:
         """The personal (or campaign-wide) content; it may itself degrade, with a reason."""
         raise NotImplementedError

@@ -23,7 +23,7 @@ from app.campaigns.loader import Campaign
 from app.open_time.kind import Kind, Open, Target
 from app.open_time.reasons import Reason, reason_of
 from app.open_time.respond import Answer, send_answer, send_error
-from app.security.amp_cors import CORS_HEADERS
+from app.security.amp_cors import SenderPolicy, answered_here, decide
 from app.security.tokens import Claims, TokenError, TokenExpired
 
 if TYPE_CHECKING:
@@ -43,20 +43,30 @@ class Route:
     usage: str  # the expected URL, for the 404 message
     kinds: Sequence[Kind]  # tried in order to find the block; the last one answers when none has it
     methods: tuple[str, ...] = ("GET", "HEAD")
-    cors: bool = False  # behind the AMP CORS middleware (amp-list, amp-form)
+    cors: bool = False  # AMP CORS (amp-list, amp-form): foreign senders get a 403, preflights a 204
 
 
 class OpenTimeEndpoint:
-    """The ASGI callable for one route; the AMP CORS middleware (if any) has run before it."""
+    """The ASGI callable for one route."""
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, senders: SenderPolicy) -> None:
         self.route = route
+        self._senders = senders if route.cors else None
         self._not_allowed = f"use {route.methods[0]}"
         self._allow = (b"allow", ", ".join(route.methods).encode())
+        self._only = route.kinds[0] if len(route.kinds) == 1 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.route
-        extra: Headers = scope.get(CORS_HEADERS, ())
+        extra: Headers = ()
+        if self._senders is not None:
+            # AMP CORS first, the cheapest check: a foreign sender learns nothing, a form stores nothing.
+            decision = decide(
+                scope["method"], scope["headers"], scope.get("query_string", b""), self._senders
+            )
+            if await answered_here(send, scope["method"], decision):
+                return
+            extra = decision.response_headers
         target = route.parse(scope["path"].split("/"))
         if target is None:
             await send_error(send, 404, f"not an open-time URL: expected {route.usage}", extra)
@@ -67,45 +77,49 @@ class OpenTimeEndpoint:
             await send_error(send, 405, message, (*extra, self._allow))
             return
         services: Services = scope["state"]["services"]
-        kind, answer = await self._answer(services, scope, receive, target)
-        services.open_stats.served(kind.name, answer.reason, answer.age)
-        await send_answer(send, scope, answer, extra)
-
-    async def _answer(
-        self, services: Services, scope: Scope, receive: Receive, target: Target
-    ) -> tuple[Kind, Answer]:
-        kind = self.route.kinds[-1]
+        kind = route.kinds[-1]
         try:
             now = services.clock()
-            claims, problem = _verify(services, target.token, now)
-            request = Open(services, scope, receive, target, claims, now)
+            claims: Claims | None
+            try:  # inline, not a helper: this is every open's path
+                claims, problem = services.verifier.verify(target.token, now=int(now)), None
+            except TokenError as exc:
+                claims, problem = _failed(exc)
             kind, block = self._find(services.campaigns, claims, target.block)
-            return kind, await kind.answer(request, block, problem)
+            answer = kind.answer(Open(services, scope, receive, target, claims, now), block, problem)
+            if not isinstance(answer, Answer):  # waiting for data: the cold path
+                answer = await answer
         except Exception:
             # Last line of defence: the email must still get a well-formed answer of its kind.
             logger.exception("open-time %s request failed", kind.name)
-            request = Open(services, scope, receive, target, None, services.clock())
-            return kind, await kind.answer(request, None, Reason.INTERNAL_ERROR)
+            answer = await _settled(kind, Open(services, scope, receive, target, None, services.clock()))
+        services.open_stats.served(kind.name, answer.reason, answer.age)
+        await send_answer(send, scope, answer, extra)
 
     def _find(self, campaigns: Mapping[str, Campaign], claims: Claims | None, name: str) -> tuple[Kind, Any]:
+        """The kind that has a block of that name in the token's campaign, and the block (or None)."""
         kinds = self.route.kinds
         campaign = None if claims is None else campaigns.get(claims.campaign)
-        if campaign is not None:
-            for kind in kinds:
-                block = kind.find(campaign, name)
-                if block is not None:
-                    return kind, block
+        if campaign is None:
+            return kinds[-1], None
+        if self._only is not None:
+            return self._only, self._only.find(campaign, name)
+        for kind in kinds:
+            block = kind.find(campaign, name)
+            if block is not None:
+                return kind, block
         return kinds[-1], None
 
 
-def _verify(services: Services, token: str, now: float) -> tuple[Claims | None, Reason | None]:
-    """Valid claims; or the authentic claims of an expired token and why; or no claims and why."""
-    try:
-        return services.verifier.verify(token, now=int(now)), None
-    except TokenExpired as exc:
-        return exc.claims, reason_of(exc.reason)
-    except TokenError as exc:
-        return None, reason_of(exc.reason)
+async def _settled(kind: Kind, request: Open) -> Answer:
+    """The kind's answer for an internal error (its generic fallback)."""
+    answer = kind.answer(request, None, Reason.INTERNAL_ERROR)
+    return answer if isinstance(answer, Answer) else await answer
+
+
+def _failed(exc: TokenError) -> tuple[Claims | None, Reason]:
+    """An expired token's claims are authentic (they name the campaign's fallback); a bad one's are not."""
+    return (exc.claims if isinstance(exc, TokenExpired) else None), reason_of(exc.reason)
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,4 +1,4 @@
-"""AMP-for-Email CORS: sender allowlist, a pure decision function and a pure-ASGI middleware.
+"""AMP-for-Email CORS: the sender allowlist, a pure decision function, and the answers CORS gives itself.
 
 Both schemes are supported (see docs ``amp-email.md`` section 1):
 
@@ -6,7 +6,8 @@ Both schemes are supported (see docs ``amp-email.md`` section 1):
 * version 1: ``Origin`` header plus ``__amp_source_origin`` query parameter, answered with the
   ``Access-Control-*`` / ``AMP-Access-Control-Allow-Source-Origin`` headers.
 
-A rejected request gets a bare 403 before the inner app runs: for amp-form endpoints this is the CSRF guard.
+A rejected request gets a bare 403 before anything else runs (``answered_here``; the open-time
+pipeline checks CORS first on the routes that need it): for amp-form this is the CSRF guard.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
 from app.content.cache_policy import NO_STORE_HEADER
 
@@ -219,56 +220,17 @@ def _source_origin(query_string: bytes) -> str | None:
     return values[0] if len(values) == 1 and values[0] else None
 
 
-# Where an inner app built with ``inner_adds_headers=True`` finds the CORS headers it must send.
-CORS_HEADERS = "opentime.amp_cors_headers"
-
-
-class AmpCorsMiddleware:
-    """Pure-ASGI guard for amp-list / amp-form routes.
-
-    Rejected requests get 403 with an empty body and no CORS headers, and the inner app never runs (the
-    CSRF guard for forms). ``OPTIONS`` is answered here with 204. Allowed requests reach the inner app and
-    the CORS headers are set on its ``http.response.start``, replacing any same-named header it set.
-    With ``inner_adds_headers`` the inner app promises to send ``scope[CORS_HEADERS]`` itself on every
-    response instead: for amp-list, where wrapping ``send`` (a closure and a header rewrite per request)
-    was a measurable share of an open.
-    """
-
-    def __init__(self, app: ASGIApp, policy: SenderPolicy, *, inner_adds_headers: bool = False) -> None:
-        self.app = app
-        self.policy = policy
-        self.inner_adds_headers = inner_adds_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method: str = scope["method"]
-        decision = decide(method, scope["headers"], scope.get("query_string", b""), self.policy)
-        if not decision.allowed:
-            await _respond(send, 403, [(b"content-length", b"0"), _NO_STORE])
-        elif method == "OPTIONS":
-            await _respond(send, 204, [*decision.response_headers, _NO_STORE])
-        elif self.inner_adds_headers:
-            scope[CORS_HEADERS] = decision.response_headers
-            await self.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, _adding_headers(send, decision.response_headers))
+async def answered_here(send: Send, method: str, decision: CorsDecision) -> bool:
+    """Answer what CORS answers itself (a rejection: 403, no body; a preflight: 204); True if it did."""
+    if not decision.allowed:
+        await _respond(send, 403, [(b"content-length", b"0"), _NO_STORE])
+        return True
+    if method == "OPTIONS":
+        await _respond(send, 204, [*decision.response_headers, _NO_STORE])
+        return True
+    return False
 
 
 async def _respond(send: Send, status: int, headers: Headers) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
-
-
-def _adding_headers(send: Send, extra: Headers) -> Send:
-    names = {name for name, _ in extra}
-
-    async def send_with_cors(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            # Ours replace the inner app's: e.g. an inner "ACAO: *" would break credentialed v1 requests.
-            kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in names]
-            message = {**message, "headers": kept + extra}
-        await send(message)
-
-    return send_with_cors

@@ -8,8 +8,6 @@ from the profile) gets the per-recipient image headers. Its fallback is the bloc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from app.campaigns.loader import Campaign
 from app.content.cache_policy import CachePolicy, Header
 from app.content.images import Timed
@@ -26,8 +24,8 @@ class CountdownKind(DegradingKind):
     name = "countdown"
     needs_recipient = False  # campaign-wide timers need none; personal ones fall back without one
 
-    def blocks(self, campaign: Campaign) -> Mapping[str, CountdownBlock]:
-        return campaign.countdowns
+    def find(self, campaign: Campaign, block: str) -> CountdownBlock | None:
+        return campaign.countdowns.get(block)
 
     def fallback(self, request: Open, block: CountdownBlock | None, reason: Reason) -> Answer:
         return fallback_image(request, block, reason)

@@ -21,7 +21,7 @@ from app.asgi import Receive, Scope
 from app.campaigns import forms
 from app.campaigns.loader import Campaign
 from app.errors import OpentimeError
-from app.open_time.kind import Open, Target
+from app.open_time.kind import Open, Reply, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import Answer, json_answer
 from app.security.tokens import Claims
@@ -58,7 +58,10 @@ class FormKind:
     def find(self, campaign: Campaign, block: str) -> forms.FormBlock | None:
         return campaign.forms.get(block)
 
-    async def answer(self, request: Open, block: forms.FormBlock | None, problem: Reason | None) -> Answer:
+    def answer(self, request: Open, block: forms.FormBlock | None, problem: Reason | None) -> Reply:
+        return self._answer(request, block, problem)
+
+    async def _answer(self, request: Open, block: forms.FormBlock | None, problem: Reason | None) -> Answer:
         try:
             reply = await submit(request, block, problem)
         except Rejected as exc:

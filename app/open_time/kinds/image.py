@@ -10,7 +10,6 @@ CDN only (``app.content.cache_policy``); campaign-wide ones are shared; fallback
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import cast
 
 from app.campaigns.loader import Campaign
@@ -32,8 +31,8 @@ class ImageKind(DegradingKind):
     name = "image"
     needs_recipient = False  # a campaign-wide token renders the block with an empty profile
 
-    def blocks(self, campaign: Campaign) -> Mapping[str, ImageBlock]:
-        return campaign.images
+    def find(self, campaign: Campaign, block: str) -> ImageBlock | None:
+        return campaign.images.get(block)
 
     def fallback(self, request: Open, block: ImageBlock | CountdownBlock | None, reason: Reason) -> Answer:
         return fallback_image(request, block, reason)

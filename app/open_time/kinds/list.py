@@ -7,10 +7,9 @@ the answer depends on the requesting sender (AMP CORS) and on the recipient.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from app.campaigns.loader import Campaign, ListBlock
-from app.open_time.kind import DegradingKind, Open, Target
+from app.content.lists import Outcome
+from app.open_time.kind import DegradingKind, Open, Reply, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import JSON_HEADERS, Answer
 
@@ -20,23 +19,29 @@ GENERIC_FALLBACK = b'{"items":[]}'
 class ListKind(DegradingKind):
     name = "list"
 
-    def blocks(self, campaign: Campaign) -> Mapping[str, ListBlock]:
-        return campaign.lists
+    def find(self, campaign: Campaign, block: str) -> ListBlock | None:
+        return campaign.lists.get(block)
 
     def fallback(self, request: Open, block: ListBlock | None, reason: Reason) -> Answer:
         return Answer(GENERIC_FALLBACK if block is None else block.fallback_body, reason, JSON_HEADERS)
 
-    async def render(self, request: Open, block: ListBlock) -> Answer:
-        lists, claims = request.services.lists, request.claims
+    def render(self, request: Open, block: ListBlock) -> Reply:
+        claims = request.claims
         assert claims is not None and claims.recipient is not None
-        now = request.now
-        outcome = lists.cached(claims.campaign, block, claims.recipient)
+        outcome = request.services.lists.cached(claims.campaign, block, claims.recipient)
         if outcome is None:
-            outcome = await lists.load(claims.campaign, block, claims.recipient)
-            now = request.services.clock()
-        updated_at = outcome.updated_at
-        age = None if updated_at is None else max(now - updated_at, 0.0)
-        return Answer(outcome.body, outcome.fallback_reason, JSON_HEADERS, age)
+            return self._load(request, block, claims.campaign, claims.recipient)
+        return _answer(outcome, request.now)
+
+    async def _load(self, request: Open, block: ListBlock, campaign: str, recipient: str) -> Answer:
+        outcome = await request.services.lists.load(campaign, block, recipient)
+        return _answer(outcome, request.services.clock())
+
+
+def _answer(outcome: Outcome, now: float) -> Answer:
+    updated_at = outcome.updated_at
+    age = None if updated_at is None else max(now - updated_at, 0.0)
+    return Answer(outcome.body, outcome.fallback_reason, JSON_HEADERS, age)
 
 
 def parse(parts: list[str]) -> Target | None:
