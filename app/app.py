@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.asgi import ASGIApp, Receive, Scope, Send
+from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
@@ -39,15 +39,18 @@ logger = logging.getLogger(__name__)
 class OpentimeApp:
     """Routes ``/v1/{token}/{kind}/...`` straight to its open-time handler; the rest to Starlette."""
 
-    def __init__(self, starlette: Starlette, open_time: dict[str, ASGIApp]) -> None:
+    def __init__(self, starlette: Starlette, open_time: dict[str, OpenTimeEndpoint]) -> None:
         self.starlette = starlette
         self._open_time = open_time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            parts = scope["path"].split("/", 4)
-            handler = self._open_time.get(parts[3]) if len(parts) > 3 else None
-            await (handler or not_found)(scope, receive, send)
+            parts = scope["path"].split("/")  # split once: the endpoint reads its URL from these
+            endpoint = self._open_time.get(parts[3]) if len(parts) > 3 else None
+            if endpoint is None:
+                await not_found(scope, receive, send)
+            else:
+                await endpoint.serve(scope, receive, send, parts)
             return
         await self.starlette(scope, receive, send)
 
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
-    open_time: dict[str, ASGIApp] = {route.segment: OpenTimeEndpoint(route, policy) for route in ROUTES}
+    open_time = {route.segment: OpenTimeEndpoint(route, policy) for route in ROUTES}
     return OpentimeApp(starlette, open_time)
 
 

@@ -57,6 +57,10 @@ class OpenTimeEndpoint:
         self._only = route.kinds[0] if len(route.kinds) == 1 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope, receive, send, scope["path"].split("/"))
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        """Answer one request; ``parts`` is its path split at "/" (the app's dispatcher splits it once)."""
         route = self.route
         extra: Headers = ()
         if self._senders is not None:
@@ -67,7 +71,7 @@ class OpenTimeEndpoint:
             if await answered_here(send, scope["method"], decision):
                 return
             extra = decision.response_headers
-        target = route.parse(scope["path"].split("/"))
+        target = route.parse(parts)
         if target is None:
             await send_error(send, 404, f"not an open-time URL: expected {route.usage}", extra)
             return
