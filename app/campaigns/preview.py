@@ -26,6 +26,7 @@ from app.campaigns.validator import (
     ValidationError,
     ValidatorFailed,
 )
+from app.open_time.reasons import Reason
 from app.render.email import AMP_MAX_BYTES, HTML_CLIP_BYTES, EmailLimitError, EmailParts, check_limits
 from app.render.json import render_list
 from app.render.templates import TemplateError
@@ -108,12 +109,12 @@ def parse_at(value: str | None, now: float) -> datetime:
 def profile_attributes(profile: Profile | None) -> tuple[dict[str, Any] | None, str | None]:
     """The attributes and None, or None and why there are none."""
     if profile is None:
-        return None, "unknown-recipient"
+        return None, Reason.UNKNOWN_RECIPIENT
     try:
         data = orjson.loads(profile.attributes)
     except orjson.JSONDecodeError:
-        return None, "bad-profile"
-    return (data, None) if isinstance(data, dict) else (None, "bad-profile")
+        return None, Reason.BAD_PROFILE
+    return (data, None) if isinstance(data, dict) else (None, Reason.BAD_PROFILE)
 
 
 def build_report(
@@ -185,7 +186,7 @@ def block_items(
     body = None if attributes is None else render_list(block, dict(attributes))
     if body is None:
         items: list[Any] = orjson.loads(block.fallback_body)["items"]
-        return items, profile_reason or "no-data"
+        return items, profile_reason or Reason.NO_DATA
     live: list[Any] = orjson.loads(body)["items"]
     return live, None
 

@@ -15,7 +15,9 @@ import heapq
 from itertools import count
 from typing import Any
 
-BUDGET_EXCEEDED = "budget-exceeded"
+from app.open_time.reasons import Reason
+
+BUDGET_EXCEEDED = Reason.BUDGET_EXCEEDED
 
 
 def settle(future: asyncio.Future[Any], value: object) -> None:

@@ -32,6 +32,7 @@ from app.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from app.open_time.reasons import Reason
 from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
 from app.routes.responses import json_response, read_limited
@@ -208,7 +209,7 @@ def _personalization(
 def _lookup_failed(customer: str, reason: str) -> Response:
     if reason == UNKNOWN:
         raise NotFound(f"unknown customer {customer!r}")
-    if reason == "bad-profile":
+    if reason == Reason.BAD_PROFILE:
         raise Unprocessable(f"the profile of {customer!r} is not a JSON object")
     # The store or the upstream failed or was too slow: worth retrying later.
     body = {"error": f"customer data unavailable ({reason}), try again", "reason": reason}
