@@ -13,7 +13,7 @@ import pytest
 from app.campaigns.loader import Campaign, load_campaigns
 from app.config import PROJECT_ROOT
 from app.content.cache import BoundedCache
-from app.content.lists import Entry, Key, ListContent
+from app.content.lists import Entry, Key, ListContent, Rendered
 from app.content.profiles import ProfileLoader
 from app.demo import demo_rows, recipient_id
 from app.store import open_store
@@ -79,11 +79,11 @@ async def test_late_data_gets_fallback_then_next_open_is_fresh(store: GatedStore
     lists = content(store)
     picks = demo.lists["picks"]
     late = await lists.load("demo", picks, recipient_id(1))
-    assert (late.body, late.fallback_reason) == (picks.fallback_body, "budget-exceeded")
+    assert late == "budget-exceeded"  # the route serves the block's fallback with this reason
     store.gate.set()
     await asyncio.sleep(0.05)  # the lookup finishes in the background
     fresh = lists.cached("demo", picks, recipient_id(1))
-    assert fresh is not None and fresh.fallback_reason is None
+    assert isinstance(fresh, Rendered)
     assert len(orjson.loads(fresh.body)["items"]) == 4
 
 
@@ -96,8 +96,8 @@ async def test_concurrent_opens_share_one_lookup(store: GatedStore, demo: Campai
     store.gate.set()
     outcomes = await asyncio.gather(*waiting)
     assert store.gets == 1
-    assert {o.body for o in outcomes} == {outcomes[0].body}
-    assert outcomes[0].fallback_reason is None
+    assert all(isinstance(o, Rendered) for o in outcomes)
+    assert {o.body for o in outcomes if isinstance(o, Rendered)} == {outcomes[0].body}  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio
@@ -107,8 +107,7 @@ async def test_unknown_recipient_is_negatively_cached(store: GatedStore, demo: C
     picks = demo.lists["picks"]
     first = await lists.load("demo", picks, "ghost")
     again = lists.cached("demo", picks, "ghost")
-    assert first.fallback_reason == "unknown-recipient"
-    assert again is not None and again.fallback_reason == "unknown-recipient"
+    assert first == again == "unknown-recipient"
     assert store.gets == 1
 
 
@@ -129,6 +128,6 @@ async def test_a_failing_render_still_answers_every_waiter(store: GatedStore, de
     bad_field = replace(picks.fields[0], max_length=None)  # type: ignore[arg-type]
     bad_block = replace(picks, fields=(bad_field,))
     outcome = await lists.load("demo", bad_block, recipient_id(1))
-    assert outcome.fallback_reason == "internal-error"
+    assert outcome == "internal-error"
     good = await lists.load("demo", demo.lists["picks"], recipient_id(2))
-    assert good.fallback_reason is None
+    assert isinstance(good, Rendered)

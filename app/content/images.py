@@ -262,7 +262,8 @@ class ImageContent:
         A render nobody waits for any more still completes and fills the output cache.
         """
         loop = asyncio.get_running_loop()
-        waiter, first = self._outputs.join(key, deadline - loop.time())
+        # Rounded: Deadlines keeps one FIFO per budget value.
+        waiter, first = self._outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
         if first:
             self.renders += 1
             work = loop.run_in_executor(self._pool, self._render_in_worker, job)

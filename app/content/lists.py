@@ -44,12 +44,6 @@ Entry = Rendered | str
 Key = tuple[str, str, str]
 
 
-class Outcome(NamedTuple):
-    body: bytes
-    fallback_reason: str | None = None
-    updated_at: float | None = None  # None for a fallback: no recipient data was used
-
-
 class Found(NamedTuple):
     """A recipient's profile as the open-time path sees it, wherever it came from."""
 
@@ -89,18 +83,20 @@ class ListContent:
     def cache(self) -> BoundedCache[Key, Entry]:
         return self._cache
 
-    def cached(self, campaign: str, block: ListBlock, recipient: str) -> Outcome | None:
-        """The fast path: a cache hit answers without awaiting anything."""
-        entry = self._cache.get((campaign, block.name, recipient))
-        return None if entry is None else _outcome(block, entry)
+    def cached(self, campaign: str, block: ListBlock, recipient: str) -> Entry | None:
+        """The fast path: a cache hit answers without awaiting anything.
 
-    async def load(self, campaign: str, block: ListBlock, recipient: str) -> Outcome:
+        An entry is the rendered body, or the reason to serve the block's fallback instead.
+        """
+        return self._cache.get((campaign, block.name, recipient))
+
+    async def load(self, campaign: str, block: ListBlock, recipient: str) -> Entry:
         """Fetch and render within the block's budget; a late fetch still fills the cache."""
         key = (campaign, block.name, recipient)
         waiter, first = self._bodies.join(key, block.budget_s)
         if first:
             self._loader.load(recipient, partial(self._loaded, key, block))
-        return _outcome(block, await waiter)
+        return await waiter
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
         """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
@@ -129,8 +125,15 @@ class ListContent:
 
     def _loaded(self, key: Key, block: ListBlock, loaded: Loaded | str) -> None:
         """The profile arrived (or the reason it won't): render, cache, and wake every waiting open."""
-        try:
-            entry, ttl = self._entry(block, loaded)
+        entry: Entry
+        ttl: float | None
+        try:  # one method, not two: every cold open comes through here
+            if isinstance(loaded, str):
+                # Store and upstream failures are not cached: the next open asks again.
+                entry, ttl = loaded, self._negative_ttl if loaded == UNKNOWN else None
+            else:
+                entry = _render(block, loaded.attributes, loaded.updated_at)
+                ttl = self._ttl_of(block, entry, loaded.source)
         except Exception:
             # Whatever one profile holds, the waiters of this key (and the rest of the store's batch)
             # must still be answered, or their opens would wait out the budget forever.
@@ -138,25 +141,15 @@ class ListContent:
             entry, ttl = Reason.INTERNAL_ERROR, None
         self._bodies.answer(key, entry, ttl)
 
-    def _entry(self, block: ListBlock, loaded: Loaded | str) -> tuple[Entry, float | None]:
-        if isinstance(loaded, str):
-            # Store and upstream failures are not cached: the next open asks again.
-            return loaded, self._negative_ttl if loaded == UNKNOWN else None
-        entry = _render(block, loaded.attributes, loaded.updated_at)
-        if isinstance(entry, str):
-            return entry, self._negative_ttl
+    def _ttl_of(self, block: ListBlock, entry: Entry, source: str) -> float:
+        if isinstance(entry, str):  # no data to show, or data that is not an object: negative entry
+            return self._negative_ttl
         ttl = block.cache_ttl_s or self._ttl
-        return entry, ttl if loaded.source == "store" else min(ttl, self._upstream_ttl)
+        return ttl if source == "store" else min(ttl, self._upstream_ttl)
 
     def _found(self, recipient: str, loaded: Loaded | str) -> None:
         found = loaded if isinstance(loaded, str) else _parsed(loaded)
         self._profiles.answer(recipient, found, None)
-
-
-def _outcome(block: ListBlock, entry: Entry) -> Outcome:
-    if isinstance(entry, str):
-        return Outcome(block.fallback_body, entry)
-    return Outcome(entry[0], None, entry[1])
 
 
 def _parsed(loaded: Loaded) -> Found | str:

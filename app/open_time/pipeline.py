@@ -14,7 +14,7 @@ method, gets a 4xx JSON error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,14 @@ class OpenTimeEndpoint:
                 claims, problem = services.verifier.verify(target.token, now=int(now)), None
             except TokenError as exc:
                 claims, problem = _failed(exc)
-            kind, block = self._find(services.campaigns, claims, target.block)
+            campaign = None if claims is None else services.campaigns.get(claims.campaign)
+            if self._only is not None:  # one kind on this route: no search (every amp-list open)
+                kind, block = (
+                    self._only,
+                    None if campaign is None else self._only.find(campaign, target.block),
+                )
+            else:
+                kind, block = self._find(campaign, target.block)
             answer = kind.answer(Open(services, scope, receive, target, claims, now), block, problem)
             if not isinstance(answer, Answer):  # waiting for data: the cold path
                 answer = await answer
@@ -100,14 +107,11 @@ class OpenTimeEndpoint:
         services.open_stats.served(kind.name, answer.reason, answer.age)
         await send_answer(send, scope, answer, extra)
 
-    def _find(self, campaigns: Mapping[str, Campaign], claims: Claims | None, name: str) -> tuple[Kind, Any]:
+    def _find(self, campaign: Campaign | None, name: str) -> tuple[Kind, Any]:
         """The kind that has a block of that name in the token's campaign, and the block (or None)."""
         kinds = self.route.kinds
-        campaign = None if claims is None else campaigns.get(claims.campaign)
         if campaign is None:
             return kinds[-1], None
-        if self._only is not None:
-            return self._only, self._only.find(campaign, name)
         for kind in kinds:
             block = kind.find(campaign, name)
             if block is not None:

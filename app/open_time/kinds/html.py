@@ -32,13 +32,13 @@ class FragmentKind(DegradingKind):
     async def render(self, request: Open, block: ListBlock) -> Answer:
         lists, claims = request.services.lists, request.claims
         assert claims is not None and claims.recipient is not None
-        outcome = lists.cached(claims.campaign, block, claims.recipient)
-        if outcome is None:
-            outcome = await lists.load(claims.campaign, block, claims.recipient)
-        live = outcome.fallback_reason is None
-        html = _render(request, block, outcome.body, live=live)
-        age = None if outcome.updated_at is None else max(request.services.clock() - outcome.updated_at, 0.0)
-        return Answer(html, outcome.fallback_reason, HTML_HEADERS, age)
+        entry = lists.cached(claims.campaign, block, claims.recipient)
+        if entry is None:
+            entry = await lists.load(claims.campaign, block, claims.recipient)
+        if isinstance(entry, str):
+            return Answer(_render(request, block, block.fallback_body, live=False), entry, HTML_HEADERS)
+        age = max(request.services.clock() - entry.updated_at, 0.0)
+        return Answer(_render(request, block, entry.body, live=True), None, HTML_HEADERS, age)
 
 
 def _render(request: Open, block: ListBlock, body: bytes, *, live: bool) -> bytes:

@@ -8,7 +8,7 @@ the answer depends on the requesting sender (AMP CORS) and on the recipient.
 from __future__ import annotations
 
 from app.campaigns.loader import Campaign, ListBlock
-from app.content.lists import Outcome
+from app.content.lists import Entry
 from app.open_time.kind import DegradingKind, Open, Reply, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import JSON_HEADERS, Answer
@@ -28,20 +28,21 @@ class ListKind(DegradingKind):
     def render(self, request: Open, block: ListBlock) -> Reply:
         claims = request.claims
         assert claims is not None and claims.recipient is not None
-        outcome = request.services.lists.cached(claims.campaign, block, claims.recipient)
-        if outcome is None:
+        entry = request.services.lists.cached(claims.campaign, block, claims.recipient)
+        if entry is None:
             return self._load(request, block, claims.campaign, claims.recipient)
-        return _answer(outcome, request.now)
+        return _answer(block, entry, request.now)
 
     async def _load(self, request: Open, block: ListBlock, campaign: str, recipient: str) -> Answer:
-        outcome = await request.services.lists.load(campaign, block, recipient)
-        return _answer(outcome, request.services.clock())
+        entry = await request.services.lists.load(campaign, block, recipient)
+        return _answer(block, entry, request.services.clock())
 
 
-def _answer(outcome: Outcome, now: float) -> Answer:
-    updated_at = outcome.updated_at
-    age = None if updated_at is None else max(now - updated_at, 0.0)
-    return Answer(outcome.body, outcome.fallback_reason, JSON_HEADERS, age)
+def _answer(block: ListBlock, entry: Entry, now: float) -> Answer:
+    """The rendered items with the age of their data, or the block's fallback and why."""
+    if isinstance(entry, str):
+        return Answer(block.fallback_body, entry, JSON_HEADERS)
+    return Answer(entry.body, None, JSON_HEADERS, max(now - entry.updated_at, 0.0))
 
 
 def parse(parts: list[str]) -> Target | None:
