@@ -21,6 +21,26 @@ What it does (loopback only, each server pinned to CPU 0, wrk pinned to CPU 1, o
 
 Prints a table, then ``ratio=<warm ratio>`` as the last line; writes ``bench/results/amp_list.json``.
 Needs ``wrk`` (``apt-get install -y wrk``), ``taskset`` and two CPUs; ``--profile N`` also needs py-spy.
+
+Two revisions in one run (the figures drift by several percent between runs, so a before/after
+comparison is only fair within one run):
+
+    python3 bench/amp_list.py --rounds 3 --compare-with ../wt-before
+    python3 bench/amp_list.py --rounds 3 --source ../main --compare-with ../wt-before
+
+``--source DIR`` is the checkout whose server is measured (default: the one this script is in), reported
+as "after"; ``--compare-with DIR`` is another checkout of this project, reported as "before". Each
+opentime server runs with ``cwd`` and ``PYTHONPATH`` set to its checkout, so ``python3 -m app`` imports
+that checkout's ``app``; the bench itself prepares the store, key ring, config and paths with its own
+``app`` and both servers use the same files. Every round runs the baseline, then both checkouts' warm
+and cold phases (before first in odd rounds, after first in even rounds, so slow drift hits both
+alike); within a round both cold runs use the same never-seen set (each on a fresh server, so it is
+never-seen for both). Each warm and cold figure is divided by the baseline of its own round; the medians
+are taken over the quiet rounds (no run of the round with other processes above 10% of the server CPU).
+The report adds a per-round table, both checkouts' rows and RSS, the commit of each checkout (and
+whether its working tree had uncommitted changes, at the start and at the end of the run), and a line
+``before: warm W cold C | after: warm W cold C`` before ``ratio=`` (the after side's warm ratio).
+``--profile`` profiles only the after side.
 """
 
 from __future__ import annotations
@@ -28,6 +48,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import hashlib
 import itertools
 import json
 import os
@@ -568,12 +590,27 @@ class Server:
         return ""
 
 
-def start_server(name: str, args: Sequence[str], port: int, log_file: Path, cpu: int) -> Server:
+def server_env(root: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIME_")}
     env["PYTHONUNBUFFERED"] = "1"
+    if root is not None:
+        # Only that checkout: an inherited PYTHONPATH (or an installed package) must not supply `app`.
+        env["PYTHONPATH"] = str(root)
+    return env
+
+
+def start_server(
+    name: str, args: Sequence[str], port: int, log_file: Path, cpu: int, root: Path | None = None
+) -> Server:
+    """Start a server on ``cpu``; with ``root``, it runs in (and imports ``app`` from) that checkout."""
+    env = server_env(root)
     with log_file.open("w") as out:
         process = PROCS.start(
-            ["taskset", "-c", str(cpu), *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            ["taskset", "-c", str(cpu), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root or ROOT,
         )
     server = Server(name, process, f"http://127.0.0.1:{port}", log_file)
     deadline = time.monotonic() + 60
@@ -591,11 +628,11 @@ def stop_server(server: Server) -> None:
     PROCS.stop(server.process)
 
 
-def note_store_reads(server: Server, before: tuple[float, float], results: Results) -> None:
+def note_store_reads(server: Server, before: tuple[float, float], results: Results, prefix: str = "") -> None:
     """Log and note the recipient ids per SQLite query since ``before`` (a ``store_reads`` reading)."""
     after = store_reads(server)
     batches, keys = after[0] - before[0], after[1] - before[1]
-    note = f"store reads during the cold run: {keys:,.0f} recipient ids in {batches:,.0f} queries"
+    note = f"{prefix}store reads during the cold run: {keys:,.0f} recipient ids in {batches:,.0f} queries"
     results.notes.append(f"{note} ({keys / max(batches, 1):.1f} per query)")
     log(results.notes[-1])
 
@@ -647,7 +684,14 @@ def check_sample(server: Server, paths: Sequence[str], *, expect_cors: bool, bod
 
 
 def profile_server(
-    server: Server, paths: Path, seconds: int, args: argparse.Namespace, phase: str, *, limit: int = 0
+    server: Server,
+    paths: Path,
+    seconds: int,
+    args: argparse.Namespace,
+    phase: str,
+    *,
+    limit: int = 0,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
     """Load the server with wrk while py-spy samples it; summarise self time per function."""
     py_spy = shutil.which("py-spy")
@@ -692,14 +736,14 @@ def profile_server(
     if spy.returncode != 0 or not raw_file.exists():
         log(f"py-spy failed (exit {spy.returncode}): {output.strip()[-500:]}")
         return {}
-    summary = summarise_profile(raw_file, seconds)
+    summary = summarise_profile(raw_file, seconds, root)
     summary["file"] = str(raw_file)
     if "wrk" in holder:
         summary["load_rps"] = round(holder["wrk"].rps)
     return summary
 
 
-def summarise_profile(raw_file: Path, seconds: int, top: int = 25) -> dict[str, Any]:
+def summarise_profile(raw_file: Path, seconds: int, root: Path = ROOT, top: int = 25) -> dict[str, Any]:
     """Self time (leaf frame) per function from py-spy's collapsed stacks, main thread apart.
 
     Thread-pool threads (the SQLite reader/writer) start at ``threading._bootstrap``; their samples
@@ -715,7 +759,7 @@ def summarise_profile(raw_file: Path, seconds: int, top: int = 25) -> dict[str, 
             continue
         count = int(count_text)
         frames = stack.split(";")
-        leaf = _frame_name(frames[-1])
+        leaf = _frame_name(frames[-1], root)
         if frames[0].startswith(("_bootstrap ", "Thread._bootstrap ")):
             if leaf.startswith("_worker (concurrent/futures/thread.py"):
                 idle_workers += count
@@ -753,11 +797,14 @@ def _area(leaf: str) -> str:
     return "other (stdlib, C loop)" if "Runner.run" not in leaf else "uvloop C loop (Runner.run leaf)"
 
 
-def _frame_name(frame: str) -> str:
-    """``func (path/to/file.py:123)`` -> ``func (file path from the package root)``."""
+def _frame_name(frame: str, root: Path = ROOT) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file path from the package root)``.
+
+    ``root`` is the profiled server's checkout (``--source``), which may not be the bench's own.
+    """
     name, _, where = frame.partition(" (")
     where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3.11/", str(ROOT) + "/"):
+    for marker in ("site-packages/", "/lib/python3.11/", str(root) + "/"):
         if marker in where:
             where = where.split(marker, 1)[1]
     return f"{name} ({where})" if where else name
@@ -767,18 +814,74 @@ def _frame_name(frame: str) -> str:
 
 
 @dataclass
-class Results:
-    baseline: WrkResult | None = None
-    warm: WrkResult | None = None
-    cold: WrkResult | None = None
-    baseline_runs: list[WrkResult] = field(default_factory=list)
+class Checkout:
+    """A checkout of this project whose server the run measures, and that server's figures.
+
+    Its servers run with ``cwd`` and ``PYTHONPATH`` set to ``root``, so ``python3 -m app`` imports that
+    checkout's ``app`` package, whatever the bench process itself imports.
+    """
+
+    label: str  # "opentime" when measured alone; "after" (--source) and "before" (--compare-with)
+    root: Path
+    revision: str = ""
     warm_runs: list[WrkResult] = field(default_factory=list)
     cold_runs: list[WrkResult] = field(default_factory=list)
     rss_warm: Rss | None = None
     rss_cold: Rss | None = None
+
+    def prefix(self) -> str:
+        """A tag for notes, empty when measured alone (so the default output stays as it was)."""
+        return "" if self.label == "opentime" else f"[{self.label}] "
+
+
+@dataclass
+class Results:
+    this: Checkout
+    other: Checkout | None = None  # --compare-with
+    baseline: WrkResult | None = None
+    warm: WrkResult | None = None
+    cold: WrkResult | None = None
+    baseline_runs: list[WrkResult] = field(default_factory=list)
     profiles: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def revision(root: Path) -> str:
+    """The commit checked out in ``root``, marked when the working tree differs from it.
+
+    The servers import whatever is on disk, so uncommitted edits are part of what is measured.
+    """
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        return "not a git checkout"
+    changes = git("diff", "HEAD") + git("ls-files", "--others", "--exclude-standard")
+    if not changes:
+        return commit
+    digest = hashlib.sha256(changes.encode()).hexdigest()[:12]
+    return f"{commit} + uncommitted changes (diff {digest})"
+
+
+def check_app(checkout: Checkout) -> None:
+    """Fail unless a server started for ``checkout`` imports the ``app`` package under its root."""
+    code = "import app, sys; sys.stdout.write(app.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=checkout.root,
+        env=server_env(checkout.root),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = done.stdout.strip()
+    if done.returncode != 0 or not Path(found).resolve().is_relative_to(checkout.root):
+        raise BenchError(f"{checkout.root}: `import app` gives {found or done.stderr.strip()[-300:]!r}")
+    log(f"{checkout.label}: {checkout.root} at {checkout.revision} ({found})")
 
 
 @contextlib.contextmanager
@@ -848,10 +951,13 @@ def opentime_cmd(prep: Prepared) -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--config", str(prep.config)]
 
 
-def run_warm(prep: Prepared, args: argparse.Namespace, results: Results) -> None:
-    server = start_server(
-        "opentime", opentime_cmd(prep), prep.port, prep.folder / "opentime-warm.log", args.server_cpu
-    )
+def start_opentime(prep: Prepared, args: argparse.Namespace, side: Checkout, phase: str) -> Server:
+    log_file = prep.folder / f"{side.label}-{phase}.log"
+    return start_server(side.label, opentime_cmd(prep), prep.port, log_file, args.server_cpu, side.root)
+
+
+def run_warm(prep: Prepared, args: argparse.Namespace, results: Results, *, side: Checkout) -> None:
+    server = start_opentime(prep, args, side, "warm")
     try:
         count = prep.counts["warm"]
         fill = each_path_once(server, prep.paths["warm"], count, args, "cache fill (each warm path once)")
@@ -864,20 +970,22 @@ def run_warm(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         prep.body_bytes = check_sample(
             server, first_paths(prep.paths["warm"], SAMPLE_SIZE), expect_cors=True, body_size=None
         )
-        results.warm = warm_up_and_measure(server, prep.paths["warm"], args, results, "opentime warm")
-        results.warm_runs.append(results.warm)
+        warm = warm_up_and_measure(server, prep.paths["warm"], args, results, f"{side.label} warm")
+        side.warm_runs.append(warm)
         after = each_path_once(server, prep.paths["warm"], count, args, "cache check after the run")
         require_clean(after)  # still 100% hits: the measured run never fell back to the store
-        results.rss_warm = rss(server.pid, prep.database)
-        log(f"RSS after the warm run: {results.rss_warm}")
-        if args.profile and len(results.warm_runs) == args.rounds:
+        side.rss_warm = rss(server.pid, prep.database)
+        log(f"RSS after the warm run: {side.rss_warm}")
+        if args.profile and side is results.this and len(side.warm_runs) == args.rounds:
             log(f"profiling the warm path for {args.profile} s (py-spy, not part of the figures)")
-            results.profiles["warm"] = profile_server(server, prep.paths["warm"], args.profile, args, "warm")
+            results.profiles["warm"] = profile_server(
+                server, prep.paths["warm"], args.profile, args, "warm", root=side.root
+            )
     finally:
         stop_server(server)
 
 
-def run_cold(prep: Prepared, args: argparse.Namespace, results: Results) -> None:
+def note_cold_design(prep: Prepared, results: Results) -> None:
     counts = prep.counts
     design = (
         f"cold design: {counts['cold_rounds']} round(s), each on a fresh server process (empty cache):"
@@ -888,22 +996,32 @@ def run_cold(prep: Prepared, args: argparse.Namespace, results: Results) -> None
         " file is in the OS page cache (just written/read), so this measures the in-process cold path,"
         " not disk."
     )
+    if results.other is not None:
+        design += (
+            " Comparing two checkouts: in a round both get the same cold set, each on its own fresh"
+            " server, and each cold run is divided by that round's baseline."
+        )
     log(design)
     results.notes.append(design)
-    for index in range(counts["cold_rounds"]):
-        last = index == counts["cold_rounds"] - 1
-        results.cold_runs.append(cold_round(prep, args, results, cold_set_name(index), profile=last))
-    results.cold = lower_median(results.cold_runs)
+
+
+def run_cold(
+    prep: Prepared, args: argparse.Namespace, results: Results, *, side: Checkout, rounds: Sequence[int]
+) -> None:
+    """The cold rounds ``rounds`` (indexes of the never-seen sets) of ``side``, each on a fresh server."""
+    if not any(note.startswith("cold design") for note in results.notes):
+        note_cold_design(prep, results)
+    for index in rounds:
+        last = side is results.this and index == prep.counts["cold_rounds"] - 1
+        side.cold_runs.append(cold_round(prep, args, results, cold_set_name(index), side, profile=last))
 
 
 def cold_round(
-    prep: Prepared, args: argparse.Namespace, results: Results, paths: str, *, profile: bool
+    prep: Prepared, args: argparse.Namespace, results: Results, paths: str, side: Checkout, *, profile: bool
 ) -> WrkResult:
     """One cold run on a fresh server; RSS after it (the last round's is reported)."""
     counts = prep.counts
-    server = start_server(
-        "opentime", opentime_cmd(prep), prep.port, prep.folder / "opentime-cold.log", args.server_cpu
-    )
+    server = start_opentime(prep, args, side, "cold")
     try:
         check_sample(
             server, first_paths(prep.paths["cold_sample"], SAMPLE_SIZE), expect_cors=True, body_size=None
@@ -914,34 +1032,35 @@ def cold_round(
         require_clean(warmup, allow_fallbacks=True)
         log(describe(warmup))
         bound = max(30, min(300, counts["cold"] // 500))
-        wait_quiet(args, results, "opentime cold")
+        wait_quiet(args, results, f"{side.label} cold")
         reads_before = store_reads(server)
         cold = each_path_once(
             server,
             prep.paths[paths],
             counts["cold"],
             args,
-            "opentime cold",
+            f"{side.label} cold",
             seconds=bound,
             server_pid=server.pid,
         )
         require_clean(cold, allow_fallbacks=True)
         log(describe(cold))
-        note_store_reads(server, reads_before, results)
+        note_store_reads(server, reads_before, results, side.prefix())
         if not cold.raw.get("exhausted"):
             raise BenchError(f"cold run hit its {bound} s bound before the cold set was exhausted")
         if cold.fallbacks:
             share = cold.fallbacks / max(1, cold.requests)
-            note = f"WARNING: {cold.fallbacks:,} cold responses ({share:.1%}) were budget fallbacks"
+            note = f"WARNING: {side.prefix()}{cold.fallbacks:,} cold responses ({share:.1%})"
+            note += " were budget fallbacks"
             results.notes.append(note)
             log(note)
-        results.rss_cold = rss(server.pid, prep.database)
-        log(f"RSS after the cold run: {results.rss_cold}")
+        side.rss_cold = rss(server.pid, prep.database)
+        log(f"RSS after the cold run: {side.rss_cold}")
         if profile and args.profile and counts["cold_profile"] and cold.rps:
             limit = min(counts["cold_profile"], int(cold.rps * (args.profile + 3)))
             log(f"profiling the cold path for {args.profile} s over {limit:,} more never-seen recipients")
             results.profiles["cold"] = profile_server(
-                server, prep.paths["cold_profile"], args.profile, args, "cold", limit=limit
+                server, prep.paths["cold_profile"], args.profile, args, "cold", limit=limit, root=side.root
             )
         return cold
     finally:
@@ -958,18 +1077,23 @@ def others_share(result: WrkResult) -> float | None:
     return max(0.0, result.core_busy - result.server_cpu) + (result.core_steal or 0)
 
 
+def median_index(ratios: Sequence[float], noisy: Sequence[bool]) -> int:
+    """The round whose ratio is the (lower) median of the quiet rounds (of all rounds if none is quiet)."""
+    candidates = [i for i in range(len(ratios)) if not noisy[i]] or list(range(len(ratios)))
+    candidates.sort(key=ratios.__getitem__)
+    return candidates[(len(candidates) - 1) // 2]
+
+
 def pick_median_round(results: Results) -> tuple[list[float], list[bool]]:
     """Show the round whose warm ratio is the median of the quiet rounds (all rounds if none is quiet).
 
     A round is noisy when other processes took more than NOISY_SHARE of the server's CPU in either run.
     Returns every round's ratio and whether it was noisy.
     """
-    pairs = list(zip(results.baseline_runs, results.warm_runs, strict=True))
+    pairs = list(zip(results.baseline_runs, results.this.warm_runs, strict=True))
     ratios = [warm.rps / base.rps for base, warm in pairs]
     noisy = [any((others_share(r) or 0) > NOISY_SHARE for r in pair) for pair in pairs]
-    candidates = [i for i in range(len(pairs)) if not noisy[i]] or list(range(len(pairs)))
-    candidates.sort(key=ratios.__getitem__)
-    results.baseline, results.warm = pairs[candidates[(len(candidates) - 1) // 2]]
+    results.baseline, results.warm = pairs[median_index(ratios, noisy)]
     return ratios, noisy
 
 
@@ -984,12 +1108,120 @@ def median_baseline_rps(results: Results) -> float:
     return lower_median(results.baseline_runs).rps
 
 
-def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
+@dataclass
+class SideFigures:
+    """One checkout's ratios against the baseline of the same round, and its median rounds."""
+
+    checkout: Checkout
+    warm_ratios: list[float]
+    cold_ratios: list[float]
+    warm_round: int  # index of the round whose warm ratio is the median of the quiet rounds
+    cold_round: int
+
+    @property
+    def warm(self) -> float:
+        return self.warm_ratios[self.warm_round]
+
+    @property
+    def cold(self) -> float:
+        return self.cold_ratios[self.cold_round]
+
+
+@dataclass
+class Comparison:
+    before: SideFigures
+    after: SideFigures
+    others: list[float]  # per round, the largest "others" share among the round's five runs
+    noisy: list[bool]
+
+
+def compare(results: Results) -> Comparison:
+    """Both checkouts' ratios per round; one noise verdict per round, so both medians use the same rounds."""
+    assert results.other is not None
+    sides = (results.other, results.this)
+    columns = [results.baseline_runs, *(runs for side in sides for runs in (side.warm_runs, side.cold_runs))]
+    others = [max(others_share(run) or 0 for run in runs) for runs in zip(*columns, strict=True)]
+    noisy = [share > NOISY_SHARE for share in others]
+    before, after = (side_figures(results, side, noisy) for side in sides)
+    return Comparison(before, after, others, noisy)
+
+
+def side_figures(results: Results, side: Checkout, noisy: Sequence[bool]) -> SideFigures:
+    bases = [run.rps for run in results.baseline_runs]
+    warm = [run.rps / base for run, base in zip(side.warm_runs, bases, strict=True)]
+    cold = [run.rps / base for run, base in zip(side.cold_runs, bases, strict=True)]
+    return SideFigures(side, warm, cold, median_index(warm, noisy), median_index(cold, noisy))
+
+
+Row = tuple[str, WrkResult, str, float]  # name, run, target, the baseline req/s it is divided by
+
+
+@dataclass
+class Summary:
+    """What the report shows of the after (or only) checkout, and the table's rows."""
+
+    warm_ratio: float  # the median ones, as shown in the table
+    cold_ratio: float
+    warm_ratios: list[float]
+    noisy: list[bool]
+    cold_ratios: list[float]
+    rows: list[Row]
+
+
+def summarise_alone(results: Results) -> Summary:
+    """One checkout: paired baseline/warm rounds, cold rounds against the median baseline."""
     ratios, noisy = pick_median_round(results)
-    base = results.baseline
-    assert base is not None and results.warm is not None and results.cold is not None
-    rows = [("baseline (Starlette, 2 KB const)", base), ("opentime warm (cache hit)", results.warm)]
-    rows.append(("opentime cold (SQLite)", results.cold))
+    results.cold = lower_median(results.this.cold_runs)
+    assert results.baseline is not None and results.warm is not None
+    cold_base = median_baseline_rps(results)
+    base = results.baseline.rps
+    rows: list[Row] = [
+        ("baseline (Starlette, 2 KB const)", results.baseline, "", base),
+        ("opentime warm (cache hit)", results.warm, f">={WARM_TARGET}", base),
+        ("opentime cold (SQLite)", results.cold, f">={COLD_TARGET}", cold_base),
+    ]
+    cold_ratios = [run.rps / cold_base for run in results.this.cold_runs]
+    warm_ratio = results.warm.rps / base
+    return Summary(warm_ratio, results.cold.rps / cold_base, ratios, noisy, cold_ratios, rows)
+
+
+def summarise_compared(results: Results, comparison: Comparison) -> Summary:
+    """Two checkouts: every run is divided by its own round's baseline; rows show each median round."""
+    after = comparison.after
+    results.baseline = results.baseline_runs[after.warm_round]
+    results.warm = results.this.warm_runs[after.warm_round]
+    results.cold = results.this.cold_runs[after.cold_round]
+    rows: list[Row] = [("baseline (Starlette, 2 KB const)", results.baseline, "", results.baseline.rps)]
+    for figures in (after, comparison.before):
+        side, bases = figures.checkout, results.baseline_runs
+        warm, cold = side.warm_runs[figures.warm_round], side.cold_runs[figures.cold_round]
+        rows.append(
+            (f"{side.label} warm (cache hit)", warm, f">={WARM_TARGET}", bases[figures.warm_round].rps)
+        )
+        rows.append((f"{side.label} cold (SQLite)", cold, f">={COLD_TARGET}", bases[figures.cold_round].rps))
+    return Summary(after.warm, after.cold, after.warm_ratios, comparison.noisy, after.cold_ratios, rows)
+
+
+def check_revisions(results: Results) -> None:
+    """Warn when a checkout changed during the run: its rounds may have measured different code."""
+    for side in checkouts(results):
+        now = revision(side.root)
+        if now != side.revision:
+            note = (
+                f"WARNING: {side.label} checkout {side.root} changed during the run: {side.revision} -> {now}"
+            )
+            results.notes.append(note)
+            log(note)
+
+
+def checkouts(results: Results) -> list[Checkout]:
+    return [results.this] if results.other is None else [results.this, results.other]
+
+
+def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
+    check_revisions(results)
+    comparison = None if results.other is None else compare(results)
+    summary = summarise_alone(results) if comparison is None else summarise_compared(results, comparison)
     print()
     print(
         f"amp-list benchmark: {prep.store_rows:,} recipients in the store, {args.connections} connections,"
@@ -1000,31 +1232,108 @@ def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
         f" cold set {prep.counts['cold']:,} never-requested recipients, each requested once"
     )
     print(f"opentime body {prep.body_bytes} B (picks.json, 4 items), baseline body 2048 B")
+    if comparison is None:
+        print_rounds(results, summary)
+    else:
+        print_comparison(results, comparison)
+    print()
+    print_table(summary.rows)
+    print()
+    print_rss(prep, results)
+    print_profiles(results)
+    for note in results.notes:
+        if note.startswith("WARNING"):
+            print(note)
+    print("\nsteps: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results.steps.items()))
+    payload = results_json(prep, args, results, summary, comparison)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {RESULTS.relative_to(ROOT)}")
+    if comparison is not None:
+        print(
+            " | ".join(
+                f"{f.checkout.label}: warm {f.warm:.2f} cold {f.cold:.2f}"
+                for f in comparison_sides(comparison)
+            )
+        )
+    return summary.warm_ratio
+
+
+def comparison_sides(comparison: Comparison) -> tuple[SideFigures, SideFigures]:
+    return comparison.before, comparison.after
+
+
+def print_rounds(results: Results, summary: Summary) -> None:
+    """One checkout: the rounds' ratios, when there is more than one round."""
+    ratios, noisy = summary.warm_ratios, summary.noisy
     if len(ratios) > 1:
         listed = ", ".join(f"{r:.2f}{' (noisy)' if n else ''}" for r, n in zip(ratios, noisy, strict=True))
         print(
             f"{len(ratios)} alternating baseline/warm rounds, warm ratios {listed};"
             f" shown: the median of the quiet rounds (noisy: others > {NOISY_SHARE:.0%} of the server CPU)"
         )
-    cold_base = median_baseline_rps(results)
-    cold_ratios = [run.rps / cold_base for run in results.cold_runs]
-    if len(cold_ratios) > 1:
+    if len(summary.cold_ratios) > 1:
         print(
-            f"{len(cold_ratios)} cold rounds (fresh server, distinct never-seen recipients each), cold ratios"
-            f" {', '.join(f'{r:.2f}' for r in cold_ratios)} against the median baseline"
-            f" ({cold_base:,.0f} req/s); shown: the median"
+            f"{len(summary.cold_ratios)} cold rounds (fresh server, distinct never-seen recipients each),"
+            f" cold ratios {', '.join(f'{r:.2f}' for r in summary.cold_ratios)} against the median baseline"
+            f" ({median_baseline_rps(results):,.0f} req/s); shown: the median"
         )
+
+
+def round_order(index: int) -> tuple[str, str]:
+    """Which checkout runs first in round ``index`` (from 0): alternating, so drift hits both alike."""
+    return ("before", "after") if index % 2 == 0 else ("after", "before")
+
+
+def print_comparison(results: Results, comparison: Comparison) -> None:
+    """Two checkouts: where each is, then every round's req/s and ratios, and the medians."""
+    before, after = comparison.before, comparison.after
     print()
+    for figures, option in ((before, "--compare-with"), (after, "--source")):
+        side = figures.checkout
+        print(f"{side.label:<6} {'(' + option + '):':<17} {side.root} at {side.revision}")
+    order = ", ".join(f"#{i + 1} {round_order(i)[0]} first" for i in range(len(comparison.noisy)))
+    print(
+        f"each round: the baseline, then each checkout's warm and cold runs ({order}); every warm and cold"
+        f" run is divided by the baseline of its own round; medians over the quiet rounds (noisy: others >"
+        f" {NOISY_SHARE:.0%} of the server CPU in any run of the round)"
+    )
+    print()
+    columns = ["round", "baseline", "before warm", "before cold", "after warm", "after cold"]
+    columns += ["before w / c", "after w / c", "others"]
+    widths = (8, 9, 12, 12, 11, 11, 13, 13, 12)
+    header = _row(columns, widths)
+    print(header)
+    print("-" * len(header))
+    runs = [results.baseline_runs]
+    for side in (before.checkout, after.checkout):
+        runs += [side.warm_runs, side.cold_runs]
+    for index, round_runs in enumerate(zip(*runs, strict=True)):
+        noisy = " (noisy)" if comparison.noisy[index] else ""
+        cells = [f"#{index + 1}", *(f"{run.rps:,.0f}" for run in round_runs)]
+        cells += [_pair(f.warm_ratios[index], f.cold_ratios[index]) for f in (before, after)]
+        cells.append(f"{comparison.others[index]:.0%}{noisy}")
+        print(_row(cells, widths))
+    medians = [f"{lower_median(column).rps:,.0f}" for column in runs]
+    print(
+        _row(["median", *medians, _pair(before.warm, before.cold), _pair(after.warm, after.cold), ""], widths)
+    )
+    print("others: the largest share of the server's CPU taken by other processes in any run of the round")
+
+
+def _pair(warm: float, cold: float) -> str:
+    return f"{warm:.2f} / {cold:.2f}"
+
+
+def print_table(rows: Sequence[Row]) -> None:
     columns = ["server", "req/s", "p50 ms", "p99 ms", "vs base", "target", "CPU us/req", "srv CPU", "wrk CPU"]
     columns.append("others")
     widths = (32, 8, 7, 7, 7, 6, 10, 7, 7, 6)
     header = _row(columns, widths)
     print(header)
     print("-" * len(header))
-    targets = ("", f">={WARM_TARGET}", f">={COLD_TARGET}")
-    for (name, result), target in zip(rows, targets, strict=True):
+    for name, result, target, against in rows:
         per_request = "" if result.server_cpu is None else f"{1e6 * result.server_cpu / result.rps:.0f}"
-        against = cold_base if result is results.cold else base.rps
         cells = (
             name,
             f"{result.rps:,.0f}",
@@ -1042,12 +1351,18 @@ def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
         "CPU us/req: server CPU time per request; srv CPU / wrk CPU: CPU time of the server / wrk over"
         " the run; others: other processes and hypervisor steal on the server's CPU"
     )
-    print()
-    assert results.rss_warm is not None
+
+
+def print_rss(prep: Prepared, results: Results) -> None:
     print(f"RSS (VmRSS) target <= {RSS_TARGET_MB:.0f} MB with {prep.store_rows:,} recipients in the store:")
-    print(f"  after the warm run: {results.rss_warm}")
-    if results.rss_cold is not None:
-        print(f"  after the cold run: {results.rss_cold} (response cache filled)")
+    for side in checkouts(results):
+        assert side.rss_warm is not None
+        print(f"  {side.prefix()}after the warm run: {side.rss_warm}")
+        if side.rss_cold is not None:
+            print(f"  {side.prefix()}after the cold run: {side.rss_cold} (response cache filled)")
+
+
+def print_profiles(results: Results) -> None:
     for phase, summary in results.profiles.items():
         if summary.get("top_self"):
             print(
@@ -1061,11 +1376,16 @@ def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
                 print(f"  thread pool (SQLite) busy: {summary['worker_busy_samples']:,} samples; top:")
                 for row in summary["worker_top_self"][:5]:
                     print(f"    {row['samples']:6,}  {row['function']}")
-    for note in results.notes:
-        if note.startswith("WARNING"):
-            print(note)
-    print("\nsteps: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results.steps.items()))
-    warm_ratio = results.warm.rps / base.rps
+
+
+def results_json(
+    prep: Prepared,
+    args: argparse.Namespace,
+    results: Results,
+    summary: Summary,
+    comparison: Comparison | None,
+) -> dict[str, Any]:
+    this = results.this
     payload = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "store_recipients": prep.store_rows,
@@ -1073,27 +1393,53 @@ def report(prep: Prepared, args: argparse.Namespace, results: Results) -> float:
         "duration_s": args.duration,
         "sets": prep.counts,
         "opentime_body_bytes": prep.body_bytes,
-        "ratio_warm": round(warm_ratio, 3),
-        "ratio_warm_rounds": [round(r, 3) for r in ratios],
-        "ratio_cold": round(results.cold.rps / cold_base, 3),
-        "ratio_cold_rounds": [round(r, 3) for r in cold_ratios],
-        "cold_runs": [asdict(run) for run in results.cold_runs],
-        "rss_warm_mb": None if results.rss_warm is None else asdict(results.rss_warm),
-        "rss_cold_mb": None if results.rss_cold is None else asdict(results.rss_cold),
-        "runs": {r.label: asdict(r) for _, r in rows},
+        "ratio_warm": round(summary.warm_ratio, 3),
+        "ratio_warm_rounds": [round(r, 3) for r in summary.warm_ratios],
+        "ratio_cold": round(summary.cold_ratio, 3),
+        "ratio_cold_rounds": [round(r, 3) for r in summary.cold_ratios],
+        "cold_runs": [asdict(run) for run in this.cold_runs],
+        "rss_warm_mb": None if this.rss_warm is None else asdict(this.rss_warm),
+        "rss_cold_mb": None if this.rss_cold is None else asdict(this.rss_cold),
+        "runs": {run.label: asdict(run) for _, run, _, _ in summary.rows},
         "rounds": [
             {"baseline": asdict(b), "warm": asdict(w)}
-            for b, w in zip(results.baseline_runs, results.warm_runs, strict=True)
+            for b, w in zip(results.baseline_runs, this.warm_runs, strict=True)
         ],
+        "checkout": {"root": str(this.root), "revision": this.revision},
         "profiles": results.profiles,
         "steps_s": results.steps,
         "notes": results.notes,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {RESULTS.relative_to(ROOT)}")
-    return warm_ratio
+    if comparison is not None:
+        payload["compare"] = comparison_json(results, comparison)
+    return payload
+
+
+def comparison_json(results: Results, comparison: Comparison) -> dict[str, Any]:
+    """Both checkouts' figures; every ratio is against the baseline of the same round."""
+    sides = {}
+    for figures in comparison_sides(comparison):
+        side = figures.checkout
+        sides[side.label] = {
+            "root": str(side.root),
+            "revision": side.revision,
+            "ratio_warm": round(figures.warm, 3),
+            "ratio_cold": round(figures.cold, 3),
+            "ratio_warm_rounds": [round(r, 3) for r in figures.warm_ratios],
+            "ratio_cold_rounds": [round(r, 3) for r in figures.cold_ratios],
+            "warm_runs": [asdict(run) for run in side.warm_runs],
+            "cold_runs": [asdict(run) for run in side.cold_runs],
+            "rss_warm_mb": None if side.rss_warm is None else asdict(side.rss_warm),
+            "rss_cold_mb": None if side.rss_cold is None else asdict(side.rss_cold),
+        }
+    return {
+        "order": [f"{round_order(i)[0]} first" for i in range(len(comparison.noisy))],
+        "baseline_runs": [asdict(run) for run in results.baseline_runs],
+        "others_rounds": [round(share, 3) for share in comparison.others],
+        "noisy_rounds": comparison.noisy,
+        **sides,
+    }
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
@@ -1140,6 +1486,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--wait-idle", type=int, default=120, metavar="SECONDS", help="max wait for idle CPUs before a run"
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        metavar="DIR",
+        help="checkout whose server is measured (default: this script's); 'after' when comparing",
+    )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another checkout measured in the same run, reported as 'before'",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     defaults: dict[str, int] = {
@@ -1163,6 +1523,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--profile must be 0-60 s")
     if args.prepare_only and args.workdir is None:
         parser.error("--prepare-only needs --workdir")
+    for name in ("source", "compare_with"):
+        folder = getattr(args, name)
+        if folder is not None and not (folder / "app" / "__main__.py").is_file():
+            parser.error(
+                f"--{name.replace('_', '-')} {folder}: no app/__main__.py (not a checkout of opentime)"
+            )
+    args.source = args.source.resolve()
+    if args.compare_with is not None:
+        args.compare_with = args.compare_with.resolve()
+        if args.compare_with == args.source:
+            parser.error("--compare-with names the same checkout as --source")
     store = args.rss_recipients or args.recipients
     if not 2_000 <= store <= 5_000_000:
         parser.error("the store must hold 2,000 to 5,000,000 recipients")
@@ -1186,22 +1557,64 @@ def preflight(args: argparse.Namespace) -> None:
         sys.exit("error: the server and wrk must run on different CPUs")
 
 
+Phase = Callable[[Prepared, argparse.Namespace, Results], None]
+
+
+def plan_phases(args: argparse.Namespace, results: Results) -> list[tuple[str, Phase]]:
+    """Alone: alternating baseline and warm rounds, then the cold rounds (the order since the start)."""
+    if results.other is not None:
+        return plan_compared(args, results)
+    this = results.this
+    phases: list[tuple[str, Phase]] = []
+    for index in range(1, args.rounds + 1):
+        suffix = f" #{index}" if args.rounds > 1 else ""
+        warm = functools.partial(run_warm, side=this)
+        phases += [("baseline" + suffix, run_baseline), ("opentime warm (A, C)" + suffix, warm)]
+    phases.append(("opentime cold (B)", functools.partial(run_cold, side=this, rounds=range(args.rounds))))
+    return phases
+
+
+def plan_compared(args: argparse.Namespace, results: Results) -> list[tuple[str, Phase]]:
+    """Two checkouts: each round is the baseline, then each checkout's warm and cold runs.
+
+    Every run of a round is divided by that round's baseline, so the checkouts never compare across
+    rounds; which one goes first alternates, so a slow drift (thermal, a neighbour) favours neither.
+    """
+    assert results.other is not None
+    sides = {"before": results.other, "after": results.this}
+    phases: list[tuple[str, Phase]] = []
+    for index in range(args.rounds):
+        phases.append((f"baseline #{index + 1}", run_baseline))
+        for label in round_order(index):
+            side = sides[label]
+            phases.append((f"{label} warm #{index + 1}", functools.partial(run_warm, side=side)))
+            cold = functools.partial(run_cold, side=side, rounds=[index])
+            phases.append((f"{label} cold #{index + 1}", cold))
+    return phases
+
+
+def checkouts_from(args: argparse.Namespace) -> tuple[Checkout, Checkout | None]:
+    if args.compare_with is None:
+        return Checkout("opentime", args.source, revision(args.source)), None
+    this = Checkout("after", args.source, revision(args.source))
+    return this, Checkout("before", args.compare_with, revision(args.compare_with))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     preflight(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
     store_rows: int = args.rss_recipients or args.recipients
-    results = Results()
+    this, other = checkouts_from(args)
+    results = Results(this, other)
     temp: str | None = None
     if args.workdir is None:
         temp = tempfile.mkdtemp(prefix="opentime-bench-")
     folder = args.workdir.resolve() if args.workdir is not None else Path(temp or ".")
-    phases: list[tuple[str, Callable[[Prepared, argparse.Namespace, Results], None]]] = []
-    for index in range(1, args.rounds + 1):
-        suffix = f" #{index}" if args.rounds > 1 else ""
-        phases += [("baseline" + suffix, run_baseline), ("opentime warm (A, C)" + suffix, run_warm)]
-    phases.append(("opentime cold (B)", run_cold))
+    phases = plan_phases(args, results)
     try:
+        for side in checkouts(results):
+            check_app(side)
         with step(results, "prepare"):
             prep = prepare(folder, store_rows, args)
         if args.prepare_only:
