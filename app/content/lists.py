@@ -14,6 +14,7 @@ loader, coalesced per recipient and within their budget, but not cached.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from functools import partial
@@ -90,13 +91,14 @@ class ListContent:
         """
         return self._cache.get((campaign, block.name, recipient))
 
-    async def load(self, campaign: str, block: ListBlock, recipient: str) -> Entry:
-        """Fetch and render within the block's budget; a late fetch still fills the cache."""
+    def load(self, campaign: str, block: ListBlock, recipient: str) -> asyncio.Future[Entry]:
+        """The entry within the block's budget (a future: no coroutine per cold open); a late fetch
+        still fills the cache."""
         key = (campaign, block.name, recipient)
         waiter, first = self._bodies.join(key, block.budget_s)
         if first:
             self._loader.load(recipient, partial(self._loaded, key, block))
-        return await waiter
+        return waiter
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
         """The recipient's attributes within the budget, or None and the reason (for whole-page views)."""
