@@ -13,7 +13,7 @@ import pytest
 from app.campaigns.loader import Campaign, load_campaigns
 from app.config import PROJECT_ROOT
 from app.content.cache import BoundedCache
-from app.content.lists import Entry, Key, ListContent, Rendered
+from app.content.lists import Entry, Key, ListContent, Rendered, entry_size
 from app.content.profiles import ProfileLoader
 from app.demo import demo_rows, recipient_id
 from app.store import open_store
@@ -69,7 +69,7 @@ async def store(tmp_path: Path) -> AsyncIterator[GatedStore]:
 
 
 def content(store: GatedStore) -> ListContent:
-    cache: BoundedCache[Key, Entry] = BoundedCache(1 << 20, size_of=len)
+    cache: BoundedCache[Key, Entry] = BoundedCache(1 << 20, size_of=entry_size)
     loader = ProfileLoader(store)  # type: ignore[arg-type]  # the gated wrapper has what it uses
     return ListContent(loader, cache, ttl_seconds=60, negative_ttl_seconds=30)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ import orjson
 from app.campaigns.loader import Campaign, ListBlock
 from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
-from app.content.profiles import Loaded, ProfileLoader
+from app.content.profiles import Loaded, ProfileLoader, Pulled
 from app.content.shared_work import SharedWork
 from app.open_time.reasons import Reason
 from app.render.json import render_list
@@ -35,7 +36,11 @@ logger = logging.getLogger(__name__)
 UNKNOWN = Reason.UNKNOWN_RECIPIENT
 
 
-class Rendered(NamedTuple):
+@dataclass(slots=True)
+class Rendered:
+    """A list block's body for one recipient; slotted: its fields are read on every cache hit, and a
+    named tuple's are not specialised by CPython 3.11's interpreter (see ``app.open_time.kind``)."""
+
     body: bytes
     updated_at: float  # when the data it was rendered from last changed (wall clock, seconds)
 
@@ -55,7 +60,7 @@ class Found(NamedTuple):
 
 
 def entry_size(entry: Entry | str) -> int:
-    return len(entry) if isinstance(entry, str) else len(entry[0])
+    return len(entry) if isinstance(entry, str) else len(entry.body)
 
 
 class ListContent:
@@ -135,7 +140,7 @@ class ListContent:
                 entry, ttl = loaded, self._negative_ttl if loaded == UNKNOWN else None
             else:
                 entry = _render(block, loaded.attributes, loaded.updated_at)
-                ttl = self._ttl_of(block, entry, loaded.source)
+                ttl = self._ttl_of(block, entry, pulled=isinstance(loaded, Pulled))
         except Exception:
             # Whatever one profile holds, the waiters of this key (and the rest of the store's batch)
             # must still be answered, or their opens would wait out the budget forever.
@@ -143,11 +148,11 @@ class ListContent:
             entry, ttl = Reason.INTERNAL_ERROR, None
         self._bodies.answer(key, entry, ttl)
 
-    def _ttl_of(self, block: ListBlock, entry: Entry, source: str) -> float:
+    def _ttl_of(self, block: ListBlock, entry: Entry, *, pulled: bool) -> float:
         if isinstance(entry, str):  # no data to show, or data that is not an object: negative entry
             return self._negative_ttl
         ttl = block.cache_ttl_s or self._ttl
-        return ttl if source == "store" else min(ttl, self._upstream_ttl)
+        return min(ttl, self._upstream_ttl) if pulled else ttl
 
     def _found(self, recipient: str, loaded: Loaded | str) -> None:
         found = loaded if isinstance(loaded, str) else _parsed(loaded)
@@ -161,7 +166,9 @@ def _parsed(loaded: Loaded) -> Found | str:
         return Reason.BAD_PROFILE
     if not isinstance(data, dict):
         return Reason.BAD_PROFILE
-    return Found(data, loaded.updated_at, loaded.version, loaded.source)
+    if isinstance(loaded, Pulled):
+        return Found(data, loaded.updated_at, None, "upstream")
+    return Found(data, loaded.updated_at, loaded.version, "store")
 
 
 def _render(block: ListBlock, attributes: bytes, updated_at: float) -> Entry:

@@ -1,10 +1,11 @@
 """Where open-time content gets a recipient's profile: the store, then (on a store miss) the upstream.
 
-``ProfileLoader.load(recipient, done)`` calls ``done`` exactly once, with the profile as ``Loaded`` or
-with the reason there is none. It never waits and has no budget of its own: callers wait through
-``app.content.shared_work``, whose deadlines answer late requests while the lookup finishes and fills
-their cache. Built from the store's callback (``ProfileRepository.fetch``, batched on its reader thread)
-and a done-callback on the upstream task, because a Task per lookup costs more than the read itself.
+``ProfileLoader.load(recipient, done)`` calls ``done`` exactly once, with the profile (the store's
+``Profile``, or ``Pulled`` from the upstream) or with the reason there is none. It never waits and
+has no budget of its own: callers wait through ``app.content.shared_work``, whose deadlines answer
+late requests while the lookup finishes and fills their cache. Built from the store's callback
+(``ProfileRepository.fetch``, batched on its reader thread) and a done-callback on the upstream
+task, because a Task per lookup costs more than the read itself.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 from app.log_throttle import ThrottledLog
 from app.open_time.reasons import Reason, reason_of
@@ -24,13 +25,17 @@ from app.upstream.client import NOT_FOUND, UpstreamClient, UpstreamResult
 logger = logging.getLogger(__name__)
 
 
-class Loaded(NamedTuple):
+@dataclass(slots=True)
+class Pulled:
+    """A profile the upstream API gave (the store gives its own ``Profile`` records, passed on as
+    they are: no copy per cold open)."""
+
     attributes: bytes  # the profile's attributes as an encoded JSON object
-    updated_at: float  # when the data last changed (wall clock, seconds): the data age is measured from it
-    version: int | None  # None: from the upstream, which has no versions
-    source: str  # "store" or "upstream"
+    updated_at: float  # when the upstream answered (wall clock, seconds): the data age is measured from it
 
 
+# Both have ``attributes`` and ``updated_at``; a Profile also has the store's ``version``.
+Loaded = Profile | Pulled
 Done = Callable[[Loaded | str], None]
 
 
@@ -61,7 +66,7 @@ class ProfileLoader:
 
     def _fetched(self, recipient: str, done: Done, result: Profile | StoreError | None) -> None:
         if isinstance(result, Profile):  # the usual answer first: one call less per cold open
-            done(Loaded(result.attributes, result.updated_at, result.version, "store"))
+            done(result)
         elif result is None and self.upstream is not None:
             self._pull(recipient, done, self.upstream)
         elif isinstance(result, StoreError):
@@ -89,7 +94,7 @@ class ProfileLoader:
             return Reason.UPSTREAM_ERROR
         if result.attributes is not None:
             fetched_at = self._clock() if result.fetched_at is None else result.fetched_at
-            return Loaded(result.attributes, fetched_at, None, "upstream")
+            return Pulled(result.attributes, fetched_at)
         if result.reason == NOT_FOUND:
             return Reason.UNKNOWN_RECIPIENT
         return reason_of(result.reason) if result.reason else Reason.UPSTREAM_ERROR

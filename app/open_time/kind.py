@@ -10,7 +10,8 @@ the exception: a submission is refused with a 4xx, so it implements ``answer`` i
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.asgi import Receive, Scope
 from app.campaigns.loader import Campaign
@@ -22,7 +23,13 @@ if TYPE_CHECKING:
     from app.services import Services
 
 
-class Target(NamedTuple):
+# Slotted dataclasses, not named tuples: on CPython 3.11 a named tuple's fields are read through a
+# descriptor the interpreter does not specialise (callgrind: ~1.5k more instructions per warm open
+# than slots for these three objects), and building one costs a Python-level __new__ as well.
+
+
+@dataclass(slots=True)
+class Target:
     """What an open-time URL names, parsed once by its route."""
 
     token: str
@@ -31,7 +38,8 @@ class Target(NamedTuple):
     scale: int = 1
 
 
-class Open(NamedTuple):
+@dataclass(slots=True)
+class Open:
     """One open-time request, after the token was checked."""
 
     services: Services
