@@ -32,9 +32,15 @@ def test_fragment_fallbacks(client: TestClient, signer: TokenSigner) -> None:
     assert "Bestsellers of the week" in unknown.text
     expired = signer.sign("demo", recipient_id(1), now=int(time.time()) - 10, ttl_seconds=1)
     assert client.get(f"/v1/{expired}/html/picks").headers["x-opentime-fallback"] == "token-expired"
-    bad = client.get(f"/v1/{token(signer)[:-2]}xx/html/picks")
-    assert (bad.status_code, bad.text) == (200, "")
+    bad = client.get(f"/v1/{token(signer)[:-2]}xx/html/picks")  # names the campaign: its public items
+    assert (bad.status_code, bad.text) == (200, unknown.text)
     assert bad.headers["x-opentime-fallback"].startswith("token-")
+    garbage = client.get("/v1/not-a-token/html/picks")  # names no campaign: nothing to show
+    assert (garbage.status_code, garbage.text, garbage.headers["x-opentime-fallback"]) == (
+        200,
+        "",
+        "token-malformed",
+    )
 
 
 def test_fragment_for_block_without_template_is_empty(client: TestClient, signer: TokenSigner) -> None:

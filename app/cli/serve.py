@@ -150,7 +150,7 @@ def print_demo_banner(
     for name in sorted(campaigns["demo"].countdowns):
         click.echo(f"  countdown (open in a browser): {img_url(base, shared, name, ext='gif')}")
     bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
-    click.echo("a tampered token (served the static fallback, see the X-Opentime-Fallback header):")
+    click.echo("a tampered token (the block's static fallback items; X-Opentime-Fallback says why):")
     click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")
     click.echo(f"send a signed event; the next open of {recipient_id(1)} shows the new name:")
     payload = '{"first_name": "Zoe"}'
