@@ -18,6 +18,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -142,6 +143,11 @@ def prepare(block: ImageBlock, context: Mapping[str, Any], fmt: ImageFormat, sca
     for value in values:
         digest.update(b"\x00" + (b"-" if value is None else str(value).encode()))
     return RenderSpec(block, fmt, scale, tuple(values), digest.hexdigest()[:32], tuple(fell_back))
+
+
+def fell_back_layers(block: ImageBlock, profile: Mapping[str, Any], now: datetime) -> tuple[FellBack, ...]:
+    """The layers an open at ``now`` would draw without their data, for authors (render, preview)."""
+    return prepare(block, {"profile": profile, "now": now, "fetch_class": "direct"}, "png", 1).fell_back
 
 
 def with_defaults(profile: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
