@@ -100,7 +100,7 @@ def test_missing_product_picture_leaves_box_empty(tmp_path: Path) -> None:
 def test_layer_defaults_and_field_defaults(tmp_path: Path) -> None:
     blocks = GREETING.replace(
         "text = \"Hi {{ profile.first_name | default('there') }}\"",
-        'text = "{{ profile.first_name }}: {{ \'{:,}\'.format(profile.loyalty.points) }}"\n'
+        "text = \"{{ profile.first_name }}: {{ '{:,}'.format(profile.loyalty.points) }}\"\n"
         'default = "Welcome"',
     )
     block = campaign(tmp_path, blocks).images["hello"]
