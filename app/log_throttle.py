@@ -22,7 +22,7 @@ class ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warning(self, kind: str, message: str, *args: object) -> None:
+    def warning(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -32,4 +32,4 @@ class ThrottledLog:
         suppressed = self._suppressed.pop(kind, 0)
         if suppressed:
             message += f" (and {suppressed} more like it in the last {self._interval:g} s)"
-        self._logger.warning(message, *args)
+        self._logger.warning(message, *args, exc_info=exc_info)

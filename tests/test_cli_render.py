@@ -55,6 +55,14 @@ def test_render_unknown_recipient_uses_fallbacks_and_says_so(settings: Settings)
     code, out, err = render(settings, "--recipient", "ghost", "--format", "json")
     assert code == 0 and "no profile" in err
     assert "Bestsellers of the week" in json.loads(out)["html"]
+    # ... and which image layers fall back for that recipient, and why
+    assert "note: image banner: layers[1] \"you have {{ '{:,}'.format(profile.loyalty.points) }}" in err
+    assert "missing 'loyalty', default" in err
+
+
+def test_render_names_no_layer_when_the_data_is_there(settings: Settings) -> None:
+    code, _, err = render(settings, "--recipient", "cust-0000001", "--format", "json")
+    assert code == 0 and "note: image" not in err
 
 
 def test_render_unknown_campaign_fails_clearly(settings: Settings) -> None:

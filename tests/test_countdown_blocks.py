@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.campaigns.urls import campaign_urls, template_urls
+from app.campaigns.urls import Tokens, campaign_urls, template_urls
 from app.countdown.clock import DeadlineError
 from app.errors import CampaignError
 from app.security.keyring import Key, KeyRing
@@ -95,17 +95,18 @@ def test_deadline_mistakes(tmp_path: Path, spec: str, message: str) -> None:
 
 def test_urls_give_shared_timers_the_shared_token(tmp_path: Path) -> None:
     both = campaign(tmp_path, SHARED + PERSONAL)
-    urls = template_urls("https://x.test", "tok", both, shared_token="shr")
+    urls = template_urls("https://x.test", Tokens("amp", "tok", "shr"), both)
     assert urls["countdown"] == {
         "sale": "https://x.test/v1/shr/img/sale.gif",
         "mine": "https://x.test/v1/tok/img/mine.gif",
     }
     assert urls["countdown2x"]["sale"] == "https://x.test/v1/shr/img/sale@2x.gif"
     assert (
-        template_urls("https://x.test", "tok", both)["countdown"]["sale"]
+        template_urls("https://x.test", Tokens("amp", "tok"), both)["countdown"]["sale"]
         == "https://x.test/v1/tok/img/sale.gif"
     )
-    assert campaign_urls("https://x.test", "tok", both, "shr")["countdown:sale"].endswith("/shr/img/sale.gif")
+    exported = campaign_urls("https://x.test", Tokens("amp", "tok", "shr"), both)
+    assert exported["countdown:sale"].endswith("/shr/img/sale.gif")
 
 
 def test_send_time_signs_one_campaign_wide_token_for_shared_timers() -> None:

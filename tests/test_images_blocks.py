@@ -95,3 +95,63 @@ def test_missing_product_picture_leaves_box_empty(tmp_path: Path) -> None:
     with_pic = decode(render.render(prepare(block, {"profile": {"pic": "sku-0002.jpg"}}, "png", 1)))
     without = decode(render.render(prepare(block, {"profile": {"pic": "missing.jpg"}}, "png", 1)))
     assert with_pic.getpixel((250, 50)) != without.getpixel((250, 50)) == (16, 32, 48)
+
+
+def test_layer_defaults_and_field_defaults(tmp_path: Path) -> None:
+    blocks = GREETING.replace(
+        "text = \"Hi {{ profile.first_name | default('there') }}\"",
+        "text = \"{{ profile.first_name }}: {{ '{:,}'.format(profile.loyalty.points) }}\"\n"
+        'default = "Welcome"',
+    )
+    block = campaign(tmp_path, blocks).images["hello"]
+    full = prepare(block, {"profile": {"first_name": "Ada", "loyalty": {"points": 1200}}}, "png", 1)
+    assert (full.values, full.fell_back) == (("Ada: 1,200",), ())
+    missing = prepare(block, {"profile": {"first_name": "Ada"}}, "png", 1)
+    assert missing.values == ("Welcome",)
+    assert [f.describe() for f in missing.fell_back] == [
+        "layers[0] \"{{ profile.first_name }}: {{ '{:,}'.format(profile.loyalty.points) }}\": "
+        "missing 'loyalty', default"
+    ]
+    bad = prepare(block, {"profile": {"first_name": "Ada", "loyalty": {"points": "many"}}}, "png", 1)
+    assert (bad.values, bad.fell_back[0].problem) == (("Welcome",), "bad value (ValueError)")
+
+
+def test_field_defaults_fill_gaps_without_overriding_data(tmp_path: Path) -> None:
+    blocks = GREETING.replace(
+        "budget_ms = 500\n", "budget_ms = 500\ndefaults = { first_name = 'friend', loyalty.points = 0 }\n"
+    ).replace(
+        "text = \"Hi {{ profile.first_name | default('there') }}\"",
+        'text = "{{ profile.first_name }} {{ profile.loyalty.points }} {{ profile.loyalty.tier }}"',
+    )
+    block = campaign(tmp_path, blocks).images["hello"]
+    assert block.defaults == {"first_name": "friend", "loyalty": {"points": 0}}
+    spec = prepare(block, {"profile": {"first_name": None, "loyalty": {"tier": "gold"}}}, "png", 1)
+    assert (spec.values, spec.fell_back) == (("friend 0 gold",), ())
+    left_out = prepare(block, {"profile": {"loyalty": {"points": 5}}}, "png", 1)
+    assert left_out.values == (None,) and left_out.fell_back[0].problem == "missing 'tier'"
+
+
+def test_the_designed_fallback_is_the_block_drawn_without_a_recipient(tmp_path: Path) -> None:
+    block = campaign(tmp_path).images["hello"]
+    drawn = decode(block.fallbacks["png", 1]).convert("RGB")
+    plain = decode(render.plain(300, 100, block.background, "png")).convert("RGB")
+    assert drawn.getbbox() and drawn.tobytes() != plain.tobytes()  # "Hi there" is drawn, not a box
+    expected = decode(render.render(prepare(block, {"profile": {}}, "png", 1))).convert("RGB")
+    assert drawn.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("addition", "message"),
+    [
+        ("defaults = 3\n", r"defaults: expected a table of profile fields"),
+        ("defaults = { when = 1979-05-27 }\n", r"defaults: values must be text, numbers"),
+    ],
+)
+def test_invalid_defaults_are_named(tmp_path: Path, addition: str, message: str) -> None:
+    with pytest.raises(CampaignError, match=r"\[blocks.hello\] " + message):
+        campaign(tmp_path, GREETING.replace("budget_ms = 500\n", "budget_ms = 500\n" + addition))
+
+
+def test_a_layer_default_must_be_text(tmp_path: Path) -> None:
+    with pytest.raises(CampaignError, match=r"layers\[0\] default: expected text"):
+        campaign(tmp_path, GREETING.replace('color = "#ffffff"', 'color = "#ffffff"\ndefault = 3'))

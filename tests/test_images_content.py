@@ -147,12 +147,47 @@ async def test_unknown_recipient_and_render_errors_fall_back(
     assert (unknown.body, unknown.fallback_reason) == (block.fallbacks["png", 1], "unknown-recipient")
     failed = await content_factory(broken).serve(ask(block, "r1"))
     assert (failed.body, failed.fallback_reason) == (block.fallbacks["png", 1], "render-error")
-    profiles.data["r3"] = {"first_name": {"nested": object()}}
+
+
+async def test_a_text_without_its_data_is_left_out_and_the_image_still_renders(
+    tmp_path: Path, content_factory: Any, profiles: Profiles
+) -> None:
+    profiles.data["r3"] = {"first_name": "Ada"}
     strict = campaign(tmp_path / "s", GREETING.replace("| default('there') ", "| int + profile.x ")).images[
         "hello"
     ]
     odd = await content_factory().serve(ask(strict, "r3"))
-    assert odd.fallback_reason == "render-error"
+    assert odd.fallback_reason is None  # the recipient's image, with that one layer left out
+    colours = decode(odd.body).convert("RGB").getcolors()
+    assert colours == [(300 * 100, (0x10, 0x20, 0x30))]  # only the background: no text drawn
+
+
+async def test_a_failed_render_is_remembered_briefly_and_logged_once(
+    tmp_path: Path, content_factory: Any, profiles: Profiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def broken(spec: RenderSpec) -> bytes:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    block = block_with_budget(tmp_path)
+    content = content_factory(broken)
+    profiles.data.update({f"p{i}": {"first_name": f"Name{i}"} for i in range(5)})
+    for _ in range(3):  # re-opens of one recipient: no re-render
+        served = await content.serve(ask(block, "p0"))
+        assert (served.body, served.fallback_reason) == (block.fallbacks["png", 1], "render-error")
+    assert calls == 1
+    for i in range(1, 5):  # other recipients (other content) fail too: one log line for the block
+        await content.serve(ask(block, f"p{i}"))
+    assert calls == 5
+    failures = [r for r in caplog.records if "failed to render" in r.getMessage()]
+    assert len(failures) == 1 and "Name" not in caplog.text  # once per block and reason, no data
+    profiles.data["p0"] = {"first_name": "Changed"}
+    content.forget("p0", {"imgs": campaign(tmp_path / "c", GREETING)})
+    await content.serve(ask(block, "p0"))  # a profile change forgets the failure: new data is tried
+    assert calls == 6
 
 
 async def test_profile_only_reopen_skips_the_store(

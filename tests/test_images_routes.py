@@ -164,3 +164,50 @@ def test_shared_token_cacheable_until_ttl_and_fetch_class_in_text(
     assert gmail.content != direct.content
     content = shared_client.app_state["services"].images
     assert content.fetch_counts["gmail-proxy"] == 1 and content.fetch_counts["direct"] == 1
+
+
+def text_rows(image: Image.Image, box: tuple[int, int, int, int]) -> int:
+    """How many pixel rows of ``box`` hold more than the background colour: drawn text."""
+    crop = image.convert("RGB").crop(box)
+    rows = (crop.crop((0, y, crop.width, y + 1)) for y in range(crop.height))
+    return sum(1 for row in rows if len(row.getcolors() or ()) > 1)
+
+
+def test_missing_data_degrades_one_layer_not_the_banner(client: TestClient, signer: TokenSigner) -> None:
+    """A recipient without loyalty points keeps the greeting; the points line draws its default."""
+    services = client.app_state["services"]
+    row = {"first_name": "Noor", "recommendations": [{"image": "sku-0002.jpg", "name": "x", "sku": "s"}]}
+    client.portal.call(services.store.profiles.upsert_many, [("no-points", orjson.dumps(row))])
+    response = client.get(url(signer, "banner.png", "no-points"))
+    assert response.status_code == 200 and "x-opentime-fallback" not in response.headers
+    served = decode(response.content)
+    block = services.campaigns["demo"].images["banner"]
+    spec = prepare(block, {"profile": row, "now": None, "fetch_class": "direct"}, "png", 1)
+    assert [(f.layer, f.problem, f.drawn) for f in spec.fell_back] == [(1, "missing 'loyalty'", "default")]
+    reference = decode(render.render(spec))
+    assert ImageChops.difference(served.convert("RGB"), reference.convert("RGB")).getbbox() is None
+    assert text_rows(served, (32, 30, 392, 90)) > 20  # "Hi Noor," is drawn
+    assert text_rows(served, (32, 100, 392, 172)) > 20  # the points line's default is drawn
+
+
+@pytest.mark.parametrize("bad", ["expired", "forged"])
+def test_expired_or_forged_personal_image_gets_the_designed_fallback(
+    client: TestClient, signer: TokenSigner, bad: str
+) -> None:
+    """Never a one-colour box: the block drawn with no recipient ("Hi there," and its defaults)."""
+    if bad == "expired":
+        path = url(signer, "banner.png", now=int(time.time()) - 500 * 86400, ttl_seconds=86400)
+    else:
+        path = url(signer, "banner.png")
+        cut = path.index("/img/") - 2
+        forged = "AB" if path[cut : cut + 2] != "AB" else "BA"  # a forged MAC
+        path = path[:cut] + forged + "/img/banner.png"
+    response = client.get(path)
+    assert response.status_code == 200 and response.headers["x-opentime-fallback"].startswith("token-")
+    image = decode(response.content)
+    block = client.app_state["services"].campaigns["demo"].images["banner"]
+    assert response.content == block.fallbacks["png", 1]
+    assert len(image.convert("RGB").getcolors(maxcolors=100_000) or []) > 50  # text and a picture, not a box
+    assert text_rows(image, (32, 30, 392, 90)) > 20 and text_rows(image, (32, 100, 392, 172)) > 20
+    reference = decode(render.render(prepare(block, {"profile": {}}, "png", 1)))
+    assert ImageChops.difference(image.convert("RGB"), reference.convert("RGB")).getbbox() is None

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from app.app import create_app
 from app.config import PROJECT_ROOT, Settings
+from app.content.lists import ListContent
 from app.demo import recipient_id
 from app.open_time.reasons import Reason, reason_of
 from app.open_time.routes import ROUTES
@@ -93,3 +94,19 @@ def test_head_sends_the_headers_of_get_without_the_body(client: TestClient, sign
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == str(len(got.content)), path
         assert head.headers["content-type"] == got.headers["content-type"]
+
+
+def test_a_kind_that_fails_with_its_block_known_answers_the_blocks_designed_fallback(
+    client: TestClient, signer: TokenSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("injected fault")
+
+    token = signer.sign("demo", recipient_id(1), now=int(time.time()))
+    static = client.get(
+        f"/v1/{signer.sign('demo', 'nobody', now=int(time.time()))}/list/picks.json", headers=AMP
+    )
+    monkeypatch.setattr(ListContent, "cached", broken)
+    response = client.get(f"/v1/{token}/list/picks.json", headers=AMP)
+    assert (response.status_code, response.headers["x-opentime-fallback"]) == (200, "internal-error")
+    assert response.content == static.content  # the block's static items, not an empty list

@@ -176,6 +176,15 @@ def test_cli_unknown_recipient_says_fallback(settings: Settings) -> None:
     assert code == 0
     assert "recipient  ghost (no profile (unknown-recipient): fallback content)" in out
     assert "  picks: fallback (unknown-recipient), 2 item(s)" in out
+    lines = out.splitlines()
+    banner = lines.index("  banner: layers drawn without their data:")
+    assert lines[banner + 1].startswith('    layers[1] "you have {{')
+    assert lines[banner + 1].endswith("missing 'loyalty', default")
+
+
+def test_cli_says_when_every_image_layer_has_its_data(settings: Settings) -> None:
+    code, out, _ = run(settings, "--recipient", recipient_id(2))
+    assert code == 0 and "  banner: every layer has its data" in out.splitlines()
 
 
 def test_cli_url(settings: Settings) -> None:

@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.app import create_app
-from app.campaigns.urls import campaign_urls, template_urls
+from app.campaigns.urls import Tokens, campaign_urls, template_urls
 from app.config import PROJECT_ROOT, Settings
 from app.demo import recipient_id
 from app.ingest.events import Event, parse_event
@@ -327,11 +327,12 @@ def test_profile_update_is_visible_in_the_next_list_fetch(client: TestClient, si
 
 def test_form_urls_for_templates_and_exports(form_settings: Settings) -> None:
     campaign = load_campaigns_for(form_settings)["demo"]
-    assert template_urls("https://x.test", "tok", campaign)["form"] == {
+    tokens = Tokens(amp="tok", html="long")  # forms are AMP-only: the AMP-lifetime token
+    assert template_urls("https://x.test", tokens, campaign)["form"] == {
         "rate": "https://x.test/v1/tok/form/rate",
         "rename": "https://x.test/v1/tok/form/rename",
     }
-    assert campaign_urls("https://x.test", "tok", campaign)["form:rate"] == "https://x.test/v1/tok/form/rate"
+    assert campaign_urls("https://x.test", tokens, campaign)["form:rate"] == "https://x.test/v1/tok/form/rate"
 
 
 def commit(client: TestClient, event: Event, now: float) -> list[EventStatus]:

@@ -53,15 +53,47 @@ def test_unknown_recipient_gets_block_fallback(client: TestClient, signer: Token
     assert orjson.loads(body)["items"][0]["name"] == "Bestsellers of the week"
 
 
-@pytest.mark.parametrize("position", [5, 20, -2])
-def test_tampered_token_gets_generic_fallback(client: TestClient, signer: TokenSigner, position: int) -> None:
+def static_items(client: TestClient, signer: TokenSigner) -> bytes:
+    """What every recipient without data gets: the block's static fallback items."""
+    status, headers, body = get(client, f"/v1/{token_for(signer, 'nobody-here')}/list/picks.json")
+    assert (status, headers["x-opentime-fallback"]) == (200, "unknown-recipient")
+    return body
+
+
+@pytest.mark.parametrize("position", [6, -2])
+def test_tampered_token_naming_the_campaign_gets_the_blocks_static_items(
+    client: TestClient, signer: TokenSigner, position: int
+) -> None:
+    """A forged key id (6) or MAC (-2): the campaign it names picks public static items, nothing personal."""
     token = token_for(signer, recipient_id(1))
     swapped = "A" if token[position] != "A" else "B"
     tampered = token[:position] + swapped + token[position + 1 :]
     status, headers, body = get(client, f"/v1/{tampered}/list/picks.json")
     assert status == 200
-    assert headers["x-opentime-fallback"].startswith("token-")
-    assert body == b'{"items":[]}'
+    assert headers["x-opentime-fallback"] in {"token-bad-signature", "token-unknown-key"}
+    assert body == static_items(client, signer)
+    assert orjson.loads(body)["items"][0]["name"] == "Bestsellers of the week"
+
+
+def test_esp_token_with_a_bad_mac_gets_the_campaigns_static_items(
+    client: TestClient, signer: TokenSigner
+) -> None:
+    forged = signer.sign_esp("demo", recipient_id(1))[:-4] + "0000"
+    status, headers, body = get(client, f"/v1/{forged}/list/picks.json")
+    assert (status, headers["x-opentime-fallback"], body) == (
+        200,
+        "token-bad-signature",
+        static_items(client, signer),
+    )
+
+
+def test_token_naming_no_campaign_is_a_404_so_amp_list_shows_its_fallback(client: TestClient) -> None:
+    """amp-list shows the author's <div fallback> when the fetch fails; {"items":[]} would be an empty box."""
+    status, headers, body = get(client, "/v1/not-a-token-at-all/list/picks.json")
+    assert (status, headers["x-opentime-fallback"]) == (404, "token-malformed")
+    assert headers["amp-email-allow-sender"] == SENDER  # amp-list must be allowed to read the failure
+    assert orjson.loads(body)["reason"] == "token-malformed"
+    assert "fallback" in orjson.loads(body)["error"]
 
 
 def test_expired_token_gets_the_blocks_fallback_not_personal_data(
@@ -73,11 +105,15 @@ def test_expired_token_gets_the_blocks_fallback_not_personal_data(
     assert b"sku-" not in body
 
 
-def test_unknown_block_and_unknown_campaign_fall_back(client: TestClient, signer: TokenSigner) -> None:
+def test_unknown_block_and_unknown_campaign_are_404_for_the_amp_list_fallback(
+    client: TestClient, signer: TokenSigner
+) -> None:
     status, headers, body = get(client, f"/v1/{token_for(signer, recipient_id(1))}/list/nope.json")
-    assert (status, headers["x-opentime-fallback"], body) == (200, "unknown-block", b'{"items":[]}')
+    assert (status, headers["x-opentime-fallback"]) == (404, "unknown-block")
+    assert orjson.loads(body)["reason"] == "unknown-block"
     other = signer.sign("no-such-campaign", recipient_id(1), now=int(time.time()))
-    assert get(client, f"/v1/{other}/list/picks.json")[1]["x-opentime-fallback"] == "unknown-block"
+    status, headers, _ = get(client, f"/v1/{other}/list/picks.json")
+    assert (status, headers["x-opentime-fallback"]) == (404, "unknown-block")
 
 
 def test_added_query_parameters_are_ignored(client: TestClient, signer: TokenSigner) -> None:

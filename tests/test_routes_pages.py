@@ -32,9 +32,15 @@ def test_fragment_fallbacks(client: TestClient, signer: TokenSigner) -> None:
     assert "Bestsellers of the week" in unknown.text
     expired = signer.sign("demo", recipient_id(1), now=int(time.time()) - 10, ttl_seconds=1)
     assert client.get(f"/v1/{expired}/html/picks").headers["x-opentime-fallback"] == "token-expired"
-    bad = client.get(f"/v1/{token(signer)[:-2]}xx/html/picks")
-    assert (bad.status_code, bad.text) == (200, "")
+    bad = client.get(f"/v1/{token(signer)[:-2]}xx/html/picks")  # names the campaign: its public items
+    assert (bad.status_code, bad.text) == (200, unknown.text)
     assert bad.headers["x-opentime-fallback"].startswith("token-")
+    garbage = client.get("/v1/not-a-token/html/picks")  # names no campaign: nothing to show
+    assert (garbage.status_code, garbage.text, garbage.headers["x-opentime-fallback"]) == (
+        200,
+        "",
+        "token-malformed",
+    )
 
 
 def test_fragment_for_block_without_template_is_empty(client: TestClient, signer: TokenSigner) -> None:
@@ -54,12 +60,28 @@ def test_web_view_shows_live_data(client: TestClient, signer: TokenSigner) -> No
 
 
 def test_web_view_of_bad_token_shows_no_data(client: TestClient, signer: TokenSigner) -> None:
-    old = signer.sign("demo", recipient_id(1), now=int(time.time()) - 90 * 86400, ttl_seconds=86400)
-    for bad in (old, "AAAA", token(signer)[:-3] + "AAA"):
+    for bad in ("AAAA", token(signer)[:-3] + "AAA"):
         response = client.get(f"/v1/{bad}/view")
         assert response.status_code == 200
         assert "no longer available" in response.text
         assert "sku-" not in response.text
+
+
+def test_web_view_after_expiry_shows_the_campaigns_non_personal_version(
+    client: TestClient, signer: TokenSigner
+) -> None:
+    live = client.get(f"/v1/{token(signer)}/view").text
+    name = re.search(r"<h1[^>]*>Hi ([^!<]+)!</h1>", live)
+    assert name and name[1] != "there"
+    old = signer.sign("demo", recipient_id(1), now=int(time.time()) - 500 * 86400, ttl_seconds=86400)
+    response = client.get(f"/v1/{old}/view")
+    assert (response.status_code, response.headers["x-opentime-fallback"]) == (200, "token-expired")
+    page = response.text
+    assert "Hi there!" in page and "Bestsellers of the week" in page  # the email, without anyone's data
+    assert name[1] not in page and "sku-" not in page and recipient_id(1) not in page
+    assert f"/v1/{old}/img/banner@2x.png" in page  # its images answer their designed fallback
+    timer = re.search(r"/v1/([^/]+)/img/countdown\.gif", page)
+    assert timer and timer[1] != old  # the campaign-wide countdown keeps a live (shared) token
 
 
 @pytest.mark.parametrize("path", ["/v1/x/view/extra", "/v1/x/html", "/v1/x/nothing/y"])

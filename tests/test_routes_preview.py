@@ -166,6 +166,14 @@ def test_unknown_recipient_gets_fallback_blocks(client: TestClient, keys: dict[s
     assert response.status_code == 200
     assert "fallback: unknown-recipient" in response.text
     assert "Bestsellers of the week" in response.text
+    # which image layers this recipient's open draws without data, and why
+    section = response.text[response.text.index('id="image-banner"') :]
+    section = section[: section.index("</article>")]
+    assert "1 layer without data" in section
+    assert (
+        "<code>layers[1]</code>" in section
+        and "missing &#39;loyalty&#39;, <strong>default</strong>" in section
+    )
 
 
 def test_hostile_profile_values_are_escaped(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import random
+import re
 import time
 from pathlib import Path
 
@@ -27,17 +29,57 @@ def sendtime(signer: TokenSigner, templates_dir: Path = PROJECT_ROOT / "amp_temp
     return SendTime(Templates(templates_dir), campaigns, signer, "https://amp.example.com", time.time)
 
 
-def test_demo_parts_carry_signed_urls_for_the_recipient(signer: TokenSigner, ring: KeyRing) -> None:
-    import random
+def token_of(part: str, url_end: str) -> str:
+    """The token in the first URL of ``part`` that ends with ``url_end`` (e.g. "/list/picks.json")."""
+    match = re.search(r"https://amp\.example\.com/v1/([^/]+)" + re.escape(url_end), part)
+    assert match, url_end
+    return match[1]
 
+
+def test_demo_parts_carry_signed_urls_for_the_recipient(signer: TokenSigner, ring: KeyRing) -> None:
     parts = sendtime(signer).render("demo", "cust-0000007", demo_profile(random.Random(3)))
-    token = parts.text.split("https://amp.example.com/v1/")[1].split("/")[0]
-    claims = TokenVerifier(ring).verify(token, now=int(time.time()))
-    assert (claims.recipient, claims.campaign) == ("cust-0000007", "demo")
-    assert f"/v1/{token}/list/picks.json" in parts.amp
-    assert f"/v1/{token}/view" in parts.html
+    verifier, now = TokenVerifier(ring), int(time.time())
+    for token in (token_of(parts.amp, "/list/picks.json"), token_of(parts.html, "/view")):
+        claims = verifier.verify(token, now=now)
+        assert (claims.recipient, claims.campaign) == ("cust-0000007", "demo")
     assert "{{#price}}" in parts.amp and "{{name}}" in parts.amp  # amp-mustache survives Jinja
     assert parts.subject.endswith("your picks for this week")
+
+
+def test_token_lifetimes_by_purpose(signer: TokenSigner, ring: KeyRing) -> None:
+    """AMP-part URLs live as long as Gmail shows AMP; what the HTML part shows, the campaign's lifetime."""
+    parts = sendtime(signer).render("demo", "cust-0000007", demo_profile(random.Random(3)))
+    verifier, now = TokenVerifier(ring), int(time.time())
+
+    def days_left(token: str) -> float:
+        expires_at = verifier.verify(token, now=now).expires_at
+        assert expires_at is not None
+        return (expires_at - now) / 86400
+
+    amp_days = days_left(token_of(parts.amp, "/list/picks.json"))
+    assert 30 < amp_days <= 31
+    for part, url_end in (
+        (parts.html, "/view"),
+        (parts.html, "/img/banner@2x.png"),
+        (parts.amp, "/img/banner@2x.png"),
+    ):
+        assert 399 < days_left(token_of(part, url_end)) <= 400  # demo: the 400-day default
+    timer = token_of(parts.html, "/img/countdown.gif")
+    assert verifier.verify(timer, now=now).recipient is None  # campaign-wide: one CDN copy for everyone
+    assert 399 < days_left(timer) <= 400
+
+
+def test_a_campaign_sets_its_html_lifetime(tmp_path: Path, signer: TokenSigner, ring: KeyRing) -> None:
+    folder = tmp_path / "short"
+    folder.mkdir()
+    (folder / "blocks.toml").write_text("[campaign]\nhtml_lifetime_days = 90\n")
+    for part in ("email.txt", "email.html", "email.amp.html"):
+        (folder / part).write_text("{{ urls.view }}\n")
+    campaign = load_campaigns(tmp_path, PROJECT_ROOT / "static", default_budget_ms=150)["short"]
+    assert campaign.html_lifetime_days == 90
+    (folder / "blocks.toml").write_text("[campaign]\nhtml_lifetime_days = 0\n")
+    with pytest.raises(CampaignError, match="html_lifetime_days: expected an integer from 1 to 3650"):
+        load_campaigns(tmp_path, PROJECT_ROOT / "static", default_budget_ms=150)
 
 
 def test_unknown_recipient_renders_with_fallback_content(signer: TokenSigner) -> None:

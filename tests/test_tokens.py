@@ -486,3 +486,44 @@ def test_remembered_tokens_are_still_checked_for_expiry() -> None:
         verifier.verify(token, now=1_800_000_060)
     with pytest.raises(TokenNotYetValid):
         verifier.verify(token, now=1_799_000_000)
+
+
+# --- the campaign a bad token names (unauthenticated; picks public fallback content only) ------------------
+
+
+def refusal(token: str, ring: KeyRing = RING) -> TokenError:
+    with pytest.raises(TokenError) as caught:
+        verify(token, ring=ring)
+    return caught.value
+
+
+def test_a_bad_mac_still_names_its_campaign_for_the_static_fallback() -> None:
+    token = signer().sign(CAMPAIGN, RECIPIENT, now=NOW)
+    data = decode(token)
+    forged = encode(data[:-1] + bytes([data[-1] ^ 1]))
+    error = refusal(forged)
+    assert isinstance(error, TokenBadSignature)
+    assert error.claimed_campaign == CAMPAIGN
+
+
+def test_an_unknown_key_names_its_campaign_and_a_malformed_token_none() -> None:
+    token = signer(KeyRing([OTHER_KEY])).sign(CAMPAIGN, RECIPIENT, now=NOW)
+    error = refusal(token)
+    assert (type(error), error.claimed_campaign) == (TokenUnknownKey, CAMPAIGN)
+    assert refusal("not-a-token").claimed_campaign is None
+    assert refusal(token[:12]).claimed_campaign is None  # cut before the campaign field
+
+
+def test_esp_tokens_name_their_campaign_when_refused() -> None:
+    good = signer().sign_esp(CAMPAIGN, RECIPIENT)
+    assert refusal(good[:-1] + ("0" if good[-1] != "0" else "1")).claimed_campaign == CAMPAIGN
+    assert refusal(good[:-3]).claimed_campaign == CAMPAIGN  # a cut MAC: malformed, campaign still readable
+    assert refusal("e1.Not_A_Campaign!." + good.split(".", 2)[2]).claimed_campaign is None
+
+
+def test_a_claimed_campaign_must_look_like_a_campaign_name() -> None:
+    payload = bytearray(decode(signer().sign(CAMPAIGN, RECIPIENT, now=NOW))[:-16])
+    start = 3 + payload[2] + 8
+    not_a_name = b"SPRING/SAL\xff".ljust(len(CAMPAIGN), b"x")[: len(CAMPAIGN)]
+    payload[start + 1 : start + 1 + len(CAMPAIGN)] = not_a_name
+    assert refusal(remac(bytes(payload), b"\x00" * 32)).claimed_campaign is None

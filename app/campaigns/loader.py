@@ -67,6 +67,9 @@ class ListBlock:
 
 
 EMAIL_PARTS = ("email.txt", "email.amp.html", "email.html")
+# HTML parts are read for months in Apple Mail, Outlook and Yahoo: a year and a margin by default.
+DEFAULT_HTML_LIFETIME_DAYS = 400
+MAX_HTML_LIFETIME_DAYS = 3650
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class Campaign:
     lists: Mapping[str, ListBlock]
     subject: str = ""
     sender: str | None = None
+    # Lifetime of the URLs the HTML part shows (images, countdowns, fragments, web view): read for months.
+    html_lifetime_days: int = DEFAULT_HTML_LIFETIME_DAYS
     has_email: bool = False  # email.txt, email.amp.html and email.html are all present
     fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
     forms: Mapping[str, FormBlock] = dataclasses.field(
@@ -109,7 +114,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CampaignError(f"{path}: {exc}") from None
     meta = _table(data.get("campaign", {}), f"{path} [campaign]")
-    unknown_meta = sorted(set(meta) - {"title", "subject", "from"})
+    unknown_meta = sorted(set(meta) - {"title", "subject", "from", "html_lifetime_days"})
     if unknown_meta:
         raise CampaignError(f"{path} [campaign]: unknown key(s) {', '.join(unknown_meta)}")
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
@@ -139,6 +144,12 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         lists=lists,
         subject=_meta_str(meta, "subject", path, default=""),
         sender=meta.get("from") and _meta_str(meta, "from", path, default=""),
+        html_lifetime_days=_int_in(
+            meta.get("html_lifetime_days", DEFAULT_HTML_LIFETIME_DAYS),
+            1,
+            MAX_HTML_LIFETIME_DAYS,
+            f"{path} [campaign] html_lifetime_days",
+        ),
         has_email=_email_parts(folder),
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
         forms=forms,

@@ -26,6 +26,7 @@ from app.campaigns.validator import (
     ValidationError,
     ValidatorFailed,
 )
+from app.images.layout import FellBack, fell_back_layers
 from app.open_time.reasons import Reason
 from app.render.email import AMP_MAX_BYTES, HTML_CLIP_BYTES, EmailLimitError, EmailParts, check_limits
 from app.render.json import render_list
@@ -54,6 +55,14 @@ class BlockPreview:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePreview:
+    """One image block for this recipient: the layers an open would draw without their data, and why."""
+
+    name: str
+    fell_back: tuple[FellBack, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The AMP validator's answer: PASS or FAIL, else UNAVAILABLE / ERROR / SKIPPED with a note."""
 
@@ -72,6 +81,7 @@ class Report:
     parts: EmailParts | None  # None when a template failed to render
     problems: tuple[str, ...]  # broken hard limits and template errors
     blocks: tuple[BlockPreview, ...]
+    images: tuple[ImagePreview, ...] = ()
 
     @property
     def profile_json(self) -> str:
@@ -130,7 +140,11 @@ def build_report(
     parts, problems = render_parts(sendtime, campaign, recipient, attributes, at.timestamp())
     blocks, fragment_problems = block_previews(sendtime, campaign, attributes, profile_reason)
     problems += fragment_problems
-    return Report(campaign, recipient, at, attributes, profile_reason, parts, problems, blocks)
+    images = tuple(
+        ImagePreview(name, fell_back_layers(block, attributes or {}, at))
+        for name, block in sorted(campaign.images.items())
+    )
+    return Report(campaign, recipient, at, attributes, profile_reason, parts, problems, blocks, images)
 
 
 def render_parts(

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from app.campaigns.loader import Campaign, ListBlock
-from app.campaigns.urls import template_urls
+from app.campaigns.urls import Tokens, mint, shared_token, template_urls
 from app.errors import CampaignError
 from app.render.email import EmailParts, check_limits
 from app.render.json import render_list
@@ -65,22 +65,18 @@ class SendTime:
         served at open time must never mint a fresh token, or any token could be renewed forever."""
         now = self.clock() if at is None else at
         if token is None:
-            token = self.signer.sign(campaign.name, recipient, now=int(self.clock()))
+            tokens = mint(self.signer, campaign, recipient, now=int(self.clock()))
+        else:  # campaign-wide timers may still get a fresh shared token: it names nobody
+            tokens = Tokens(token, token, shared_token(self.signer, campaign, now=int(self.clock())))
         profile = dict(attributes or {})
         return {
             "recipient": {"id": recipient},
             "profile": profile,
             "blocks": {name: block_data(block, profile) for name, block in campaign.lists.items()},
-            "urls": template_urls(self.base_url, token, campaign, self._shared_token(campaign)),
+            "urls": template_urls(self.base_url, tokens, campaign),
             "campaign": {"name": campaign.name, "title": campaign.title},
             "now": datetime.fromtimestamp(now, UTC),
         }
-
-    def _shared_token(self, campaign: Campaign) -> str | None:
-        """One campaign-wide token for shared countdowns (a few microseconds: signed per render)."""
-        if not any(block.shared for block in campaign.countdowns.values()):
-            return None
-        return self.signer.sign_shared(campaign.name, now=int(self.clock()))
 
     def render(
         self,

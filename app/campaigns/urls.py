@@ -1,10 +1,48 @@
-"""The open-time URLs minted for a campaign (pure: base URL + token + blocks in, URLs out)."""
+"""The open-time URLs minted for a campaign (pure: base URL + tokens + blocks in, URLs out).
+
+One email carries tokens of two lifetimes, by purpose (``Tokens``): the AMP part's amp-list and
+amp-form URLs get the AMP-sized lifetime (Gmail stops showing the AMP part after 30 days), and every
+URL the HTML part shows too (images, countdowns, fragments, the web view) gets the campaign's
+``html_lifetime_days``, because Apple Mail, Outlook and Yahoo readers open the HTML part for months.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from app.campaigns.loader import Campaign
+from app.security.tokens import TokenSigner
+
+DAY = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One recipient's tokens for one email."""
+
+    amp: str  # amp-list and amp-form URLs: the AMP-sized lifetime
+    html: str  # images, countdowns, fragments and the web view: the campaign's lifetime
+    shared: str | None = None  # campaign-wide countdowns (no recipient: one CDN copy for everyone)
+
+
+def mint(
+    signer: TokenSigner, campaign: Campaign, recipient: str, *, now: int, amp_ttl_seconds: int | None = None
+) -> Tokens:
+    """The tokens of ``recipient``'s email: the AMP part's lifetime (default: the signer's), the
+    campaign's ``html_lifetime_days`` for the rest (and for the campaign-wide countdown token)."""
+    return Tokens(
+        amp=signer.sign(campaign.name, recipient, now=now, ttl_seconds=amp_ttl_seconds),
+        html=signer.sign(campaign.name, recipient, now=now, ttl_seconds=campaign.html_lifetime_days * DAY),
+        shared=shared_token(signer, campaign, now=now),
+    )
+
+
+def shared_token(signer: TokenSigner, campaign: Campaign, *, now: int) -> str | None:
+    """The campaign-wide token of its shared countdowns (None without one), with the HTML lifetime."""
+    if not any(block.shared for block in campaign.countdowns.values()):
+        return None
+    return signer.sign_shared(campaign.name, now=now, ttl_seconds=campaign.html_lifetime_days * DAY)
 
 
 def list_url(base_url: str, token: str, block: str) -> str:
@@ -30,47 +68,49 @@ def view_url(base_url: str, token: str) -> str:
 
 
 def countdown_urls(
-    base_url: str, token: str, campaign: Campaign, shared_token: str | None = None, *, retina: bool = False
+    base_url: str, tokens: Tokens, campaign: Campaign, *, retina: bool = False
 ) -> dict[str, str]:
-    """Animated countdown GIFs: a campaign-wide timer gets the shared token when one is given (one CDN
-    copy for every recipient), a per-recipient timer always the recipient's token."""
+    """Animated countdown GIFs: a campaign-wide timer gets the shared token when there is one (one CDN
+    copy for every recipient), a per-recipient timer the recipient's HTML-lifetime token."""
     return {
         name: img_url(
-            base_url, shared_token if block.shared and shared_token else token, name, ext="gif", retina=retina
+            base_url,
+            tokens.shared if block.shared and tokens.shared else tokens.html,
+            name,
+            ext="gif",
+            retina=retina,
         )
         for name, block in campaign.countdowns.items()
     }
 
 
-def campaign_urls(
-    base_url: str, token: str, campaign: Campaign, shared_token: str | None = None
-) -> dict[str, str]:
-    """Every URL of the campaign for one token, keyed ``<kind>:<block>`` (for CSV exports)."""
-    urls = {f"list:{name}": list_url(base_url, token, name) for name in campaign.lists}
-    urls.update({f"html:{name}": html_url(base_url, token, name) for name in sorted(campaign.fragments)})
-    urls.update({f"form:{name}": form_url(base_url, token, name) for name in campaign.forms})
-    urls.update({f"img:{name}": img_url(base_url, token, name) for name in campaign.images})
-    urls.update({f"img2x:{name}": img_url(base_url, token, name, retina=True) for name in campaign.images})
-    timers = countdown_urls(base_url, token, campaign, shared_token)
+def campaign_urls(base_url: str, tokens: Tokens, campaign: Campaign) -> dict[str, str]:
+    """Every URL of the campaign for one recipient, keyed ``<kind>:<block>`` (for CSV exports)."""
+    amp, html = tokens.amp, tokens.html
+    urls = {f"list:{name}": list_url(base_url, amp, name) for name in campaign.lists}
+    urls.update({f"html:{name}": html_url(base_url, html, name) for name in sorted(campaign.fragments)})
+    urls.update({f"form:{name}": form_url(base_url, amp, name) for name in campaign.forms})
+    urls.update({f"img:{name}": img_url(base_url, html, name) for name in campaign.images})
+    urls.update({f"img2x:{name}": img_url(base_url, html, name, retina=True) for name in campaign.images})
+    timers = countdown_urls(base_url, tokens, campaign)
     urls.update({f"countdown:{name}": url for name, url in timers.items()})
     if campaign.has_email:
-        urls["view"] = view_url(base_url, token)
+        urls["view"] = view_url(base_url, html)
     return urls
 
 
-def template_urls(
-    base_url: str, token: str, campaign: Campaign, shared_token: str | None = None
-) -> dict[str, Any]:
+def template_urls(base_url: str, tokens: Tokens, campaign: Campaign) -> dict[str, Any]:
     """The same URLs nested for templates: ``urls.list.picks``, ``urls.form.rate``, ``urls.img.banner``,
-    ``urls.img2x.banner`` (retina), ``urls.countdown.sale`` and ``urls.countdown2x.sale`` (GIF; with
-    ``shared_token``, campaign-wide timers use it), ``urls.view``."""
+    ``urls.img2x.banner`` (retina), ``urls.countdown.sale`` and ``urls.countdown2x.sale`` (GIF;
+    campaign-wide timers use the shared token), ``urls.view``."""
+    amp, html = tokens.amp, tokens.html
     return {
-        "list": {name: list_url(base_url, token, name) for name in campaign.lists},
-        "html": {name: html_url(base_url, token, name) for name in campaign.fragments},
-        "form": {name: form_url(base_url, token, name) for name in campaign.forms},
-        "img": {name: img_url(base_url, token, name) for name in campaign.images},
-        "img2x": {name: img_url(base_url, token, name, retina=True) for name in campaign.images},
-        "countdown": countdown_urls(base_url, token, campaign, shared_token),
-        "countdown2x": countdown_urls(base_url, token, campaign, shared_token, retina=True),
-        "view": view_url(base_url, token),
+        "list": {name: list_url(base_url, amp, name) for name in campaign.lists},
+        "html": {name: html_url(base_url, html, name) for name in campaign.fragments},
+        "form": {name: form_url(base_url, amp, name) for name in campaign.forms},
+        "img": {name: img_url(base_url, html, name) for name in campaign.images},
+        "img2x": {name: img_url(base_url, html, name, retina=True) for name in campaign.images},
+        "countdown": countdown_urls(base_url, tokens, campaign),
+        "countdown2x": countdown_urls(base_url, tokens, campaign, retina=True),
+        "view": view_url(base_url, html),
     }

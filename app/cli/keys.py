@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import click
 import orjson
 
-from app.campaigns.urls import campaign_urls
+from app.campaigns.urls import DAY, Tokens, campaign_urls, mint
 from app.cli.common import (
     config_option,
     fail,
@@ -114,7 +114,13 @@ def keys_esp_key(config: Path | None, keys_file: Path | None, campaign: str) -> 
 @keys_option
 @click.option("--campaign", required=True)
 @click.option("--recipient", required=True, help="Recipient id; email addresses are sealed.")
-@click.option("--ttl-days", type=click.IntRange(1, 3650), default=31, show_default=True)
+@click.option(
+    "--ttl-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Lifetime of the token [default: the token_ttl_days setting]; with a base URL, the URLs the "
+    "HTML part shows get the campaign's html_lifetime_days.",
+)
 @click.option("--variant", default=None)
 @base_url_option
 @templates_option
@@ -124,7 +130,7 @@ def sign(
     keys_file: Path | None,
     campaign: str,
     recipient: str,
-    ttl_days: int,
+    ttl_days: int | None,
     variant: str | None,
     base_url: str | None,
     templates: Path | None,
@@ -132,14 +138,18 @@ def sign(
 ) -> None:
     """Mint a token; the token is the last line of output (after the URLs when a base URL is set)."""
     signer = TokenSigner(read_ring(keys_path(config, keys_file)))
+    ttl = read_setting("token_ttl_days", config, ttl_days) * DAY
+    stamp = now()
     try:
-        token = signer.sign(campaign, recipient, now=now(), ttl_seconds=ttl_days * 86400, variant=variant)
+        token = signer.sign(campaign, recipient, now=stamp, ttl_seconds=ttl, variant=variant)
     except ValueError as exc:
         fail(str(exc))
     public: str | None = read_setting("public_base_url", config, base_url, needed=False)
     if public:
         spec = pick_campaign(read_campaigns(config, templates, static), campaign)
-        for name, url in campaign_urls(public, token, spec).items():
+        minted = mint(signer, spec, recipient, now=stamp)
+        tokens = Tokens(token, minted.html if variant is None else token, minted.shared)
+        for name, url in campaign_urls(public, tokens, spec).items():
             click.echo(f"{name}: {url}")
     click.echo(token)
 
@@ -177,7 +187,13 @@ def tokens() -> None:
 @click.option("--campaign", required=True)
 @base_url_option
 @click.option("--id-column", default="recipient_id", show_default=True)
-@click.option("--ttl-days", type=click.IntRange(1, 3650), default=31, show_default=True)
+@click.option(
+    "--ttl-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Lifetime of the AMP-part token [default: the token_ttl_days setting]; the HTML-part token "
+    "(opentime_html_token) lives the campaign's html_lifetime_days.",
+)
 @templates_option
 @static_option
 @click.argument("recipients", type=click.Path(path_type=Path, dir_okay=False, exists=True))
@@ -187,7 +203,7 @@ def tokens_export(
     campaign: str,
     base_url: str | None,
     id_column: str,
-    ttl_days: int,
+    ttl_days: int | None,
     templates: Path | None,
     static: Path | None,
     recipients: Path,
@@ -198,25 +214,29 @@ def tokens_export(
     signer = TokenSigner(read_ring(path))
     public: str = read_setting("public_base_url", config, base_url)
     spec = pick_campaign(read_campaigns(config, templates, static), campaign)
+    amp_ttl = read_setting("token_ttl_days", config, ttl_days) * DAY
     stamp = now()
     skipped = 0
     with recipients.open(newline="", encoding="utf-8-sig") as src:
         reader = csv.DictReader(src)
         if reader.fieldnames is None or id_column not in reader.fieldnames:
             fail(f"{recipients}: no {id_column!r} column in the header")
-        url_columns = [f"url_{name.replace(':', '_')}" for name in campaign_urls(public, "t", spec)]
-        writer = csv.DictWriter(sys.stdout, [*reader.fieldnames, "opentime_token", *url_columns])
+        example = Tokens("t", "t", "t")
+        url_columns = [f"url_{name.replace(':', '_')}" for name in campaign_urls(public, example, spec)]
+        token_columns = ["opentime_token", "opentime_html_token"]
+        writer = csv.DictWriter(sys.stdout, [*reader.fieldnames, *token_columns, *url_columns])
         writer.writeheader()
         for line, row in _with_progress(reader, recipients, src):
             rid = (row.get(id_column) or "").strip()
             try:
-                token = signer.sign(campaign, rid, now=stamp, ttl_seconds=ttl_days * 86400)
+                tokens = mint(signer, spec, rid, now=stamp, amp_ttl_seconds=amp_ttl)
             except ValueError as exc:
                 click.echo(f"line {line}: skipped: {exc}", err=True)
                 skipped += 1
                 continue
-            urls = campaign_urls(public, token, spec).values()
-            writer.writerow({**row, "opentime_token": token, **dict(zip(url_columns, urls, strict=True))})
+            urls = campaign_urls(public, tokens, spec).values()
+            columns = dict(zip(token_columns, (tokens.amp, tokens.html), strict=True))
+            writer.writerow({**row, **columns, **dict(zip(url_columns, urls, strict=True))})
     if skipped:
         fail(f"{skipped} row(s) skipped", code=1)
 

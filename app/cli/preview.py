@@ -120,6 +120,12 @@ def format_report(report: Report, verdict: Verdict) -> str:
         fragment = f", fragment {len(block.fragment.encode()):,} bytes" if block.fragment is not None else ""
         lines.append(f"  {block.name}: {state}, {len(block.items)} item(s){fragment}")
         lines += [f"    {line}" for line in block.json.splitlines()]
+    if report.images:
+        lines += ["", "image blocks"]
+    for image in report.images:
+        state = "every layer has its data" if not image.fell_back else "layers drawn without their data:"
+        lines.append(f"  {image.name}: {state}")
+        lines += [f"    {fell.describe()}" for fell in image.fell_back]
     lines += ["", f"AMP validator: {verdict.status}" + (f" ({verdict.note})" if verdict.note else "")]
     lines += [f"  {error.format()}" for error in verdict.errors]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.campaigns.sendtime import SendTime
 from app.cli.common import config_option, read_loaded, say_store
 from app.config import Settings
 from app.errors import CampaignError
+from app.images.layout import fell_back_layers
 from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
 from app.render.templates import TemplateError
 from app.security.keyring import KeyRingError, load_keyring
@@ -76,12 +78,14 @@ def render(
 def run_render(settings: Settings, campaign: str, recipient: str, output: Output) -> int:
     """Render and write the result; returns the exit code (1 on a campaign or template problem)."""
     try:
-        parts, spec = render_one(settings, campaign, recipient)
+        parts, spec, attributes = render_one(settings, campaign, recipient)
     except (CampaignError, TemplateError, EmailLimitError, KeyRingError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     for warning in parts.warnings:
         click.echo(f"warning: {warning}", err=True)
+    for line in layer_notes(spec, attributes):
+        click.echo(line, err=True)
     if output.fmt == "eml":
         message = to_message(parts, sender=output.sender or spec.sender, to=output.to)
         sys.stdout.buffer.write(bytes(message))
@@ -92,7 +96,9 @@ def run_render(settings: Settings, campaign: str, recipient: str, output: Output
     return 0
 
 
-def render_one(settings: Settings, campaign: str, recipient: str) -> tuple[EmailParts, Campaign]:
+def render_one(
+    settings: Settings, campaign: str, recipient: str
+) -> tuple[EmailParts, Campaign, dict[str, Any] | None]:
     campaigns = load_campaigns_for(settings)
     sendtime = SendTime(
         load_templates(settings, campaigns),
@@ -103,7 +109,17 @@ def render_one(settings: Settings, campaign: str, recipient: str) -> tuple[Email
     )
     spec = sendtime.campaign(campaign)  # fail on an unknown campaign before touching the store
     attributes = asyncio.run(fetch_attributes(settings.database_url, recipient))
-    return sendtime.render(campaign, recipient, attributes), spec
+    return sendtime.render(campaign, recipient, attributes), spec, attributes
+
+
+def layer_notes(campaign: Campaign, attributes: dict[str, Any] | None) -> list[str]:
+    """Per image block, the layers this recipient's open would draw without their data, and why."""
+    now = datetime.now(UTC)
+    return [
+        f"note: image {name}: {fell.describe()}"
+        for name, block in sorted(campaign.images.items())
+        for fell in fell_back_layers(block, attributes or {}, now)
+    ]
 
 
 async def fetch_attributes(database_url: str, recipient: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ import click
 import uvicorn
 
 from app.campaigns.loader import Campaign
-from app.campaigns.urls import html_url, img_url, list_url, view_url
+from app.campaigns.urls import html_url, img_url, list_url, mint, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
 from app.config import CONFIG_ENV, Settings, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
@@ -135,22 +135,23 @@ def print_demo_banner(
     base = settings.public_base_url
     click.echo(f"Opentime demo: {DEMO_RECIPIENTS} synthetic recipients, sender {DEMO_SENDER}")
     click.echo(f"keys and data in a temporary folder: {settings.keys_file.parent} (deleted on exit)\n")
+    demo = campaigns["demo"]
     for index in (1, 2):
-        token = signer.sign("demo", recipient_id(index), now=now)
+        tokens = mint(signer, demo, recipient_id(index), now=now)
         click.echo(f"recipient {recipient_id(index)}:")
-        for name in campaigns["demo"].lists:
-            click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, token, name)}")
-        for name in sorted(campaigns["demo"].fragments):
-            click.echo(f"  curl {html_url(base, token, name)}")
-        for name in sorted(campaigns["demo"].images):
-            click.echo(f"  image (open in a browser): {img_url(base, token, name)}")
-        click.echo(f"  web view (open in a browser): {view_url(base, token)}")
-    shared = signer.sign_shared("demo", now=now)
+        for name in demo.lists:
+            click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, tokens.amp, name)}")
+        for name in sorted(demo.fragments):
+            click.echo(f"  curl {html_url(base, tokens.html, name)}")
+        for name in sorted(demo.images):
+            click.echo(f"  image (open in a browser): {img_url(base, tokens.html, name)}")
+        click.echo(f"  web view (open in a browser): {view_url(base, tokens.html)}")
+    shared = shared_token(signer, demo, now=now) or signer.sign_shared("demo", now=now)
     click.echo("campaign-wide countdown (no recipient in the URL: one render a minute serves everyone):")
     for name in sorted(campaigns["demo"].countdowns):
         click.echo(f"  countdown (open in a browser): {img_url(base, shared, name, ext='gif')}")
     bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
-    click.echo("a tampered token (served the static fallback, see the X-Opentime-Fallback header):")
+    click.echo("a tampered token (the block's static fallback items; X-Opentime-Fallback says why):")
     click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")
     click.echo(f"send a signed event; the next open of {recipient_id(1)} shows the new name:")
     payload = '{"first_name": "Zoe"}'

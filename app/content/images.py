@@ -37,6 +37,7 @@ from app.countdown.clock import CountdownError, bucket_start
 from app.countdown.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest, render_timer, timer_key
 from app.images import render
 from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
+from app.log_throttle import ThrottledLog
 from app.open_time.fetch_class import FETCH_CLASSES, FetchClass, FetchClassifier
 from app.open_time.reasons import Reason
 
@@ -49,6 +50,10 @@ RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format
 LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR})
 # Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
 OUTPUT_TTL_SECONDS = 86_400.0
+# A render that failed (an error, or over max_bytes) is remembered this long, for its content key and
+# for the recipient: no re-render and no traceback on every open; a profile change forgets it.
+FAILED_RENDER_TTL_SECONDS = 60.0
+FAILED_RENDERS = frozenset({Reason.RENDER_ERROR, Reason.TOO_LARGE})
 IMAGE_FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
 SCALES = (1, 2)
 
@@ -113,6 +118,8 @@ class ImageContent:
         self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
         self.renders = 0
         self.render_threads: set[str] = set()
+        # Once per block and reason a minute, never per request (and never a recipient's data).
+        self._warnings = ThrottledLog(logger, interval_s=60.0)
 
     def classify(self, user_agent: str | None, address: str | None, issued_at: int | None) -> FetchClass:
         since = None if issued_at is None else self._clock() - issued_at
@@ -126,6 +133,9 @@ class ImageContent:
         hit = self._fresh(recent_key, block)
         if hit is not None:
             return hit
+        failed = self._recent.get(recent_key)
+        if isinstance(failed, str):  # only failed renders are kept as reasons: don't redo them per open
+            return self._degraded(recent_key, request, failed)
         if request.recipient is None or block.open_dependent:
             # Nothing to remember: campaign-wide, or different at every open (time, fetch class).
             rendered = await self._rendered_for(request, _deadline(block.budget_s))
@@ -156,8 +166,9 @@ class ImageContent:
             self._recent.answer(recent_key, Reason.INTERNAL_ERROR, None)
             return
         rendered = task.result()
-        # Reasons are not kept: the last good render stays, and the next open tries again.
-        self._recent.answer(recent_key, rendered, None if isinstance(rendered, str) else OUTPUT_TTL_SECONDS)
+        # Late or missing data is not kept (the last good render stays, the next open tries again);
+        # a failed render is, briefly.
+        self._recent.answer(recent_key, rendered, _recent_ttl(rendered))
 
     async def _rendered_for(self, request: ImageRequest, deadline: float) -> Recent | str:
         """The recipient's values drawn into the block, or the reason they could not be (by ``deadline``)."""
@@ -168,12 +179,19 @@ class ImageContent:
             if found is None:
                 return reason or Reason.NO_DATA
             profile = found
-        try:
-            spec = prepare(block, self._context(profile, request.fetch_class), request.fmt, request.scale)
-        except Exception:
-            logger.warning("image block %s/%s: a text failed", request.campaign, block.name, exc_info=True)
-            return Reason.RENDER_ERROR
-        if self._kept(spec.key) is None:
+        spec = prepare(block, self._context(profile, request.fetch_class), request.fmt, request.scale)
+        for fell in spec.fell_back:
+            self._warnings.warning(
+                f"layer|{request.campaign}|{block.name}|{fell.layer}|{fell.problem}",
+                "image block %s/%s: %s",
+                request.campaign,
+                block.name,
+                fell.describe(),
+            )
+        output = self._outputs.get(spec.key)
+        if isinstance(output, str):  # this content failed to render lately
+            return output
+        if output is None:
             job = partial(self._renderer, spec)
             result = await self._render(spec.key, block.name, block.max_bytes, job, deadline)
             if isinstance(result, str):
@@ -271,15 +289,20 @@ class ImageContent:
         return waiter
 
     def _rendered(self, key: str, name: str, max_bytes: int, ttl: float, work: asyncio.Future[bytes]) -> None:
-        if work.cancelled() or work.exception() is not None:
-            if not work.cancelled():
-                logger.error("image block %s failed to render", name, exc_info=work.exception())
-            self._outputs.answer(key, Reason.RENDER_ERROR, None)  # not kept: the next open tries again
+        if work.cancelled():
+            self._outputs.answer(key, Reason.RENDER_ERROR, None)  # shutting down: nothing to keep
+            return
+        error = work.exception()
+        if error is not None:
+            message = "image block %s failed to render"
+            self._warnings.warning(f"render|{name}", message, name, exc_info=error)
+            self._outputs.answer(key, Reason.RENDER_ERROR, FAILED_RENDER_TTL_SECONDS)
             return
         body = work.result()
         if len(body) > max_bytes:
-            logger.warning("image block %s: %d bytes is over its max_bytes", name, len(body))
-            self._outputs.answer(key, Reason.TOO_LARGE, None)
+            message = "image block %s: %d bytes is over its max_bytes"
+            self._warnings.warning(f"too-large|{name}", message, name, len(body))
+            self._outputs.answer(key, Reason.TOO_LARGE, FAILED_RENDER_TTL_SECONDS)
             return
         self._outputs.answer(key, body, ttl)
 
@@ -303,6 +326,12 @@ class ImageContent:
     def _context(self, profile: Mapping[str, Any], fetch_class: FetchClass) -> dict[str, Any]:
         now = datetime.fromtimestamp(self._clock(), UTC)
         return {"profile": profile, "now": now, "fetch_class": fetch_class}
+
+
+def _recent_ttl(rendered: Recent | str) -> float | None:
+    if isinstance(rendered, Recent):
+        return OUTPUT_TTL_SECONDS
+    return FAILED_RENDER_TTL_SECONDS if rendered in FAILED_RENDERS else None
 
 
 def _deadline(budget_s: float) -> float:

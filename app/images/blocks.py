@@ -28,6 +28,7 @@ from app.images.layout import (
     PictureLayer,
     TextLayer,
     VAlign,
+    prepare,
 )
 from app.render.templates import TemplateError, TextTemplate
 
@@ -41,11 +42,12 @@ MAX_TEMPLATE_CHARS = 500
 _COLOR = re.compile(r"#([0-9a-fA-F]{6})([0-9a-fA-F]{2})?")
 _BLOCK_KEYS = frozenset(
     {"kind", "width", "height", "background", "background_image", "radius", "outside", "budget_ms"}
-    | {"cache_ttl_seconds", "fallback", "max_bytes", "layers"}
+    | {"cache_ttl_seconds", "fallback", "max_bytes", "layers", "defaults"}
 )
 _BOX_KEYS = frozenset({"type", "x", "y", "width", "height"})
 _TEXT_KEYS = _BOX_KEYS | {"text", "font", "size", "min_size", "color", "align", "valign", "wrap"}
-_TEXT_KEYS |= {"max_lines", "line_height"}
+_TEXT_KEYS |= {"max_lines", "line_height", "default"}
+MAX_DEFAULTS_BYTES = 10_000
 _PICTURE_KEYS = _BOX_KEYS | {"src", "base", "fit", "radius"}
 
 
@@ -81,6 +83,7 @@ def image_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, b
         max_bytes=_int(spec.get("max_bytes", DEFAULT_MAX_BYTES), 1000, MAX_BYTES_CAP, f"{where} max_bytes"),
         digest=_digest(spec, background_image),
         fallbacks={},
+        defaults=_defaults(spec.get("defaults", {}), f"{where} defaults"),
     )
     fallback = spec.get("fallback")
     fallback_path = None if fallback is None else _picture_file(static, fallback, f"{where} fallback")
@@ -88,14 +91,19 @@ def image_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, b
 
 
 def _with_fallbacks(block: ImageBlock, path: Path | None, where: str) -> ImageBlock:
-    """Every (format, scale) fallback, encoded now: serving one must cost nothing and cannot fail."""
+    """Every (format, scale) fallback, encoded now: serving one must cost nothing and cannot fail.
+
+    The designed fallback is the author's file when the block names one, else the block itself drawn
+    with no recipient: its ``defaults`` as the profile, each layer's default where data is missing,
+    layers without one left out (a text reading ``now`` too: a fallback is kept for months).
+    """
     fallbacks = {}
     for fmt in FORMATS:
         for scale in SCALES:
             w, h, r = block.width * scale, block.height * scale, block.radius * scale
             try:
                 if path is None:
-                    fallbacks[fmt, scale] = render.plain(w, h, block.background, fmt, radius=r)
+                    fallbacks[fmt, scale] = render.render(prepare(block, {"profile": {}}, fmt, scale))
                 else:
                     fallbacks[fmt, scale] = render.fitted(path, w, h, fmt, radius=r)
             except render.RenderError as exc:
@@ -153,6 +161,7 @@ def _text_layer(spec: dict[str, Any], static: Path, box: Box, where: str) -> Tex
         wrap=_bool(spec.get("wrap", True), f"{where} wrap"),
         max_lines=_int(spec.get("max_lines", 3), 1, 20, f"{where} max_lines"),
         line_height=float(line_height),
+        default=_text(spec.get("default"), f"{where} default"),
     )
 
 
@@ -171,6 +180,34 @@ def _template(value: Any, where: str) -> TextTemplate:
         return TextTemplate(value, where=where)
     except TemplateError as exc:
         raise CampaignError(str(exc)) from None
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEMPLATE_CHARS:
+        raise CampaignError(f"{where}: expected text of at most {MAX_TEMPLATE_CHARS} characters")
+    return value
+
+
+def _defaults(value: Any, where: str) -> dict[str, Any]:
+    """Per-field defaults: a table shaped like the profile (``loyalty.points = 0`` nests in TOML)."""
+    if not isinstance(value, dict):
+        raise CampaignError(f'{where}: expected a table of profile fields, e.g. {{ first_name = "there" }}')
+    if not _profile_like(value):  # TOML dates and times are not what a profile holds
+        raise CampaignError(f"{where}: values must be text, numbers, booleans, arrays or tables")
+    size = len(orjson.dumps(value))
+    if size > MAX_DEFAULTS_BYTES:
+        raise CampaignError(f"{where}: {size} bytes is more than {MAX_DEFAULTS_BYTES}")
+    return value
+
+
+def _profile_like(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_profile_like(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_profile_like(item) for item in value)
+    return isinstance(value, str | int | float | bool)
 
 
 def _picture_file(static: Path, value: Any, where: str) -> Path:

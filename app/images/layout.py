@@ -4,18 +4,25 @@ A request turns the block's templates into concrete values on the event loop (sa
 microseconds): the text of each text layer and the file of each picture layer. Those values, the
 layout's digest, the format and the scale are everything the pixels depend on, so their hash is the
 content key: two requests with the same key get the same bytes, whoever the recipient is.
+
+Missing data degrades one layer, not the image: the block's per-field ``defaults`` fill gaps in the
+profile first; a text whose data is still missing (or unusable: a number format applied to text)
+draws its layer's ``default``, or is left out, and the rest of the image renders. Each such layer is
+reported (``FellBack``), for authors' previews and throttled logs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from app.render.templates import TextTemplate
+from app.render.templates import MissingValue, TextTemplate
 
 ImageFormat = Literal["png", "jpg", "gif"]
 FORMATS: tuple[ImageFormat, ...] = ("png", "jpg", "gif")
@@ -52,6 +59,7 @@ class TextLayer:
     wrap: bool
     max_lines: int
     line_height: float
+    default: str | None = None  # drawn when the text's data is missing or unusable; None: left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class ImageBlock:
     max_bytes: int
     digest: str  # hash of the layout and the files it names: part of every content key
     fallbacks: Mapping[tuple[ImageFormat, int], bytes]  # (format, scale) -> pre-rendered fallback image
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # per-field, under the profile
 
     @property
     def open_dependent(self) -> bool:
@@ -92,6 +101,18 @@ def layer_vars(layer: Layer) -> frozenset[str]:
     return layer.text.variables if isinstance(layer, TextLayer) else layer.src.variables
 
 
+class FellBack(NamedTuple):
+    """A layer drawn without its data: which, why, and what was drawn instead."""
+
+    layer: int  # index in the block's layers
+    source: str  # the layer's template, to find it in blocks.toml
+    problem: str  # "missing <field>" or "bad value (<error type>)": never the value itself
+    drawn: str  # "default" or "left out"
+
+    def describe(self) -> str:
+        return f"layers[{self.layer}] {self.source!r}: {self.problem}, {self.drawn}"
+
+
 class RenderSpec(NamedTuple):
     """Everything one render needs; ``values`` holds a str per text layer, a Path or None per picture."""
 
@@ -100,21 +121,61 @@ class RenderSpec(NamedTuple):
     scale: int
     values: tuple[str | Path | None, ...]
     key: str
+    fell_back: tuple[FellBack, ...] = ()
 
 
 def prepare(block: ImageBlock, context: Mapping[str, Any], fmt: ImageFormat, scale: int) -> RenderSpec:
-    """Evaluate the block's templates; raises ``TemplateError`` when a text cannot be rendered."""
-    values = tuple(_value(layer, context) for layer in block.layers)
+    """Evaluate the block's templates over the context (``profile`` completed by the block's defaults);
+    a layer whose data is missing or unusable gets its default or is left out (``fell_back``)."""
+    if block.defaults:
+        context = {**context, "profile": with_defaults(context.get("profile") or {}, block.defaults)}
+    values: list[str | Path | None] = []
+    fell_back: list[FellBack] = []
+    for index, layer in enumerate(block.layers):
+        try:
+            values.append(_value(layer, context))
+        except Exception as exc:  # any error in one layer's template is that layer's, not the image's
+            default = layer.default if isinstance(layer, TextLayer) else None
+            values.append(default)
+            drawn = "left out" if default is None else "default"
+            fell_back.append(FellBack(index, _source(layer), _problem(exc), drawn))
     digest = hashlib.sha256(f"{block.digest}|{fmt}|{scale}".encode())
     for value in values:
         digest.update(b"\x00" + (b"-" if value is None else str(value).encode()))
-    return RenderSpec(block, fmt, scale, values, digest.hexdigest()[:32])
+    return RenderSpec(block, fmt, scale, tuple(values), digest.hexdigest()[:32], tuple(fell_back))
+
+
+def fell_back_layers(block: ImageBlock, profile: Mapping[str, Any], now: datetime) -> tuple[FellBack, ...]:
+    """The layers an open at ``now`` would draw without their data, for authors (render, preview)."""
+    return prepare(block, {"profile": profile, "now": now, "fetch_class": "direct"}, "png", 1).fell_back
+
+
+def with_defaults(profile: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile with each missing (or null) field taken from ``defaults``, nested tables merged."""
+    merged = dict(profile)
+    for name, default in defaults.items():
+        value = merged.get(name)
+        if value is None:
+            merged[name] = default
+        elif isinstance(value, Mapping) and isinstance(default, Mapping):
+            merged[name] = with_defaults(value, default)
+    return merged
 
 
 def _value(layer: Layer, context: Mapping[str, Any]) -> str | Path | None:
     if isinstance(layer, TextLayer):
         return layer.text.render(context).strip()
     return picture_path(layer.base, layer.src.render(context).strip())
+
+
+def _source(layer: Layer) -> str:
+    return layer.text.source if isinstance(layer, TextLayer) else layer.src.source
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, MissingValue):
+        return f"missing {exc.name!r}"
+    return f"bad value ({type(exc).__name__})"
 
 
 def picture_path(base: Path, name: str) -> Path | None:

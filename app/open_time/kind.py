@@ -48,6 +48,9 @@ class Open:
     target: Target
     claims: Claims | None  # None: the token is not ours; expired tokens keep their (authentic) claims
     now: float
+    # The token's campaign: authentic with claims; without them, the campaign a bad token names, used
+    # only to pick static, public fallback content. None when no campaign of ours is named.
+    campaign: Campaign | None = None
 
 
 class Kind(Protocol):

@@ -81,15 +81,16 @@ class OpenTimeEndpoint:
             await send_error(send, 405, message, (*extra, self._allow))
             return
         services: Services = scope["state"]["services"]
-        kind = route.kinds[-1]
+        kind, block, campaign = route.kinds[-1], None, None
         try:
             now = services.clock()
             claims: Claims | None
             try:  # inline, not a helper: this is every open's path
                 claims, problem = services.verifier.verify(target.token, now=int(now)), None
+                campaign = services.campaigns.get(claims.campaign)
             except TokenError as exc:
                 claims, problem = _failed(exc)
-            campaign = None if claims is None else services.campaigns.get(claims.campaign)
+                campaign = services.campaigns.get(_named_campaign(claims, exc))
             if self._only is not None:  # one kind on this route: no search (every amp-list open)
                 kind, block = (
                     self._only,
@@ -97,13 +98,16 @@ class OpenTimeEndpoint:
                 )
             else:
                 kind, block = self._find(campaign, target.block)
-            answer = kind.answer(Open(services, scope, receive, target, claims, now), block, problem)
+            request = Open(services, scope, receive, target, claims, now, campaign)
+            answer = kind.answer(request, block, problem)
             if not isinstance(answer, Answer):  # waiting for data: the cold path
                 answer = await answer
         except Exception:
             # Last line of defence: the email must still get a well-formed answer of its kind.
             logger.exception("open-time %s request failed", kind.name)
-            answer = await _settled(kind, Open(services, scope, receive, target, None, services.clock()))
+            answer = await _settled(
+                kind, Open(services, scope, receive, target, None, services.clock(), campaign), block
+            )
         services.open_stats.served(kind.name, answer.reason, answer.age)
         await send_answer(send, scope, answer, extra)
 
@@ -119,15 +123,27 @@ class OpenTimeEndpoint:
         return kinds[-1], None
 
 
-async def _settled(kind: Kind, request: Open) -> Answer:
-    """The kind's answer for an internal error (its generic fallback)."""
-    answer = kind.answer(request, None, Reason.INTERNAL_ERROR)
-    return answer if isinstance(answer, Answer) else await answer
+async def _settled(kind: Kind, request: Open, block: Any | None) -> Answer:
+    """The kind's answer for an internal error: the block's designed fallback, else its generic one."""
+    try:
+        answer = kind.answer(request, block, Reason.INTERNAL_ERROR)
+        return answer if isinstance(answer, Answer) else await answer
+    except Exception:
+        if block is None:
+            raise
+        logger.exception("open-time %s fallback failed", kind.name)
+        return await _settled(kind, request, None)
 
 
 def _failed(exc: TokenError) -> tuple[Claims | None, Reason]:
     """An expired token's claims are authentic (they name the campaign's fallback); a bad one's are not."""
     return (exc.claims if isinstance(exc, TokenExpired) else None), reason_of(exc.reason)
+
+
+def _named_campaign(claims: Claims | None, exc: TokenError) -> str:
+    """The campaign whose static fallback a failed token gets: an expired token's (authentic), else the
+    one a bad token names (unauthenticated, so only public fallback content is ever chosen by it)."""
+    return claims.campaign if claims is not None else exc.claimed_campaign or ""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,6 +13,7 @@ by the AMP validator on the rendered output.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 
 class TemplateError(OpentimeError):
     """A template failed to load or render; the message names the file and line."""
+
+
+class MissingValue(TemplateError):
+    """A template read a value the data does not have; ``name`` is the missing field or variable."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class Templates:
@@ -95,16 +104,38 @@ class TextTemplate:
         self.where = where
 
     def render(self, context: Mapping[str, Any]) -> str:
+        """The text; ``MissingValue`` when the data lacks a field it reads, ``TemplateError`` for other
+        template errors (a Python error from a bad value, e.g. a number format applied to text, is
+        raised as it is)."""
         try:
             return self._template.render(context)
+        except jinja2.UndefinedError as exc:
+            raise MissingValue(f"{self.where}: {exc}", _missing_name(exc.message or "")) from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{self.where}: {exc}") from None
+
+
+_UNDEFINED = re.compile(r"has no attribute '([^']*)'|'([^']*)' is undefined|no element (\S+)")
+
+
+def _missing_name(message: str) -> str:
+    """The field a StrictUndefined error names ("'dict object' has no attribute 'points'" → points)."""
+    match = _UNDEFINED.search(message)
+    return next((group for group in match.groups() if group), "?") if match else "?"
+
+
+class _StrictFormat(jinja2.StrictUndefined):
+    """StrictUndefined that also fails as *missing* inside ``'{:,}'.format(...)``: the plain one
+    lets ``format()`` raise a TypeError there, which would read as a bad value."""
+
+    def __format__(self, spec: str) -> str:
+        self._fail_with_undefined_error()
 
 
 @functools.cache
 def _text_sandbox() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     return jinja2.sandbox.ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, auto_reload=False
+        undefined=_StrictFormat, autoescape=False, auto_reload=False
     )
 
 

@@ -82,6 +82,14 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 class TokenError(OpentimeError):
     reason: str = "token-invalid"
+    # The campaign the token names, NOT authenticated: good only for choosing a campaign's static,
+    # public fallback content (never anything personal). None when the token does not parse that far.
+    claimed_campaign: str | None = None
+
+    def claiming(self, campaign: str | None) -> TokenError:
+        if campaign is not None and _CAMPAIGN_RE.fullmatch(campaign):
+            self.claimed_campaign = campaign
+        return self
 
 
 class TokenMalformed(TokenError):
@@ -269,9 +277,11 @@ class TokenVerifier:
         kid = _read_kid(payload)
         material = self._material.get(kid)
         if material is None:
-            raise TokenUnknownKey(f"token key id {kid!r} is not in the key ring (rotated out?)")
+            error: TokenError = TokenUnknownKey(f"token key id {kid!r} is not in the key ring (rotated out?)")
+            raise error.claiming(_claimed_campaign(payload))
         if not crypto.macs_equal(material.mac_key.mac(payload, MAC_SIZE), data[-MAC_SIZE:]):
-            raise TokenBadSignature("token signature does not match (tampered, or signed with another key)")
+            error = TokenBadSignature("token signature does not match (tampered, or signed with another key)")
+            raise error.claiming(_claimed_campaign(payload))
         return _parse_payload(payload, kid, material.sealer)
 
     def _check_times(self, claims: Claims, now: int) -> Claims:
@@ -288,15 +298,22 @@ class TokenVerifier:
         if len(parts) != 5:
             raise TokenMalformed("ESP token must have 5 dot-separated parts: e1.campaign.kid.recipient.mac")
         _, campaign, kid, recipient, tag_hex = parts
-        _check_esp_parts(campaign, kid, recipient, tag_hex)
+        try:
+            _check_esp_parts(campaign, kid, recipient, tag_hex)
+        except TokenMalformed as exc:
+            raise exc.claiming(campaign) from None
         esp_key = self._esp_keys.get((kid, campaign))
         if esp_key is None:
             key = self._keys.get(kid)
             if key is None:
-                raise TokenUnknownKey(f"ESP token key id {kid!r} is not in the key ring (rotated out?)")
+                unknown = TokenUnknownKey(f"ESP token key id {kid!r} is not in the key ring (rotated out?)")
+                raise unknown.claiming(campaign)
             esp_key = crypto.MacKey(esp_campaign_key(key, campaign).encode("ascii"))
         if not crypto.macs_equal(esp_key.mac(recipient.encode(), MAC_SIZE), bytes.fromhex(tag_hex)):
-            raise TokenBadSignature("ESP token signature does not match (tampered, or another campaign/key)")
+            forged = TokenBadSignature(
+                "ESP token signature does not match (tampered, or another campaign/key)"
+            )
+            raise forged.claiming(campaign)
         self._remember_esp_key(kid, campaign, esp_key)
         return Claims(recipient, campaign, kid, None, None, False, None, "esp")
 
@@ -332,6 +349,16 @@ def _read_kid(payload: bytes) -> str:
     if not kid.isascii():
         raise TokenMalformed("token key id is not ASCII")
     return kid.decode("ascii")
+
+
+def _claimed_campaign(payload: bytes) -> str | None:
+    """The campaign field of a payload whose MAC did not check out (unauthenticated), or None."""
+    try:
+        pos = 3 + payload[2] + _TIMES.size
+        raw, _ = _read_field(payload, pos, "campaign")
+        return raw.decode("ascii")
+    except (IndexError, TokenMalformed, UnicodeDecodeError):
+        return None
 
 
 def _parse_payload(payload: bytes, kid: str, sealer: crypto.Sealer) -> Claims:

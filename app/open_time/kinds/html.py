@@ -2,7 +2,8 @@
 
 For ESPs that fetch content at send time (Braze Connected Content and the like). Personal: the items
 the amp-list answer would have, rendered with ``live`` true. Fallback: the block's fallback items
-through the same template (``live`` false), or an empty body when no fragment is known.
+through the same template (``live`` false; bad tokens that name the campaign too), or an empty body
+when no fragment is known.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class FragmentKind(DegradingKind):
         return campaign.lists.get(block) if block in campaign.fragments else None
 
     def fallback(self, request: Open, block: ListBlock | None, reason: Reason) -> Answer:
-        if block is None or request.claims is None:
+        if block is None or request.campaign is None:
             return Answer(b"", reason, HTML_HEADERS)
         html = _render(request, block, block.fallback_body, live=False)
         return Answer(html, reason, HTML_HEADERS)
@@ -42,9 +43,8 @@ class FragmentKind(DegradingKind):
 
 
 def _render(request: Open, block: ListBlock, body: bytes, *, live: bool) -> bytes:
-    services, claims = request.services, request.claims
-    assert claims is not None
-    campaign = services.campaigns[claims.campaign]
+    services, campaign = request.services, request.campaign
+    assert campaign is not None  # a block is only found through its campaign
     items: list[Any] = orjson.loads(body).get("items", [])
     context = {"items": items, "live": live, "block": block.name, "campaign": {"name": campaign.name}}
     return services.templates.render(campaign.template(f"fragments/{block.name}.html"), context).encode()

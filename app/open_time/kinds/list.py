@@ -1,8 +1,12 @@
 """amp-list JSON: ``/v1/{token}/list/{block}.json`` (the hot path).
 
 Personal: the block's items from the cache or the profile, with the age of the data. Fallback: the
-block's static ``fallback`` items, or ``{"items":[]}`` when no block is known. ``private, no-store``:
-the answer depends on the requesting sender (AMP CORS) and on the recipient.
+block's static ``fallback`` items (a bad token that still names a campaign gets them too: they are the
+same public content every recipient without data sees). When no block can be told at all (a token
+that names no campaign of ours, a block that is not, or no longer, defined) the answer is a 404 JSON
+error: amp-list shows the author's ``<div fallback>`` for a failed fetch, where an empty
+``{"items":[]}`` would leave an empty box. ``private, no-store``: the answer depends on the
+requesting sender (AMP CORS) and on the recipient.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from app.campaigns.loader import Campaign, ListBlock
 from app.content.lists import Entry
 from app.open_time.kind import DegradingKind, Open, Reply, Target
 from app.open_time.reasons import Reason
-from app.open_time.respond import JSON_HEADERS, Answer
+from app.open_time.respond import JSON_HEADERS, Answer, json_answer
 
-GENERIC_FALLBACK = b'{"items":[]}'
+NO_BLOCK = "no list block here: the email shows its own fallback"
 
 
 class ListKind(DegradingKind):
@@ -23,7 +27,9 @@ class ListKind(DegradingKind):
         return campaign.lists.get(block)
 
     def fallback(self, request: Open, block: ListBlock | None, reason: Reason) -> Answer:
-        return Answer(GENERIC_FALLBACK if block is None else block.fallback_body, reason, JSON_HEADERS)
+        if block is None:
+            return json_answer(404, {"error": NO_BLOCK, "reason": reason}, reason)
+        return Answer(block.fallback_body, reason, JSON_HEADERS)
 
     def render(self, request: Open, block: ListBlock) -> Reply:
         claims = request.claims
