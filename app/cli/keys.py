@@ -39,6 +39,16 @@ base_url_option = click.option(
 )
 
 
+# The AMP-part token's lifetime; what the HTML part shows always lives the campaign's html_lifetime_days.
+amp_ttl_option = click.option(
+    "--ttl-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Lifetime of the (AMP-part) token [default: the token_ttl_days setting]; URLs the HTML part "
+    "shows (and the opentime_html_token column) live the campaign's html_lifetime_days.",
+)
+
+
 def now() -> int:
     return int(time.time())
 
@@ -114,13 +124,7 @@ def keys_esp_key(config: Path | None, keys_file: Path | None, campaign: str) -> 
 @keys_option
 @click.option("--campaign", required=True)
 @click.option("--recipient", required=True, help="Recipient id; email addresses are sealed.")
-@click.option(
-    "--ttl-days",
-    type=click.IntRange(1, 3650),
-    default=None,
-    help="Lifetime of the token [default: the token_ttl_days setting]; with a base URL, the URLs the "
-    "HTML part shows get the campaign's html_lifetime_days.",
-)
+@amp_ttl_option
 @click.option("--variant", default=None)
 @base_url_option
 @templates_option
@@ -187,13 +191,7 @@ def tokens() -> None:
 @click.option("--campaign", required=True)
 @base_url_option
 @click.option("--id-column", default="recipient_id", show_default=True)
-@click.option(
-    "--ttl-days",
-    type=click.IntRange(1, 3650),
-    default=None,
-    help="Lifetime of the AMP-part token [default: the token_ttl_days setting]; the HTML-part token "
-    "(opentime_html_token) lives the campaign's html_lifetime_days.",
-)
+@amp_ttl_option
 @templates_option
 @static_option
 @click.argument("recipients", type=click.Path(path_type=Path, dir_okay=False, exists=True))
