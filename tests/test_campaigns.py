@@ -34,7 +34,12 @@ def block(extra: str = "", fields: str = PICKS_FIELDS) -> str:
 
 
 def test_shipped_campaigns_load() -> None:
-    campaigns = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+    campaigns = load_campaigns(
+        PROJECT_ROOT / "amp_templates",
+        PROJECT_ROOT / "static",
+        default_budget_ms=150,
+        public_base_url="https://amp.example.com",
+    )
     demo = campaigns["demo"]
     assert set(demo.lists) >= {"hello", "picks"}
     assert demo.lists["picks"].max_items == 4
@@ -43,7 +48,9 @@ def test_shipped_campaigns_load() -> None:
 
 def test_block_defaults_and_budget(tmp_path: Path) -> None:
     folder, static = make_campaign(tmp_path, block())
-    picks = load_campaign(folder, static, default_budget_ms=120).lists["picks"]
+    picks = load_campaign(
+        folder, static, default_budget_ms=120, public_base_url="https://amp.example.com"
+    ).lists["picks"]
     assert (picks.budget_s, picks.max_items, picks.cache_ttl_s, picks.source) == (0.12, 10, None, ("recs",))
     url = next(f for f in picks.fields if f.name == "url")
     assert (url.path, url.type, url.required) == (("sku",), "url", True)
@@ -73,7 +80,7 @@ def test_block_defaults_and_budget(tmp_path: Path) -> None:
 def test_invalid_definitions_name_file_and_block(tmp_path: Path, blocks: str, message: str) -> None:
     folder, static = make_campaign(tmp_path, blocks)
     with pytest.raises(CampaignError, match=message) as info:
-        load_campaign(folder, static, default_budget_ms=150)
+        load_campaign(folder, static, default_budget_ms=150, public_base_url="https://amp.example.com")
     assert "blocks.toml" in str(info.value)
 
 
@@ -83,15 +90,35 @@ def test_invalid_definitions_name_file_and_block(tmp_path: Path, blocks: str, me
         {"items": [{"url": "javascript:alert(1)"}]},
         {"items": "nope"},
         [1, 2],
-        {"items": [{"url": "/relative"}]},
+        {"items": [{"url": "http://insecure.example/x"}]},
+        {"items": [{"url": 42}]},
     ],
 )
-def test_fallback_must_be_items_with_absolute_https_urls(tmp_path: Path, fallback: object) -> None:
+def test_fallback_must_be_items_with_complete_https_urls(tmp_path: Path, fallback: object) -> None:
     folder, static = make_campaign(tmp_path, block(), fallback)
     with pytest.raises(CampaignError, match="fallback"):
-        load_campaign(folder, static, default_budget_ms=150)
+        load_campaign(folder, static, default_budget_ms=150, public_base_url="https://amp.example.com")
+
+
+def test_fallback_urls_follow_the_fields_rules(tmp_path: Path) -> None:
+    # Like live items: a relative value is joined to the field's base (here a path on this server).
+    fields = PICKS_FIELDS + 'image = { type = "url", base = "/static/spring/", required = false }\n'
+    fallback = {"items": [{"name": "x", "url": "/sale", "image": "sale.jpg"}]}
+    folder, static = make_campaign(tmp_path, block(fields=fields), fallback)
+    picks = load_campaign(folder, static, default_budget_ms=150, public_base_url="https://cdn.example/ot/")
+    (item,) = orjson.loads(picks.lists["picks"].fallback_body)["items"]
+    assert item == {
+        "name": "x",
+        "url": "https://shop.example.com/sale",
+        "image": "https://cdn.example/ot/static/spring/sale.jpg",
+    }
 
 
 def test_missing_templates_folder() -> None:
     with pytest.raises(CampaignError, match="does not exist"):
-        load_campaigns(Path("/nonexistent"), Path("/nonexistent"), default_budget_ms=150)
+        load_campaigns(
+            Path("/nonexistent"),
+            Path("/nonexistent"),
+            default_budget_ms=150,
+            public_base_url="https://amp.example.com",
+        )

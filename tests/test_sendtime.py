@@ -23,7 +23,12 @@ HOSTILE = '<script>alert("x")</script> \' " & 🎉 مرحبا'
 
 
 def sendtime(signer: TokenSigner, templates_dir: Path = PROJECT_ROOT / "amp_templates") -> SendTime:
-    campaigns = load_campaigns(templates_dir, PROJECT_ROOT / "static", default_budget_ms=150)
+    campaigns = load_campaigns(
+        templates_dir,
+        PROJECT_ROOT / "static",
+        default_budget_ms=150,
+        public_base_url="https://amp.example.com",
+    )
     return SendTime(Templates(templates_dir), campaigns, signer, "https://amp.example.com", time.time)
 
 

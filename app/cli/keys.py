@@ -138,7 +138,7 @@ def sign(
         fail(str(exc))
     public: str | None = read_setting("public_base_url", config, base_url, needed=False)
     if public:
-        spec = pick_campaign(read_campaigns(config, templates, static), campaign)
+        spec = pick_campaign(read_campaigns(config, templates, static, public), campaign)
         for name, url in campaign_urls(public, token, spec).items():
             click.echo(f"{name}: {url}")
     click.echo(token)
@@ -197,7 +197,7 @@ def tokens_export(
     click.echo(f"keys: {path} ({source})", err=True)
     signer = TokenSigner(read_ring(path))
     public: str = read_setting("public_base_url", config, base_url)
-    spec = pick_campaign(read_campaigns(config, templates, static), campaign)
+    spec = pick_campaign(read_campaigns(config, templates, static, public), campaign)
     stamp = now()
     skipped = 0
     with recipients.open(newline="", encoding="utf-8-sig") as src:

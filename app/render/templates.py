@@ -8,12 +8,17 @@ amp-mustache templates inside the AMP part must reach the email untouched. The c
 Jinja's ``{% raw %}...{% endraw %}`` around every ``<template type="amp-mustache">``: one syntax for
 marketers, visible in the source, and a forgotten ``raw`` fails loudly (StrictUndefined) or is caught
 by the AMP validator on the rendered output.
+
+The ``formatted`` filter writes a value the way list blocks write it in the amp-list JSON
+(``app.render.formats``): ``{{ profile.loyalty.points | formatted("number") }}`` shows "4,514" in the
+HTML part, as the AMP part does. Dates use the context's ``zone`` (the recipient's), else UTC.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ import jinja2.meta
 import jinja2.sandbox
 
 from app.errors import OpentimeError
+from app.render.formats import FormatError, format_value
 
 PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 
@@ -43,6 +49,8 @@ class Templates:
         }
         self._markup = jinja2.Environment(autoescape=True, **common)
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 - text/plain output
+        for env in (self._markup, self._text):
+            env.filters["formatted"] = _formatted
         self._strings: dict[str, jinja2.Template] = {}  # compiled once: compiling costs ~1 ms
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
@@ -99,6 +107,16 @@ class TextTemplate:
             return self._template.render(context)
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{self.where}: {exc}") from None
+
+
+@jinja2.pass_context
+def _formatted(context: jinja2.runtime.Context, value: Any, spec: str) -> Any:
+    """``{{ value | formatted("currency:USD") }}``: the text the amp-list JSON would carry."""
+    zone = context.get("zone")
+    try:
+        return format_value(value, spec, zone if isinstance(zone, tzinfo) else UTC)
+    except FormatError as exc:
+        raise jinja2.TemplateRuntimeError(str(exc)) from None
 
 
 @functools.cache
