@@ -109,7 +109,7 @@ def substituted(amp: str, expanded: list[Expanded]) -> str:
 
 def visible_text(markup: str) -> str:
     """Text a reader sees: tags dropped (as spaces), entities decoded, whitespace collapsed."""
-    without = re.sub(r"<(style|script|template)\b.*?</\1>", " ", markup, flags=re.S)
+    without = re.sub(r"<(title|style|script|template)\b.*?</\1>", " ", markup, flags=re.S)
     without = re.sub(r'<div style="display:none[^"]*">.*?</div>', " ", without, flags=re.S)  # preheader
     return " ".join(html.unescape(TAG.sub(" ", without)).split())
 

@@ -249,7 +249,7 @@ def _item_field(name: str, spec: Any, site: Site, where: str) -> ItemField:
         return field
     shown = fallback_value(field, default, site.zones.default)  # a default shows formatted too
     if shown is MISSING:
-        raise CampaignError(f"{where}: default {default!r} is not a {kind} value")
+        raise CampaignError(f"{where}: default {default!r} does not fit type = {kind}")
     return dataclasses.replace(field, default=shown)
 
 
@@ -304,8 +304,12 @@ def _fallback(value: Any, site: Site, fields: tuple[ItemField, ...], where: str)
                 continue
             shown = fallback_value(field, item[field.name], site.zones.default)
             if shown is MISSING:
-                what = "a complete https URL" if field.type == "url" else f"a {field.type} value"
-                raise CampaignError(f"{where}: fallback item {index} {field.name} is not {what}")
+                what = (
+                    "is not a complete https URL"
+                    if field.type == "url"
+                    else f"does not fit type = {field.type}"
+                )
+                raise CampaignError(f"{where}: fallback item {index} {field.name} {what}")
             item[field.name] = shown
     return orjson.dumps(data)
 
