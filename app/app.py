@@ -28,7 +28,7 @@ from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
-from app.routes import api, ops, preview, webhooks
+from app.routes import api, assets, ops, preview, webhooks
 from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             yield {"services": services}
 
     starlette = Starlette(
-        routes=[*ops.routes, *api.routes, *preview.routes, *webhooks.routes],
+        routes=[*ops.routes, *api.routes, *preview.routes, *webhooks.routes, *assets.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,

@@ -30,6 +30,8 @@ PRODUCTS = (
     ("Trekking poles", 99.0),
 )
 TIERS = ("bronze", "silver", "gold")
+# Everyone's points expire at the end of 2027 (an instant: the date shown depends on the reader's zone).
+POINTS_EXPIRE_AT = "2027-12-31T23:59:59Z"
 DEMO_SENDER = "news@example.com"
 
 
@@ -41,7 +43,11 @@ def demo_profile(rng: random.Random) -> dict[str, object]:
     picks = rng.sample(range(len(PRODUCTS)), 4)
     return {
         "first_name": rng.choice(FIRST_NAMES),
-        "loyalty": {"points": rng.randrange(0, 5000), "tier": rng.choice(TIERS)},
+        "loyalty": {
+            "points": rng.randrange(0, 5000),
+            "tier": rng.choice(TIERS),
+            "expires_at": POINTS_EXPIRE_AT,
+        },
         "recommendations": [
             {
                 "name": PRODUCTS[i][0],

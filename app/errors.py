@@ -30,6 +30,7 @@ Exception tree (defined here unless a module is named)::
     ├── InvalidSubmission       app.campaigns.forms: submitted form values do not match the block
     ├── ProfileConflict         app.campaigns.forms: a profile path runs through a non-object
     ├── TemplateError           app.render.templates
+    ├── FormatError (+ValueError)  app.render.formats: a display format or time zone is unusable
     ├── EmailLimitError         app.render.email: a part is over its size limit
     ├── RenderError             app.images.render: a layout names an unusable file
     ├── CountdownError (+ValueError)  app.countdown.clock

@@ -54,7 +54,10 @@ class Services:
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
     return load_campaigns(
-        settings.templates_dir, settings.static_dir, default_budget_ms=settings.default_budget_ms
+        settings.templates_dir,
+        settings.static_dir,
+        default_budget_ms=settings.default_budget_ms,
+        public_base_url=settings.public_base_url,
     )
 
 

@@ -61,7 +61,12 @@ from bench.amp_list import (
 )
 from bench.countdown import measure, naive_render
 
-CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+CAMPAIGNS = load_campaigns(
+    PROJECT_ROOT / "amp_templates",
+    PROJECT_ROOT / "static",
+    default_budget_ms=150,
+    public_base_url="https://amp.example.com",
+)
 DEMO = CAMPAIGNS["demo"]
 
 

@@ -41,7 +41,12 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--eml", action="store_true", help="also build the MIME message per recipient")
     args = parser.parse_args()
-    campaigns = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+    campaigns = load_campaigns(
+        PROJECT_ROOT / "amp_templates",
+        PROJECT_ROOT / "static",
+        default_budget_ms=150,
+        public_base_url="https://amp.example.com",
+    )
     signer = TokenSigner(new_keyring(datetime.now(UTC)))
     sendtime = SendTime(
         Templates(PROJECT_ROOT / "amp_templates"), campaigns, signer, "https://amp.example.com", time.time

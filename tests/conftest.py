@@ -17,7 +17,7 @@ from app.demo import demo_rows
 from app.security.keyring import KeyRing, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.store import open_store
-from tests.amp_tools import amp_validator  # noqa: F401  (session fixture)
+from tests.amp_tools import amp_validator, mustache  # noqa: F401  (session fixtures)
 
 SENDER = "news@example.com"
 BASE_URL = "https://amp.example.test"

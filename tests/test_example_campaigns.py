@@ -30,7 +30,9 @@ from app.services import Services
 from tests.conftest import BASE_URL, SENDER, load_rows
 from tests.test_shipped_campaigns_valid import hostile
 
-CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+CAMPAIGNS = load_campaigns(
+    PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150, public_base_url=BASE_URL
+)
 TEMPLATES = Templates(PROJECT_ROOT / "amp_templates")
 SENT_AT = datetime(2025, 3, 7, 9, 30, tzinfo=UTC).timestamp()
 FORM_HEADERS = {"AMP-Email-Sender": SENDER, "Content-Type": "application/x-www-form-urlencoded"}
@@ -225,10 +227,10 @@ def test_cart_fragment_and_list_for_a_recipient(app_client: TestClient, signer: 
     assert fragment.text.count('href="https://shop.example.com/p/sku-000') == 4  # 2 items, image + name
     assert "Merino wool socks" in fragment.text and "$19.50" in fragment.text and "Qty 3" in fragment.text
     listed = app_client.get(f"/v1/{cart}/list/cart.json", headers={"AMP-Email-Sender": SENDER})
-    assert listed.json()["items"][1] == {
+    assert listed.json()["items"][1] == {  # values as the reader sees them (the block's formats)
         "name": "Merino wool socks",
-        "price": 19.5,
-        "qty": 3,
+        "price": "$19.50",
+        "qty": "3",
         "url": "https://shop.example.com/p/sku-0001",
         "image": "https://cdn.example.com/img/sku-0001.jpg",
     }

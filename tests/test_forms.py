@@ -121,11 +121,13 @@ def test_campaign_loads_form_blocks_next_to_lists(tmp_path: Path) -> None:
     folder = tmp_path / "amp" / "spring"
     folder.mkdir(parents=True)
     (folder / "blocks.toml").write_text(RATE)
-    campaign = load_campaign(folder, tmp_path, default_budget_ms=150)
+    campaign = load_campaign(
+        folder, tmp_path, default_budget_ms=150, public_base_url="https://amp.example.com"
+    )
     assert set(campaign.forms) == {"rate"} and not campaign.lists
     (folder / "blocks.toml").write_text(RATE.replace('kind = "form"', 'kind = "poll"'))
     with pytest.raises(CampaignError, match=r"spring/blocks.toml \[blocks.rate\]: .*supported: list, form"):
-        load_campaign(folder, tmp_path, default_budget_ms=150)
+        load_campaign(folder, tmp_path, default_budget_ms=150, public_base_url="https://amp.example.com")
 
 
 def test_valid_submission_fills_every_declared_field(rate: FormBlock) -> None:

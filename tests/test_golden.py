@@ -22,7 +22,12 @@ from app.security.tokens import TokenSigner
 
 GOLDEN = Path(__file__).with_name("golden")
 FIXED_NOW = 1_900_000_000.0  # 2030-03-17, so tokens and dates never change
-CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+CAMPAIGNS = load_campaigns(
+    PROJECT_ROOT / "amp_templates",
+    PROJECT_ROOT / "static",
+    default_budget_ms=150,
+    public_base_url="https://amp.example.com",
+)
 PARTS = {"subject": "subject.txt", "text": "email.txt", "amp": "email.amp.html", "html": "email.html"}
 
 

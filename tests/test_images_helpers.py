@@ -40,7 +40,9 @@ def write_campaign(root: Path, blocks: str, name: str = "imgs") -> Path:
 
 
 def campaign(root: Path, blocks: str = GREETING) -> Campaign:
-    return load_campaign(write_campaign(root, blocks), STATIC, default_budget_ms=150)
+    return load_campaign(
+        write_campaign(root, blocks), STATIC, default_budget_ms=150, public_base_url="https://amp.example.com"
+    )
 
 
 def decode(body: bytes) -> Image.Image:

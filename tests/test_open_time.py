@@ -54,9 +54,12 @@ class GatedStore:
 
 @pytest.fixture
 def demo() -> Campaign:
-    return load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=50)[
-        "demo"
-    ]
+    return load_campaigns(
+        PROJECT_ROOT / "amp_templates",
+        PROJECT_ROOT / "static",
+        default_budget_ms=50,
+        public_base_url="https://amp.example.com",
+    )["demo"]
 
 
 @pytest.fixture

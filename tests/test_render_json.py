@@ -131,3 +131,58 @@ def test_url_that_urllib_cannot_parse_drops_the_item_instead_of_raising() -> Non
     # batch callback and leave every recipient of that batch waiting until the process restarted.
     recs = [{"name": "Bad", "sku": "https://[x/y"}, {"name": "Good", "sku": "g"}]
     assert items({"recs": recs}) == [{"name": "Good", "url": "https://shop.example.com/p/g"}]
+
+
+def formatted_block() -> ListBlock:
+    from app.render.formats import Zones, parse_format, parse_zone
+
+    return ListBlock(
+        name="offers",
+        source=("offers",),
+        fields=(
+            field("name"),
+            field("price", "number", required=False, format=parse_format("currency:USD")),
+            field("ends", "datetime", required=False, format=parse_format("date")),
+            field("seen", "datetime", required=False, format=parse_format("iso")),
+        ),
+        max_items=5,
+        budget_s=0.1,
+        cache_ttl_s=None,
+        fallback_body=b"{}",
+        zones=Zones(parse_zone("America/New_York"), ("zone",)),
+    )
+
+
+def test_formatted_fields_carry_the_text_a_reader_sees() -> None:
+    offers = [
+        {"name": "Free", "price": 0, "ends": "2027-12-31T23:30:00Z", "seen": 1_900_000_000},
+        {"name": "Socks", "price": 19.5, "ends": "soon"},  # an unreadable date is left out
+        {"name": "Tent", "price": "12", "ends": "2027-12-31"},  # a text price is not a number
+    ]
+    assert items({"offers": offers}, formatted_block()) == [
+        {"name": "Free", "price": "$0.00", "ends": "December 31, 2027", "seen": "2030-03-17T17:46:40Z"},
+        {"name": "Socks", "price": "$19.50"},
+        {"name": "Tent", "ends": "December 31, 2027"},
+    ]
+    # The recipient's own zone wins over the campaign's; a bad one is ignored.
+    assert (
+        items({"offers": offers[:1], "zone": "Asia/Tokyo"}, formatted_block())[0]["ends"] == "January 1, 2028"
+    )
+    assert (
+        items({"offers": offers[:1], "zone": "Nowhere"}, formatted_block())[0]["ends"] == "December 31, 2027"
+    )
+
+
+def test_http_urls_only_on_the_servers_own_origin() -> None:
+    # With public_base_url on http://127.0.0.1 (the local demo), a path base is on that origin: its
+    # URLs are the server's own; any other http URL is still refused.
+    from app.render import json as render_json
+
+    base = "http://127.0.0.1:8000/static/demo/products/"
+    assert render_json._url("sku-1.jpg", base) == f"{base}sku-1.jpg"
+    assert render_json._url("http://127.0.0.1:8000/other.jpg", base) == "http://127.0.0.1:8000/other.jpg"
+    assert render_json._url("https://cdn.example/x.jpg", base) == "https://cdn.example/x.jpg"
+    for refused in ("http://evil.example/x.jpg", "http://127.0.0.1:9000/x.jpg", "javascript:alert(1)"):
+        assert render_json._url(refused, base) is render_json.MISSING
+    for value in ("sku-1.jpg", "a b.jpg", "../up.jpg", "/root.jpg"):
+        assert render_json._url(value, base) == render_json._url_general(value, base)

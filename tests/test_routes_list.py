@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from app.demo import recipient_id
 from app.security.tokens import TokenSigner
-from tests.conftest import SENDER
+from tests.conftest import BASE_URL, SENDER
 
 AMP = {"AMP-Email-Sender": SENDER}
 
@@ -36,7 +36,9 @@ def test_recipient_items_are_served_with_amp_headers(client: TestClient, signer:
     items = orjson.loads(body)["items"]
     assert len(items) == 4
     assert all(i["url"].startswith("https://shop.example.com/p/sku-") for i in items)
-    assert all(i["image"].startswith("https://cdn.example.com/img/") for i in items)
+    # The demo's product pictures are served by the server itself, under its public base URL.
+    assert all(i["image"].startswith(f"{BASE_URL}/static/demo/products/sku-") for i in items)
+    assert all(i["price"].startswith("$") for i in items)
 
 
 def test_second_open_is_served_from_cache_with_same_body(client: TestClient, signer: TokenSigner) -> None:

@@ -25,7 +25,12 @@ HOSTILE = '<script>alert("x")</script> \' " & 🎉 مرحبا'
 
 
 def sendtime(signer: TokenSigner, templates_dir: Path = PROJECT_ROOT / "amp_templates") -> SendTime:
-    campaigns = load_campaigns(templates_dir, PROJECT_ROOT / "static", default_budget_ms=150)
+    campaigns = load_campaigns(
+        templates_dir,
+        PROJECT_ROOT / "static",
+        default_budget_ms=150,
+        public_base_url="https://amp.example.com",
+    )
     return SendTime(Templates(templates_dir), campaigns, signer, "https://amp.example.com", time.time)
 
 
@@ -75,11 +80,18 @@ def test_a_campaign_sets_its_html_lifetime(tmp_path: Path, signer: TokenSigner, 
     (folder / "blocks.toml").write_text("[campaign]\nhtml_lifetime_days = 90\n")
     for part in ("email.txt", "email.html", "email.amp.html"):
         (folder / part).write_text("{{ urls.view }}\n")
-    campaign = load_campaigns(tmp_path, PROJECT_ROOT / "static", default_budget_ms=150)["short"]
+    campaign = load_campaigns(
+        tmp_path, PROJECT_ROOT / "static", public_base_url="https://amp.example.com", default_budget_ms=150
+    )["short"]
     assert campaign.html_lifetime_days == 90
     (folder / "blocks.toml").write_text("[campaign]\nhtml_lifetime_days = 0\n")
     with pytest.raises(CampaignError, match="html_lifetime_days: expected an integer from 1 to 3650"):
-        load_campaigns(tmp_path, PROJECT_ROOT / "static", default_budget_ms=150)
+        load_campaigns(
+            tmp_path,
+            PROJECT_ROOT / "static",
+            public_base_url="https://amp.example.com",
+            default_budget_ms=150,
+        )
 
 
 def test_unknown_recipient_renders_with_fallback_content(signer: TokenSigner) -> None:
@@ -148,3 +160,31 @@ def test_template_typo_names_file_and_line(signer: TokenSigner, tmp_path: Path) 
 def test_unknown_campaign_is_a_clear_error(signer: TokenSigner) -> None:
     with pytest.raises(CampaignError, match="unknown campaign 'nope'"):
         sendtime(signer).render("nope", "cust-1", {})
+
+
+def test_formatted_filter_writes_values_as_the_json_does(signer: TokenSigner, tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for name in ("blocks.toml", "email.amp.html", "email.txt"):
+        (folder / name).write_text((PROJECT_ROOT / "amp_templates" / "demo" / name).read_text())
+    (folder / "email.html").write_text(
+        '<p>{{ profile.loyalty.points | formatted("number") }} / {{ 19.5 | formatted("currency:USD") }}'
+        ' / {{ profile.loyalty.expires_at | formatted("date") }} / {{ profile.note | formatted("number") }}'
+        ' / {{ blocks.hello["items"][0].points }}</p>\n'
+    )
+    profile = {"loyalty": {"points": 4514, "expires_at": "2027-12-31T23:30:00Z"}, "note": "<n/a>"}
+    html = sendtime(signer, tmp_path).render("demo", "cust-1", profile).html
+    # The campaign's zone (America/New_York); text a format cannot read is shown as is, escaped.
+    assert html == "<p>4,514 / $19.50 / December 31, 2027 / &lt;n/a&gt; / 4,514</p>\n"
+    tokyo = sendtime(signer, tmp_path).render("demo", "cust-1", {**profile, "zone": "Asia/Tokyo"}).html
+    assert "January 1, 2028" in tokyo
+
+
+def test_formatted_filter_with_a_bad_spec_names_file_and_line(signer: TokenSigner, tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for name in ("blocks.toml", "email.amp.html", "email.txt"):
+        (folder / name).write_text((PROJECT_ROOT / "amp_templates" / "demo" / name).read_text())
+    (folder / "email.html").write_text('<p>\n{{ 3 | formatted("money") }}</p>\n')
+    with pytest.raises(TemplateError, match=r"demo/email.html, line 2: unknown format 'money'"):
+        sendtime(signer, tmp_path).render("demo", "cust-1", {})

@@ -16,7 +16,12 @@ from app.demo import demo_profile
 from app.render.templates import Templates
 from app.security.tokens import TokenSigner
 
-CAMPAIGNS = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+CAMPAIGNS = load_campaigns(
+    PROJECT_ROOT / "amp_templates",
+    PROJECT_ROOT / "static",
+    default_budget_ms=150,
+    public_base_url="https://amp.example.com",
+)
 EMAIL_CAMPAIGNS = sorted(name for name, c in CAMPAIGNS.items() if c.has_email)
 HOSTILE = "<script>alert('x')</script>\"' & </template>{{x}} 🎉👩‍👩‍👧 שלום مرحبا \u202e"
 

@@ -4,7 +4,9 @@ A campaign declares its dynamic blocks: ``list`` blocks (below), ``form`` blocks
 ``image`` blocks (``app.images.blocks``) and ``countdown`` blocks (``app.countdown.blocks``).
 A ``list`` block says which profile data it reads (``source``, a dotted path into the profile
 attributes), how each item is shaped (``fields``), how many items it keeps, its open-time budget and
-the static fallback JSON served when the data is late, missing or the token is bad. Everything is
+the static fallback JSON served when the data is late, missing or the token is bad. A field may
+declare a display ``format`` (``app.render.formats``): the JSON then carries the text a reader sees,
+and dates show in the recipient's zone (``[campaign] zone`` and ``zone_field``). Everything is
 validated at load time, so a mistake is an error naming the file and the block, never a broken email
 at open time.
 """
@@ -27,12 +29,15 @@ from app.countdown.blocks import CountdownBlock, countdown_block
 from app.errors import CampaignError
 from app.images.blocks import image_block
 from app.images.layout import ImageBlock
-from app.render.json import Shaper, compile_shaper
+from app.render.formats import UTC_ONLY, Format, FormatError, Zones, parse_format, parse_zone
+from app.render.json import MISSING, Shaper, compile_shaper, fallback_value
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-FieldType = Literal["text", "number", "integer", "bool", "url"]
-FIELD_TYPES: tuple[str, ...] = ("text", "number", "integer", "bool", "url")
+FieldType = Literal["text", "number", "integer", "bool", "url", "datetime"]
+FIELD_TYPES: tuple[str, ...] = ("text", "number", "integer", "bool", "url", "datetime")
+# Which field types each kind of format reads (app.render.formats.Format.takes).
+FORMATTABLE = {"number": ("number", "integer"), "datetime": ("datetime",)}
 MAX_ITEMS_CAP = 100
 MAX_FALLBACK_BYTES = 64 * 1024
 
@@ -48,6 +53,7 @@ class ItemField:
     default: Any
     max_length: int
     base: str | None
+    format: Format | None = None  # the display text the JSON carries instead of the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +65,14 @@ class ListBlock:
     budget_s: float
     cache_ttl_s: float | None
     fallback_body: bytes
+    zones: Zones = UTC_ONLY  # where the recipient's dates show (the campaign's zone and zone_field)
     # The fields compiled into one shaping function (app.render.json), once here, not on every open.
     shape: Shaper = dataclasses.field(init=False, repr=False, compare=False)
+    dated: bool = dataclasses.field(init=False, repr=False, compare=False)  # needs the recipient's zone
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", compile_shaper(self.fields))
+        object.__setattr__(self, "dated", any(f.type == "datetime" for f in self.fields))
 
 
 EMAIL_PARTS = ("email.txt", "email.amp.html", "email.html")
@@ -88,23 +97,34 @@ class Campaign:
     )  # amp-form blocks (app.campaigns.forms)
     images: Mapping[str, ImageBlock] = dataclasses.field(default_factory=dict)  # image blocks (app.images)
     countdowns: Mapping[str, CountdownBlock] = dataclasses.field(default_factory=dict)  # countdown timers
+    zones: Zones = UTC_ONLY  # the recipient's time zone: [campaign] zone_field, else zone (default UTC)
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
         return f"{self.name}/{part}"
 
 
-def load_campaigns(templates_dir: Path, static_dir: Path, *, default_budget_ms: int) -> dict[str, Campaign]:
-    """Load every campaign folder that has a blocks.toml."""
+def load_campaigns(
+    templates_dir: Path, static_dir: Path, *, default_budget_ms: int, public_base_url: str
+) -> dict[str, Campaign]:
+    """Load every campaign folder that has a blocks.toml.
+
+    ``public_base_url`` completes url bases that are paths (``base = "/static/demo/products/"``):
+    files this server serves itself, wherever it is deployed.
+    """
     if not templates_dir.is_dir():
         raise CampaignError(f"templates folder {templates_dir} does not exist")
     campaigns = {}
     for folder in sorted(p for p in templates_dir.iterdir() if (p / "blocks.toml").is_file()):
-        campaigns[folder.name] = load_campaign(folder, static_dir, default_budget_ms=default_budget_ms)
+        campaigns[folder.name] = load_campaign(
+            folder, static_dir, default_budget_ms=default_budget_ms, public_base_url=public_base_url
+        )
     return campaigns
 
 
-def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> Campaign:
+def load_campaign(
+    folder: Path, static_dir: Path, *, default_budget_ms: int, public_base_url: str
+) -> Campaign:
     name = folder.name
     path = folder / "blocks.toml"
     if not CAMPAIGN_NAME.fullmatch(name):
@@ -114,9 +134,12 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CampaignError(f"{path}: {exc}") from None
     meta = _table(data.get("campaign", {}), f"{path} [campaign]")
-    unknown_meta = sorted(set(meta) - {"title", "subject", "from", "html_lifetime_days"})
+    known_meta = {"title", "subject", "from", "zone", "zone_field", "html_lifetime_days"}
+    unknown_meta = sorted(set(meta) - known_meta)
     if unknown_meta:
         raise CampaignError(f"{path} [campaign]: unknown key(s) {', '.join(unknown_meta)}")
+    zones = _zones(meta, f"{path} [campaign]")
+    site = Site(static_dir, public_base_url.rstrip("/"), zones, default_budget_ms)
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
     lists = {}
     forms = {}
@@ -129,7 +152,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         spec = _table(spec, where)
         kind = spec.get("kind")
         if kind == "list":
-            lists[block_name] = _list_block(block_name, spec, static_dir, where, default_budget_ms)
+            lists[block_name] = _list_block(block_name, spec, site, where)
         elif kind == "form":
             forms[block_name] = form_block(block_name, spec, where)
         elif kind == "image":
@@ -155,7 +178,27 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         forms=forms,
         images=images,
         countdowns=countdowns,
+        zones=zones,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """What list blocks of one campaign need from outside their own table."""
+
+    static_dir: Path
+    public_base_url: str  # without a trailing slash
+    zones: Zones
+    default_budget_ms: int
+
+
+def _zones(meta: dict[str, Any], where: str) -> Zones:
+    try:
+        zone = parse_zone(meta.get("zone", "UTC"))
+    except FormatError as exc:
+        raise CampaignError(f"{where} zone: {exc}") from None
+    field = meta.get("zone_field")
+    return Zones(zone, () if field is None else _dotted(field, f"{where} zone_field"))
 
 
 def _meta_str(meta: dict[str, Any], key: str, path: Path, *, default: str) -> str:
@@ -173,7 +216,7 @@ def _email_parts(folder: Path) -> bool:
     return bool(present)
 
 
-def _list_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, budget_ms: int) -> ListBlock:
+def _list_block(name: str, spec: dict[str, Any], site: Site, where: str) -> ListBlock:
     known = {"kind", "source", "fields", "max_items", "budget_ms", "cache_ttl_seconds", "fallback"}
     unknown = sorted(set(spec) - known)
     if unknown:
@@ -182,33 +225,29 @@ def _list_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, b
     fields_spec = _table(spec.get("fields"), f"{where}.fields")
     if not fields_spec:
         raise CampaignError(f"{where}.fields: declare at least one field")
-    fields = tuple(_item_field(n, s, f"{where}.fields.{n}") for n, s in fields_spec.items())
+    fields = tuple(_item_field(n, s, site, f"{where}.fields.{n}") for n, s in fields_spec.items())
     max_items = _int_in(spec.get("max_items", 10), 1, MAX_ITEMS_CAP, f"{where} max_items")
-    budget = _int_in(spec.get("budget_ms", budget_ms), 1, 10_000, f"{where} budget_ms")
+    budget = _int_in(spec.get("budget_ms", site.default_budget_ms), 1, 10_000, f"{where} budget_ms")
     ttl = spec.get("cache_ttl_seconds")
     if ttl is not None:
         ttl = float(_int_in(ttl, 1, 86_400, f"{where} cache_ttl_seconds"))
-    fallback = _fallback(spec.get("fallback"), static_dir, fields, where)
-    return ListBlock(name, source, fields, max_items, budget / 1000, ttl, fallback)
+    fallback = _fallback(spec.get("fallback"), site, fields, where)
+    return ListBlock(name, source, fields, max_items, budget / 1000, ttl, fallback, site.zones)
 
 
-def _item_field(name: str, spec: Any, where: str) -> ItemField:
+def _item_field(name: str, spec: Any, site: Site, where: str) -> ItemField:
     spec = _table(spec, where)
-    unknown = sorted(set(spec) - {"from", "type", "required", "default", "max_length", "base"})
+    unknown = sorted(set(spec) - {"from", "type", "required", "default", "max_length", "base", "format"})
     if unknown:
         raise CampaignError(f"{where}: unknown key(s) {', '.join(unknown)}")
     kind = spec.get("type", "text")
     if kind not in FIELD_TYPES:
         raise CampaignError(f"{where}: type must be one of {', '.join(FIELD_TYPES)}")
-    base = spec.get("base")
-    if base is not None and not _is_https_url(base):
-        raise CampaignError(f"{where}: base must be an absolute https URL")
-    if base is not None and kind != "url":
-        raise CampaignError(f'{where}: base is only valid for type = "url"')
+    base = _base(spec.get("base"), kind, site, where)
     default = spec.get("default")
     if kind == "url" and default is not None and not _is_https_url(default):
         raise CampaignError(f"{where}: default of a url field must be an absolute https URL")
-    return ItemField(
+    field = ItemField(
         name=name,
         path=_field_path(spec.get("from", name), f"{where} from"),
         type=kind,
@@ -216,10 +255,44 @@ def _item_field(name: str, spec: Any, where: str) -> ItemField:
         default=default,
         max_length=_int_in(spec.get("max_length", 200), 1, 10_000, f"{where} max_length"),
         base=base,
+        format=_format(spec.get("format"), kind, where),
     )
+    if field.format is None or default is None:
+        return field
+    shown = fallback_value(field, default, site.zones.default)  # a default shows formatted too
+    if shown is MISSING:
+        raise CampaignError(f"{where}: default {default!r} does not fit type = {kind}")
+    return dataclasses.replace(field, default=shown)
 
 
-def _fallback(value: Any, static_dir: Path, fields: tuple[ItemField, ...], where: str) -> bytes:
+def _base(base: Any, kind: str, site: Site, where: str) -> str | None:
+    if base is None:
+        return None
+    if kind != "url":
+        raise CampaignError(f'{where}: base is only valid for type = "url"')
+    if isinstance(base, str) and base.startswith("/") and not base.startswith("//"):
+        # A path: files this server serves itself (static/), under its configured public URL.
+        return f"{site.public_base_url}{base}"
+    if not _is_https_url(base):
+        raise CampaignError(f"{where}: base must be an absolute https URL, or a path such as /static/...")
+    return str(base)
+
+
+def _format(spec: Any, kind: str, where: str) -> Format | None:
+    if spec is None:  # a datetime field without a format carries ISO 8601 in UTC
+        return parse_format("iso") if kind == "datetime" else None
+    try:
+        fmt = parse_format(spec)
+    except FormatError as exc:
+        raise CampaignError(f"{where}: {exc}") from None
+    if kind not in FORMATTABLE[fmt.takes]:
+        types = " or ".join(FORMATTABLE[fmt.takes])
+        raise CampaignError(f"{where}: format {spec!r} needs type = {types} (this field is {kind})")
+    return fmt
+
+
+def _fallback(value: Any, site: Site, fields: tuple[ItemField, ...], where: str) -> bytes:
+    static_dir = site.static_dir
     if not isinstance(value, str):
         raise CampaignError(f"{where}: fallback must name a JSON file under the static folder")
     path = (static_dir / value).resolve()
@@ -235,11 +308,21 @@ def _fallback(value: Any, static_dir: Path, fields: tuple[ItemField, ...], where
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise CampaignError(f'{where}: fallback {path} must be {{"items": [objects]}}')
-    url_fields = [f.name for f in fields if f.type == "url"]
+    # The same rules as live items: URLs complete (relative ones joined to the field's base), values
+    # formatted for display, so the fallback reads like the data it stands in for.
     for index, item in enumerate(items):
-        for field in url_fields:
-            if field in item and not _is_https_url(item[field]):
-                raise CampaignError(f"{where}: fallback item {index} {field} is not an absolute https URL")
+        for field in fields:
+            if field.name not in item:
+                continue
+            shown = fallback_value(field, item[field.name], site.zones.default)
+            if shown is MISSING:
+                what = (
+                    "is not a complete https URL"
+                    if field.type == "url"
+                    else f"does not fit type = {field.type}"
+                )
+                raise CampaignError(f"{where}: fallback item {index} {field.name} {what}")
+            item[field.name] = shown
     return orjson.dumps(data)
 
 

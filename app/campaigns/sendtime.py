@@ -11,6 +11,8 @@ Template context:
     urls        urls.list.<block>, urls.html.<block>, urls.form.<block>, urls.view
     campaign    {"name", "title"}
     now         the render time (UTC datetime): send time, or the open time in views and previews
+    zone        the recipient's time zone (the campaign's ``zone_field`` in the profile, else its
+                ``zone``): where the ``formatted`` filter shows dates
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SendTime:
             "urls": template_urls(self.base_url, tokens, campaign),
             "campaign": {"name": campaign.name, "title": campaign.title},
             "now": datetime.fromtimestamp(now, UTC),
+            "zone": campaign.zones.of(profile),
         }
 
     def render(

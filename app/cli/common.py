@@ -109,11 +109,14 @@ def read_ring(path: Path) -> KeyRing:
         fail(str(exc))
 
 
-def read_campaigns(config: Path | None, templates: Path | None, static: Path | None) -> dict[str, Campaign]:
+def read_campaigns(
+    config: Path | None, templates: Path | None, static: Path | None, public_base_url: str
+) -> dict[str, Campaign]:
     """The campaigns ``serve`` would load (``--templates``/``--static`` override the folders)."""
     folders = (read_setting("templates_dir", config, templates), read_setting("static_dir", config, static))
+    budget = read_setting("default_budget_ms", config)
     try:
-        return load_campaigns(*folders, default_budget_ms=read_setting("default_budget_ms", config))
+        return load_campaigns(*folders, default_budget_ms=budget, public_base_url=public_base_url)
     except CampaignError as exc:
         fail(str(exc))
 

@@ -150,7 +150,7 @@ def sign(
         fail(str(exc))
     public: str | None = read_setting("public_base_url", config, base_url, needed=False)
     if public:
-        spec = pick_campaign(read_campaigns(config, templates, static), campaign)
+        spec = pick_campaign(read_campaigns(config, templates, static, public), campaign)
         minted = mint(signer, spec, recipient, now=stamp)
         tokens = Tokens(token, minted.html if variant is None else token, minted.shared)
         for name, url in campaign_urls(public, tokens, spec).items():
@@ -211,7 +211,7 @@ def tokens_export(
     click.echo(f"keys: {path} ({source})", err=True)
     signer = TokenSigner(read_ring(path))
     public: str = read_setting("public_base_url", config, base_url)
-    spec = pick_campaign(read_campaigns(config, templates, static), campaign)
+    spec = pick_campaign(read_campaigns(config, templates, static, public), campaign)
     amp_ttl = read_setting("token_ttl_days", config, ttl_days) * DAY
     stamp = now()
     skipped = 0

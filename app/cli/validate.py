@@ -128,7 +128,12 @@ def _file_documents(files: tuple[Path, ...]) -> Iterator[tuple[str, str]]:
 
 
 def _rendered(sources: Sources, names: tuple[str, ...], samples: list[Sample]) -> Iterator[tuple[str, str]]:
-    campaigns = load_campaigns(sources.templates, sources.static, default_budget_ms=sources.default_budget_ms)
+    campaigns = load_campaigns(
+        sources.templates,
+        sources.static,
+        default_budget_ms=sources.default_budget_ms,
+        public_base_url=EXAMPLE_BASE_URL,
+    )
     signer = TokenSigner(new_keyring(datetime.now(UTC)))
     sendtime = SendTime(Templates(sources.templates), campaigns, signer, EXAMPLE_BASE_URL, time.time)
     for name in names or tuple(sorted(n for n, c in campaigns.items() if c.has_email)):

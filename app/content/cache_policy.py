@@ -30,6 +30,9 @@ OPEN_TIME_PRIVATE: Header = (b"cache-control", PRIVATE_NO_STORE)
 # ... and everything for systems and operators (API, webhooks, health, metrics, preview, rejections).
 NO_STORE_HEADER: Header = (b"cache-control", NO_STORE)
 NO_STORE_HEADERS: dict[str, str] = {"cache-control": NO_STORE.decode()}
+# Static pictures campaigns link to (the same for every reader, changed by a deploy): anyone may keep
+# them for a day; a changed picture gets a new file name.
+STATIC_ASSET_HEADERS: dict[str, str] = {"cache-control": "public, max-age=86400"}
 IMAGE_CDN_TTL_SECONDS = 30
 FALLBACK_CDN_TTL_SECONDS = 5
 STALE_IF_ERROR_SECONDS = 86_400

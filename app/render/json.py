@@ -3,7 +3,8 @@
 Pure functions: the profile attributes go in, encoded bytes come out (or ``None`` when the
 recipient has no usable data, so the caller serves the block's fallback). Every URL field is
 made a complete absolute https URL here, because AMP4EMAIL only allows mustache as a whole
-attribute value.
+attribute value. A field with a display format (``app.render.formats``) carries the formatted text:
+formatting happens here, once per render into the cache, never per open and never in mustache.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 
+from app.render.formats import to_moment
+
 if TYPE_CHECKING:  # campaigns compile their shapers with this module, so types only here
     from app.campaigns.loader import ItemField, ListBlock
 
 _MISSING = object()
+MISSING = _MISSING  # what fallback_value answers for a value its field refuses
 URL_SAFE = ":/?#[]@!$&()*+,;=%~-._"
 # No dot segments, colons or slashes: joining such a name to a base ending in "/" is concatenation.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9_.~-]*")
@@ -28,11 +33,12 @@ _PLAIN_HTTPS = re.compile(
 )
 
 
-Shaper = Callable[[Any], "dict[str, Any] | None"]
+Shaper = Callable[[Any, tzinfo], "dict[str, Any] | None"]
 
 
 def compile_shaper(fields: tuple[ItemField, ...]) -> Shaper:
-    """A block's item shaper: one raw item in, the shaped item out (None drops the item).
+    """A block's item shaper: one raw item and the recipient's time zone in, the shaped item out
+    (None drops the item).
 
     Generated once per block when its campaign loads, as straight-line code with one step per field:
     shaping runs for every item of every cold open, and a loop over field specs spent ~40% more on
@@ -41,7 +47,12 @@ def compile_shaper(fields: tuple[ItemField, ...]) -> Shaper:
     ``blocks.toml`` becomes code.
     """
     namespace: dict[str, Any] = {"MISSING": _MISSING, "lookup": _lookup}
-    lines = ["def shape(raw):", "    if not isinstance(raw, dict):", "        return None", "    item = {}"]
+    lines = [
+        "def shape(raw, zone):",
+        "    if not isinstance(raw, dict):",
+        "        return None",
+        "    item = {}",
+    ]
     for i, field in enumerate(fields):
         namespace.update({f"k{i}": field.path[0], f"p{i}": field.path[1:], f"n{i}": field.name})
         namespace.update({f"c{i}": _coercer(field), f"d{i}": field.default})
@@ -49,6 +60,9 @@ def compile_shaper(fields: tuple[ItemField, ...]) -> Shaper:
         if len(field.path) > 1:
             lines += ["    if v is not None:", f"        v = lookup(v, p{i})"]
         lines += ["    if v is not None and v is not MISSING:", f"        v = c{i}(v)"]
+        if field.format is not None:  # the display text, from the coerced value
+            namespace[f"f{i}"] = field.format.render
+            lines += ["        if v is not MISSING:", f"            v = f{i}(v, zone)"]
         lines.append("    if v is None or v is MISSING:")
         if field.default is not None:
             lines.append(f"        item[n{i}] = d{i}")
@@ -71,9 +85,10 @@ def render_list(block: ListBlock, attributes: dict[str, Any]) -> bytes | None:
     else:
         return None
     shape = block.shape
+    zone = block.zones.of(attributes) if block.dated else UTC
     items = []
     for candidate in candidates:
-        item = shape(candidate)
+        item = shape(candidate, zone)
         if item is not None:
             items.append(item)
             if len(items) == block.max_items:
@@ -92,12 +107,33 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
+def fallback_value(field: ItemField, value: Any, zone: tzinfo) -> Any:
+    """A static fallback item's value through the field's rules (its base, its format), or _MISSING.
+
+    Text already written for display (a price as "$5.00") stays as it is.
+    """
+    if field.type == "url":
+        return _url(value, field.base)
+    written_for_display = type(value) is str and (field.type != "datetime" or to_moment(value) is None)
+    if field.format is None or written_for_display:
+        return value
+    value = _coercer(field)(value)
+    return value if value is _MISSING else field.format.render(value, zone)
+
+
 def _coercer(field: ItemField) -> Callable[[Any], Any]:
     if field.type == "text":
         return _text_coercer(field.max_length)
     if field.type == "url":
         return _url_coercer(field.base)
+    if field.type == "datetime":
+        return _moment
     return _integer if field.type == "integer" else _number if field.type == "number" else _bool
+
+
+def _moment(value: Any) -> Any:
+    moment = to_moment(value)
+    return _MISSING if moment is None else moment
 
 
 def _text_coercer(max_length: int) -> Callable[[Any], Any]:
@@ -167,7 +203,15 @@ def _url_general(value: str, base: str | None) -> Any:
         parts = urlsplit(url)
     except ValueError:  # e.g. "https://[x/y": an invalid IPv6 host
         return _MISSING
-    # Only complete https URLs reach the email: no javascript:, no relative, no http.
-    if parts.scheme != "https" or not parts.hostname:
+    # Only complete https URLs reach the email: no javascript:, no relative, no http (except under a
+    # base on this server's own http origin: public_base_url on localhost, for the demo).
+    if not parts.hostname or (parts.scheme != "https" and not _same_origin(parts.scheme, parts.netloc, base)):
         return _MISSING
     return url
+
+
+def _same_origin(scheme: str, netloc: str, base: str | None) -> bool:
+    if base is None:
+        return False
+    own = urlsplit(base)
+    return (scheme, netloc) == (own.scheme, own.netloc)

@@ -8,6 +8,10 @@ amp-mustache templates inside the AMP part must reach the email untouched. The c
 Jinja's ``{% raw %}...{% endraw %}`` around every ``<template type="amp-mustache">``: one syntax for
 marketers, visible in the source, and a forgotten ``raw`` fails loudly (StrictUndefined) or is caught
 by the AMP validator on the rendered output.
+
+The ``formatted`` filter writes a value the way list blocks write it in the amp-list JSON
+(``app.render.formats``): ``{{ profile.loyalty.points | formatted("number") }}`` shows "4,514" in the
+HTML part, as the AMP part does. Dates use the context's ``zone`` (the recipient's), else UTC.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ import jinja2.meta
 import jinja2.sandbox
 
 from app.errors import OpentimeError
+from app.render.formats import FormatError, format_value
 
 PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 
@@ -52,6 +58,8 @@ class Templates:
         }
         self._markup = jinja2.Environment(autoescape=True, **common)
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 - text/plain output
+        for env in (self._markup, self._text):
+            env.filters["formatted"] = _formatted
         self._strings: dict[str, jinja2.Template] = {}  # compiled once: compiling costs ~1 ms
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
@@ -130,6 +138,16 @@ class _StrictFormat(jinja2.StrictUndefined):
 
     def __format__(self, spec: str) -> str:
         self._fail_with_undefined_error()
+
+
+@jinja2.pass_context
+def _formatted(context: jinja2.runtime.Context, value: Any, spec: str) -> Any:
+    """``{{ value | formatted("currency:USD") }}``: the text the amp-list JSON would carry."""
+    zone = context.get("zone")
+    try:
+        return format_value(value, spec, zone if isinstance(zone, tzinfo) else UTC)
+    except FormatError as exc:
+        raise jinja2.TemplateRuntimeError(str(exc)) from None
 
 
 @functools.cache
