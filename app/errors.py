@@ -31,6 +31,7 @@ Exception tree (defined here unless a module is named)::
     ├── ProfileConflict         app.campaigns.forms: a profile path runs through a non-object
     ├── TemplateError           app.render.templates
     ├── EmailLimitError         app.render.email: a part is over its size limit
+    ├── AddressError (+ValueError)  app.render.addresses: a From or To address is unusable
     ├── RenderError             app.images.render: a layout names an unusable file
     ├── CountdownError (+ValueError)  app.countdown.clock
     │   └── DeadlineError, StyleError

@@ -95,3 +95,26 @@ def test_fallback_must_be_items_with_absolute_https_urls(tmp_path: Path, fallbac
 def test_missing_templates_folder() -> None:
     with pytest.raises(CampaignError, match="does not exist"):
         load_campaigns(Path("/nonexistent"), Path("/nonexistent"), default_budget_ms=150)
+
+
+def test_every_shipped_email_campaign_declares_its_sender() -> None:
+    campaigns = load_campaigns(PROJECT_ROOT / "amp_templates", PROJECT_ROOT / "static", default_budget_ms=150)
+    senders = {name: str(c.sender) for name, c in campaigns.items() if c.has_email}
+    assert senders and all(sender.endswith("<news@example.com>") for sender in senders.values()), senders
+
+
+def test_campaign_from_is_checked_and_idna_encoded(tmp_path: Path) -> None:
+    folder, static = make_campaign(tmp_path, '[campaign]\nfrom = "Bücher <news@Bücher.example>"\n' + block())
+    sender = load_campaign(folder, static, default_budget_ms=150).sender
+    assert str(sender) == "Bücher <news@xn--bcher-kva.example>"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('"zoë@example.com"', "not ASCII"), ('"a@b.org, c@d.org"', "more than one address"), ("1", "string")],
+)
+def test_invalid_campaign_from_names_the_file(tmp_path: Path, value: str, message: str) -> None:
+    folder, static = make_campaign(tmp_path, f"[campaign]\nfrom = {value}\n" + block())
+    with pytest.raises(CampaignError, match=message) as info:
+        load_campaign(folder, static, default_budget_ms=150)
+    assert "blocks.toml [campaign]" in str(info.value)

@@ -27,6 +27,7 @@ from app.countdown.blocks import CountdownBlock, countdown_block
 from app.errors import CampaignError
 from app.images.blocks import image_block
 from app.images.layout import ImageBlock
+from app.render.addresses import AddressError, Mailbox, parse_mailbox
 from app.render.json import Shaper, compile_shaper
 
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -75,7 +76,7 @@ class Campaign:
     title: str
     lists: Mapping[str, ListBlock]
     subject: str = ""
-    sender: str | None = None
+    sender: Mailbox | None = None  # [campaign] from: the From of its .eml output
     has_email: bool = False  # email.txt, email.amp.html and email.html are all present
     fragments: frozenset[str] = frozenset()  # list blocks with fragments/<block>.html
     forms: Mapping[str, FormBlock] = dataclasses.field(
@@ -138,7 +139,7 @@ def load_campaign(folder: Path, static_dir: Path, *, default_budget_ms: int) -> 
         title=_meta_str(meta, "title", path, default=name),
         lists=lists,
         subject=_meta_str(meta, "subject", path, default=""),
-        sender=meta.get("from") and _meta_str(meta, "from", path, default=""),
+        sender=_sender(meta, path),
         has_email=_email_parts(folder),
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
         forms=forms,
@@ -152,6 +153,15 @@ def _meta_str(meta: dict[str, Any], key: str, path: Path, *, default: str) -> st
     if not isinstance(value, str):
         raise CampaignError(f"{path} [campaign]: {key} must be a string")
     return value
+
+
+def _sender(meta: dict[str, Any], path: Path) -> Mailbox | None:
+    if "from" not in meta:
+        return None
+    try:
+        return parse_mailbox(_meta_str(meta, "from", path, default=""))
+    except AddressError as exc:
+        raise CampaignError(f"{path} [campaign]: from {exc}") from None
 
 
 def _email_parts(folder: Path) -> bool:
