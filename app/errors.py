@@ -32,6 +32,7 @@ Exception tree (defined here unless a module is named)::
     ├── TemplateError           app.render.templates
     ├── FormatError (+ValueError)  app.render.formats: a display format or time zone is unusable
     ├── EmailLimitError         app.render.email: a part is over its size limit
+    ├── AddressError (+ValueError)  app.render.addresses: a From or To address is unusable
     ├── RenderError             app.images.render: a layout names an unusable file
     ├── CountdownError (+ValueError)  app.countdown.clock
     │   └── DeadlineError, StyleError

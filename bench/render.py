@@ -20,10 +20,13 @@ from app.campaigns.loader import load_campaigns
 from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile, recipient_id
+from app.render.addresses import parse_mailbox
 from app.render.email import to_message
 from app.render.templates import Templates
 from app.security.keyring import new_keyring
 from app.security.tokens import TokenSigner
+
+SENDER = parse_mailbox("Example Outfitters <news@example.com>")
 
 
 def profiles(count: int) -> list[dict[str, Any]]:
@@ -60,7 +63,7 @@ def main() -> None:
         for index, profile in enumerate(batch):
             parts = sendtime.render(name, recipient_id(index), profile)
             if args.eml:
-                bytes(to_message(parts, sender="news@example.com"))
+                bytes(to_message(parts, sender=SENDER, to=None, now=time.time()))
             for part, size in parts.sizes().items():
                 sizes[part] += size
         elapsed = time.perf_counter() - started

@@ -18,6 +18,7 @@ from app.security.keyring import KeyRing, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.store import open_store
 from tests.amp_tools import amp_validator, mustache  # noqa: F401  (session fixtures)
+from tests.node_tools import node_tools  # noqa: F401  (session fixture)
 
 SENDER = "news@example.com"
 BASE_URL = "https://amp.example.test"

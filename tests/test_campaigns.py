@@ -207,3 +207,33 @@ def test_fallback_values_a_format_cannot_read_are_refused(tmp_path: Path) -> Non
     folder, static = make_campaign(tmp_path, block(fields=fields), fallback)
     with pytest.raises(CampaignError, match="fallback item 0 price does not fit type = number"):
         load_campaign(folder, static, default_budget_ms=150, public_base_url="https://amp.example.com")
+
+
+def test_every_shipped_email_campaign_declares_its_sender() -> None:
+    campaigns = load_campaigns(
+        PROJECT_ROOT / "amp_templates",
+        PROJECT_ROOT / "static",
+        default_budget_ms=150,
+        public_base_url="https://amp.example.com",
+    )
+    senders = {name: str(c.sender) for name, c in campaigns.items() if c.has_email}
+    assert senders and all(sender.endswith("<news@example.com>") for sender in senders.values()), senders
+
+
+def test_campaign_from_is_checked_and_idna_encoded(tmp_path: Path) -> None:
+    folder, static = make_campaign(tmp_path, '[campaign]\nfrom = "Bücher <news@Bücher.example>"\n' + block())
+    sender = load_campaign(
+        folder, static, default_budget_ms=150, public_base_url="https://amp.example.com"
+    ).sender
+    assert str(sender) == "Bücher <news@xn--bcher-kva.example>"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('"zoë@example.com"', "not ASCII"), ('"a@b.org, c@d.org"', "more than one address"), ("1", "string")],
+)
+def test_invalid_campaign_from_names_the_file(tmp_path: Path, value: str, message: str) -> None:
+    folder, static = make_campaign(tmp_path, f"[campaign]\nfrom = {value}\n" + block())
+    with pytest.raises(CampaignError, match=message) as info:
+        load_campaign(folder, static, default_budget_ms=150, public_base_url="https://amp.example.com")
+    assert "blocks.toml [campaign]" in str(info.value)

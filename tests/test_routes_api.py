@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from app.app import create_app
+from app.campaigns.validator import AmpValidator
 from app.config import Settings
 from app.routes.api import UNREADABLE_PROFILE
 from app.security.apikeys import create_key
 from app.security.tokens import check_recipient
 from app.store import open_store
+from tests.conftest import BASE_URL
+from tests.eml_checks import assert_complete, assert_mailparser_agrees, contents, read_strict
+from tests.node_tools import NodeTools
+from tests.test_cli_render import without_sender
 
 
 def make_key(settings: Settings, *scopes: str) -> str:
@@ -50,19 +55,70 @@ def test_batch_render_returns_three_parts_per_recipient(client: TestClient, rend
     assert all("/v1/" in r["amp"] and r["text"] and r["html"] for r in results)
 
 
-def test_eml_format_parses_as_multipart(client: TestClient, render_key: str) -> None:
+def test_eml_format_is_a_complete_message_both_parsers_read(
+    client: TestClient, render_key: str, node_tools: NodeTools, amp_validator: AmpValidator
+) -> None:
     body = {
         "campaign": "demo",
         "format": "eml",
         "from": "Shop <news@example.com>",
-        "recipients": [{"id": "cust-0000002", "to": "ada@example.org"}],
+        "recipients": [{"id": "cust-0000002", "to": "Zoë <zoe@bücher.example>"}, "cust-0000003"],
     }
     status, data = post(client, render_key, body)
     assert status == 200
-    eml = data["results"][0]["eml"]  # type: ignore[index]
-    message = email.message_from_string(eml, policy=email.policy.default)
-    assert message["To"] == "ada@example.org" and message["From"] == "Shop <news@example.com>"
-    assert [p.get_content_type() for p in message.iter_parts()][1] == "text/x-amp-html"
+    results = data["results"]
+    assert isinstance(results, list) and all(r["warnings"] == [] for r in results)
+    raws = [r["eml"].encode("ascii") for r in results]
+    messages = [read_strict(raw) for raw in raws]
+    assert_complete(messages[0], now=time.time(), to=True)
+    assert_complete(messages[1], now=time.time(), to=False)
+    assert messages[0]["To"] == "Zoë <zoe@xn--bcher-kva.example>"
+    assert all(m["From"] == "Shop <news@example.com>" for m in messages)
+    assert messages[0]["Message-ID"] != messages[1]["Message-ID"]
+    seen = assert_mailparser_agrees(node_tools, raws)
+    assert seen[0]["to"] == [{"name": "Zoë", "address": "zoe@bücher.example"}]
+    verdicts = amp_validator.validate_many([contents(m)[1] for m in messages])
+    assert all(v.passed for v in verdicts), [v.format() for v in verdicts]
+
+
+def test_eml_uses_the_campaigns_from_when_the_request_has_none(client: TestClient, render_key: str) -> None:
+    status, data = post(client, render_key, {"campaign": "demo", "format": "eml", "recipients": ["r"]})
+    assert status == 200
+    message = read_strict(data["results"][0]["eml"].encode())  # type: ignore[index]
+    assert message["From"] == "Opentime Demo <news@example.com>"
+    assert message["Message-ID"].endswith("@example.com>")
+
+
+def test_from_equal_to_to_warns(client: TestClient, render_key: str) -> None:
+    recipients = [{"id": "r", "to": "News <News@Example.com>"}]
+    status, data = post(client, render_key, {"campaign": "demo", "format": "eml", "recipients": recipients})
+    assert status == 200
+    results = data["results"]
+    assert isinstance(results, list) and len(results) == 1
+    result = results[0]
+    assert "eml" in result
+    assert result["warnings"] == [
+        "From and To are the same address (news@example.com): "
+        "Gmail shows the HTML part, not the AMP part, when sender and recipient are the same"
+    ]
+
+
+def test_without_any_from_eml_is_a_400_and_parts_warn(
+    settings: Settings, tmp_path: Path, render_key: str
+) -> None:
+    with TestClient(create_app(without_sender(settings, tmp_path)), base_url=BASE_URL) as bare:
+        status, data = post(bare, render_key, {"campaign": "demo", "format": "eml", "recipients": ["r"]})
+        assert status == 400
+        assert data["error"] == (
+            "from: no From address: campaign 'demo' declares none (from = \"Name <news@example.com>\" "
+            'under [campaign] in its blocks.toml) and none was given: send "from"'
+        )
+        status, data = post(bare, render_key, {"campaign": "demo", "recipients": ["r"]})
+        assert status == 200
+        assert data["results"][0]["warnings"][-1].endswith('none was given; "format": "eml" needs one')  # type: ignore[index]
+        body = {"campaign": "demo", "format": "eml", "from": "news@example.com", "recipients": ["r"]}
+        status, data = post(bare, render_key, body)
+        assert status == 200 and data["results"][0]["warnings"] == []  # type: ignore[index]
 
 
 def test_auth_is_required_with_the_render_scope(client: TestClient, settings: Settings) -> None:
@@ -140,14 +196,31 @@ def test_header_values_that_break_lines_are_rejected(client: TestClient, render_
     assert status == 400 and str(data["error"]).startswith("from:")
 
 
-def test_a_malformed_address_fails_only_its_recipient(client: TestClient, render_key: str) -> None:
-    recipients = [{"id": "a", "to": "<"}, {"id": "b", "to": "a@["}, {"id": "c", "to": "c@example.org"}]
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("<", "recipients[1].to: '<' has a '<' without a closing '>'"),
+        ("a@[", "recipients[1].to: domain literal [ is not supported"),
+        (
+            "ada@bücher_shop.example",
+            "recipients[1].to: domain 'bücher_shop.example' is not a valid domain name",
+        ),
+        ("zoë@example.com", "recipients[1].to: local part 'zoë' is not ASCII"),
+        (
+            "a@example.org, b@example.org",
+            "recipients[1].to: 'a@example.org, b@example.org' holds more than one",
+        ),
+    ],
+)
+def test_an_invalid_address_is_a_400_naming_it(
+    client: TestClient, render_key: str, to: str, message: str
+) -> None:
+    recipients = [{"id": "a", "to": "a@example.org"}, {"id": "b", "to": to}]
     status, data = post(client, render_key, {"campaign": "demo", "format": "eml", "recipients": recipients})
-    assert status == 200
-    results = data["results"]
-    assert isinstance(results, list)
-    assert ["error" in r for r in results] == [True, True, False]
-    assert "cannot build the message" in results[0]["error"] and "eml" in results[2]
+    assert status == 400 and str(data["error"]).startswith(message), data
+    body = {"campaign": "demo", "format": "eml", "from": to, "recipients": ["r"]}
+    status, data = post(client, render_key, body)
+    assert status == 400 and str(data["error"]).startswith("from: ")
 
 
 def test_a_corrupt_stored_profile_renders_without_data(

@@ -16,6 +16,7 @@ from app.campaigns.sendtime import SendTime
 from app.config import PROJECT_ROOT
 from app.demo import demo_profile
 from app.errors import CampaignError
+from app.render.addresses import parse_mailbox
 from app.render.email import EmailLimitError, EmailParts, amp_limit_problems, check_limits, to_message
 from app.render.templates import TemplateError, Templates
 from app.security.keyring import KeyRing
@@ -115,7 +116,8 @@ def test_hostile_data_is_escaped_in_html_and_amp(signer: TokenSigner) -> None:
 
 def test_mime_message_orders_parts_and_round_trips(signer: TokenSigner) -> None:
     parts = sendtime(signer).render("demo", "cust-1", {"first_name": "Zoë 🎉"})
-    raw = to_message(parts, sender="Shop <news@example.com>", to="ada@example.org").as_bytes()
+    sender, to = parse_mailbox("Shop <news@example.com>"), parse_mailbox("ada@example.org")
+    raw = to_message(parts, sender=sender, to=to, now=time.time()).as_bytes()
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed.get_content_type() == "multipart/alternative"
     kinds = [p.get_content_type() for p in parsed.iter_parts()]

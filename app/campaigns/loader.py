@@ -29,6 +29,7 @@ from app.countdown.blocks import CountdownBlock, countdown_block
 from app.errors import CampaignError
 from app.images.blocks import image_block
 from app.images.layout import ImageBlock
+from app.render.addresses import AddressError, Mailbox, parse_mailbox
 from app.render.formats import UTC_ONLY, Format, FormatError, Zones, parse_format, parse_zone
 from app.render.json import MISSING, Shaper, compile_shaper, fallback_value
 
@@ -87,7 +88,7 @@ class Campaign:
     title: str
     lists: Mapping[str, ListBlock]
     subject: str = ""
-    sender: str | None = None
+    sender: Mailbox | None = None  # [campaign] from: the From of its .eml output
     # Lifetime of the URLs the HTML part shows (images, countdowns, fragments, web view): read for months.
     html_lifetime_days: int = DEFAULT_HTML_LIFETIME_DAYS
     has_email: bool = False  # email.txt, email.amp.html and email.html are all present
@@ -166,7 +167,7 @@ def load_campaign(
         title=_meta_str(meta, "title", path, default=name),
         lists=lists,
         subject=_meta_str(meta, "subject", path, default=""),
-        sender=meta.get("from") and _meta_str(meta, "from", path, default=""),
+        sender=_sender(meta, path),
         html_lifetime_days=_int_in(
             meta.get("html_lifetime_days", DEFAULT_HTML_LIFETIME_DAYS),
             1,
@@ -206,6 +207,15 @@ def _meta_str(meta: dict[str, Any], key: str, path: Path, *, default: str) -> st
     if not isinstance(value, str):
         raise CampaignError(f"{path} [campaign]: {key} must be a string")
     return value
+
+
+def _sender(meta: dict[str, Any], path: Path) -> Mailbox | None:
+    if "from" not in meta:
+        return None
+    try:
+        return parse_mailbox(_meta_str(meta, "from", path, default=""))
+    except AddressError as exc:
+        raise CampaignError(f"{path} [campaign]: from {exc}") from None
 
 
 def _email_parts(folder: Path) -> bool:

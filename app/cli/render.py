@@ -1,7 +1,9 @@
 """``opentime render``: a campaign's email for one recipient, as the ESP would send it.
 
-Reads the same settings as ``opentime serve`` (key ring, campaigns, profile store). Exit codes: 0
-rendered, 1 a campaign, template or store problem, 2 a configuration error.
+Reads the same settings as ``opentime serve`` (key ring, campaigns, profile store). ``--format eml``
+needs a From: ``--from``, else the campaign's ``from``; without either it is refused (the other formats
+only warn). Exit codes: 0 rendered, 1 a campaign, template or store problem (or no From for an .eml),
+2 a configuration error or an invalid ``--from``/``--to``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ import orjson
 
 from app.campaigns.loader import Campaign
 from app.campaigns.sendtime import SendTime
-from app.cli.common import config_option, read_loaded, say_store
+from app.cli.common import config_option, fail, read_loaded, say_store
 from app.config import Settings
 from app.errors import CampaignError
 from app.images.layout import fell_back_layers
-from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
+from app.render.addresses import AddressError, Mailbox, parse_mailbox
+from app.render.email import (
+    EmailLimitError,
+    EmailParts,
+    address_warnings,
+    missing_sender,
+    parts_json,
+    to_message,
+)
 from app.render.templates import TemplateError
 from app.security.keyring import KeyRingError, load_keyring
 from app.security.tokens import TokenSigner
@@ -38,8 +48,8 @@ PART_FILES = {"text": "email.txt", "amp": "email.amp.html", "html": "email.html"
 class Output:
     fmt: str
     out: Path | None
-    sender: str | None
-    to: str | None
+    sender: Mailbox | None
+    to: Mailbox | None
 
 
 @click.command()
@@ -57,8 +67,13 @@ class Output:
 @click.option(
     "--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder for --format parts."
 )
-@click.option("--from", "sender", default=None, help="From header of the .eml (else the campaign's).")
-@click.option("--to", default=None, help="To header of the .eml.")
+@click.option(
+    "--from",
+    "sender",
+    default=None,
+    help="From header of the .eml (else the campaign's from; required).",
+)
+@click.option("--to", default=None, help="To header of the .eml (one address; IDN domains are encoded).")
 def render(
     config: Path | None,
     campaign: str,
@@ -69,47 +84,56 @@ def render(
     to: str | None,
 ) -> None:
     """Render a campaign's three parts for a recipient, with signed URLs filled in."""
+    output = Output(fmt=fmt, out=out, sender=option_mailbox("--from", sender), to=option_mailbox("--to", to))
     loaded = read_loaded(config)
     say_store(loaded.settings.database_url, loaded.sources["database_url"])
-    output = Output(fmt=fmt, out=out, sender=sender, to=to)
     sys.exit(run_render(loaded.settings, campaign, recipient, output))
+
+
+def option_mailbox(option: str, value: str | None) -> Mailbox | None:
+    """The checked address of ``--from`` or ``--to``; an invalid one exits 2 with one line saying why."""
+    if value is None:
+        return None
+    try:
+        return parse_mailbox(value)
+    except AddressError as exc:
+        fail(f"{option}: {exc}")
 
 
 def run_render(settings: Settings, campaign: str, recipient: str, output: Output) -> int:
     """Render and write the result; returns the exit code (1 on a campaign or template problem)."""
     try:
-        parts, spec, attributes = render_one(settings, campaign, recipient)
+        sendtime = send_time(settings)
+        spec = sendtime.campaign(campaign)  # fail on an unknown campaign before touching the store
+        sender = output.sender or spec.sender
+        if sender is None and output.fmt == "eml":
+            click.echo(f"error: {missing_sender(spec.name)}: pass --from", err=True)
+            return 1
+        attributes = asyncio.run(fetch_attributes(settings.database_url, recipient))
+        parts = sendtime.render(campaign, recipient, attributes)
     except (CampaignError, TemplateError, EmailLimitError, KeyRingError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    for warning in parts.warnings:
+    warnings = [*parts.warnings, *message_warnings(spec, output.fmt, sender, output.to)]
+    for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     for line in layer_notes(spec, attributes):
         click.echo(line, err=True)
-    if output.fmt == "eml":
-        message = to_message(parts, sender=output.sender or spec.sender, to=output.to)
+    if output.fmt == "eml" and sender is not None:
+        message = to_message(parts, sender=sender, to=output.to, now=sendtime.clock())
         sys.stdout.buffer.write(bytes(message))
     elif output.fmt == "json":
-        click.echo(orjson.dumps(parts_json(recipient, parts), option=orjson.OPT_INDENT_2).decode())
+        item = {**parts_json(recipient, parts), "warnings": warnings}
+        click.echo(orjson.dumps(item, option=orjson.OPT_INDENT_2).decode())
     else:
         write_parts(parts, output.out or Path.cwd())
     return 0
 
 
-def render_one(
-    settings: Settings, campaign: str, recipient: str
-) -> tuple[EmailParts, Campaign, dict[str, Any] | None]:
-    campaigns = load_campaigns_for(settings)
-    sendtime = SendTime(
-        load_templates(settings, campaigns),
-        campaigns,
-        TokenSigner(load_keyring(settings.keys_file), default_ttl_seconds=settings.token_ttl_days * 86400),
-        settings.public_base_url,
-        time.time,
-    )
-    spec = sendtime.campaign(campaign)  # fail on an unknown campaign before touching the store
-    attributes = asyncio.run(fetch_attributes(settings.database_url, recipient))
-    return sendtime.render(campaign, recipient, attributes), spec, attributes
+def message_warnings(spec: Campaign, fmt: str, sender: Mailbox | None, to: Mailbox | None) -> list[str]:
+    if sender is None:
+        return [f"{missing_sender(spec.name)}; .eml output needs one"]
+    return address_warnings(sender, to) if fmt == "eml" else []
 
 
 def layer_notes(campaign: Campaign, attributes: dict[str, Any] | None) -> list[str]:
@@ -120,6 +144,17 @@ def layer_notes(campaign: Campaign, attributes: dict[str, Any] | None) -> list[s
         for name, block in sorted(campaign.images.items())
         for fell in fell_back_layers(block, attributes or {}, now)
     ]
+
+
+def send_time(settings: Settings) -> SendTime:
+    campaigns = load_campaigns_for(settings)
+    return SendTime(
+        load_templates(settings, campaigns),
+        campaigns,
+        TokenSigner(load_keyring(settings.keys_file), default_ttl_seconds=settings.token_ttl_days * 86400),
+        settings.public_base_url,
+        time.time,
+    )
 
 
 async def fetch_attributes(database_url: str, recipient: str) -> dict[str, Any] | None:

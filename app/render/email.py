@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from app.errors import OpentimeError
+from app.render.addresses import Mailbox
 
 AMP_MAX_BYTES = 200_000
 CSS_MAX_BYTES = 75_000
@@ -94,17 +97,40 @@ def _over(what: str, size: int, limit: int) -> str:
     return f"{what} is {size} bytes, {size - limit} over the {limit}-byte limit"
 
 
-def to_message(parts: EmailParts, *, sender: str | None = None, to: str | None = None) -> EmailMessage:
-    """multipart/alternative ordered text/plain, text/x-amp-html, text/html (clients show the last
-    part they understand, so the AMP part must come before the HTML part)."""
+def to_message(parts: EmailParts, *, sender: Mailbox, to: Mailbox | None, now: float) -> EmailMessage:
+    """A complete message: Date, From, To (when known), Subject, Message-ID on the sender's domain and
+    MIME-Version, then multipart/alternative ordered text/plain, text/x-amp-html, text/html (clients
+    show the last part they understand, so the AMP part must come before the HTML part)."""
     message = EmailMessage(policy=SMTP)
+    message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    message["From"] = sender.header()
+    if to is not None:
+        message["To"] = to.header()
     message["Subject"] = parts.subject
-    if sender:
-        message["From"] = sender
-    if to:
-        message["To"] = to
+    # Mailbox.domain is already IDNA-encoded, so the Message-ID stays ASCII.
+    message["Message-ID"] = make_msgid(domain=sender.domain)
     message["MIME-Version"] = "1.0"
     message.set_content(parts.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(parts.amp, subtype="x-amp-html", charset="utf-8", cte="quoted-printable")
     message.add_alternative(parts.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for part in message.iter_parts():
+        del part["MIME-Version"]  # set_content adds one to each part: it belongs on the message only
     return message
+
+
+def address_warnings(sender: Mailbox, to: Mailbox | None) -> list[str]:
+    """What makes a valid message show less than it should."""
+    if to is not None and sender.same_address(to):
+        return [
+            f"From and To are the same address ({sender.addr_spec}): "
+            "Gmail shows the HTML part, not the AMP part, when sender and recipient are the same"
+        ]
+    return []
+
+
+def missing_sender(campaign: str) -> str:
+    """Why there is no From: the start of the error (``.eml``) or warning (other formats) that says so."""
+    return (
+        f"no From address: campaign {campaign!r} declares none "
+        '(from = "Name <news@example.com>" under [campaign] in its blocks.toml) and none was given'
+    )

@@ -1,7 +1,10 @@
 """``/api/...``: JSON endpoints for systems (ESPs, apps), behind API keys with scopes.
 
 ``POST /api/render`` (scope ``render``) renders a campaign for a batch of recipients at send time:
-the three parts with each recipient's signed URLs, as JSON, or as ``.eml`` text.
+the three parts with each recipient's signed URLs, as JSON, or as ``.eml`` text. Addresses (``from``,
+each ``to``) are checked before anything renders (``app.render.addresses``): an invalid one is a 400
+naming the field. An ``.eml`` needs a From (the request's, else the campaign's): without one the request
+is a 400; the ``parts`` format only warns.
 
 ``GET /api/customers/{id}/personalization`` (scope ``personalization:read``, optional ``?campaign=``)
 returns what the templates see for that customer, per campaign and list block (``block_data``: items
@@ -11,7 +14,7 @@ the store, then the upstream (if configured), like an open; 404 when neither kno
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +36,15 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.open_time.reasons import Reason
-from app.render.email import EmailLimitError, EmailParts, parts_json, to_message
+from app.render.addresses import AddressError, Mailbox, parse_mailbox
+from app.render.email import (
+    EmailLimitError,
+    EmailParts,
+    address_warnings,
+    missing_sender,
+    parts_json,
+    to_message,
+)
 from app.render.templates import TemplateError
 from app.routes.responses import json_response, read_limited
 from app.security.api_auth import require_scope
@@ -45,27 +56,42 @@ MAX_RECIPIENTS = 500
 FORMATS = ("parts", "eml")
 # An API caller can wait longer than an open, but not forever: the upstream's own deadline is shorter.
 LOOKUP_BUDGET_S = 10.0
-# Every character str.splitlines() breaks on (the email package refuses them in headers), and controls.
-_HEADER_BAD_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 UNREADABLE_PROFILE = "stored profile is unreadable: rendered without customer data"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    campaign: str
+    recipients: list[tuple[str, Mailbox | None]]  # (recipient id, To)
+    fmt: str
+    sender: Mailbox | None
 
 
 async def render(request: Request) -> Response:
     await require_scope(request, "render")
-    payload = await read_json(request)
-    campaign_name, recipients, fmt, sender = parse_render_request(payload)
+    wanted = parse_render_request(await read_json(request))
     services: Services = request.state.services
     try:
-        campaign = services.sendtime.campaign(campaign_name)
+        campaign = services.sendtime.campaign(wanted.campaign)
     except CampaignError as exc:
         raise NotFound(str(exc)) from None
-    profiles = await services.store.profiles.get_many([r for r, _ in recipients])
+    sender = wanted.sender or campaign.sender
+    if sender is None and wanted.fmt == "eml":
+        raise BadRequest(f'from: {missing_sender(campaign.name)}: send "from"')
+    profiles = await services.store.profiles.get_many([r for r, _ in wanted.recipients])
     attributes = {rid: _decode_profile(p.attributes) for rid, p in profiles.items()}
     # Jinja is CPU work: keep the event loop free for open-time requests while a batch renders.
-    results = await run_in_threadpool(
-        render_batch, services, campaign.name, recipients, attributes, fmt, sender
-    )
-    return json_response({"campaign": campaign.name, "format": fmt, "results": results})
+    batch = Batch(campaign.name, wanted.fmt, sender, attributes)
+    results = await run_in_threadpool(render_batch, services, batch, wanted.recipients)
+    return json_response({"campaign": campaign.name, "format": wanted.fmt, "results": results})
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    campaign: str
+    fmt: str
+    sender: Mailbox | None
+    attributes: dict[str, dict[str, Any] | None]
 
 
 def _decode_profile(raw: bytes) -> dict[str, Any] | None:
@@ -78,20 +104,14 @@ def _decode_profile(raw: bytes) -> dict[str, Any] | None:
 
 
 def render_batch(
-    services: Services,
-    campaign: str,
-    recipients: list[tuple[str, str | None]],
-    attributes: dict[str, dict[str, Any] | None],
-    fmt: str,
-    sender: str | None,
+    services: Services, batch: Batch, recipients: list[tuple[str, Mailbox | None]]
 ) -> list[dict[str, Any]]:
     """One result per recipient; a recipient that fails gets an ``error`` without failing the batch."""
-    sender = sender or services.campaigns[campaign].sender
     results = []
     for recipient, to in recipients:
-        data = attributes.get(recipient)
+        data = batch.attributes.get(recipient)
         try:
-            parts = services.sendtime.render(campaign, recipient, data)
+            parts = services.sendtime.render(batch.campaign, recipient, data)
         except EmailLimitError as exc:
             results.append({"recipient": recipient, "error": str(exc), "problems": exc.problems})
             continue
@@ -99,21 +119,22 @@ def render_batch(
             raise Unprocessable(f"template error: {exc}") from None
         item = parts_json(recipient, parts)
         item["found"] = data is not None
-        if recipient in attributes and data is None:
+        if recipient in batch.attributes and data is None:
             item["warnings"].append(UNREADABLE_PROFILE)
-        results.append(_eml_item(item, parts, sender, to) if fmt == "eml" else item)
+        if batch.sender is None:
+            item["warnings"].append(f'{missing_sender(batch.campaign)}; "format": "eml" needs one')
+        elif batch.fmt == "eml":
+            item = _eml_item(item, parts, batch.sender, to, services.clock())
+        results.append(item)
     return results
 
 
-def _eml_item(item: dict[str, Any], parts: EmailParts, sender: str | None, to: str | None) -> dict[str, Any]:
-    recipient, warnings = item["recipient"], item["warnings"]
-    # The stdlib address parser raises assorted errors (ValueError, IndexError, even AttributeError) on
-    # malformed input: whatever it is, it concerns this recipient's headers only.
-    try:
-        eml = bytes(to_message(parts, sender=sender, to=to)).decode("ascii")
-    except Exception as exc:
-        return {"recipient": recipient, "error": f"cannot build the message: {exc}", "warnings": warnings}
-    return {"recipient": recipient, "eml": eml, "warnings": warnings}
+def _eml_item(
+    item: dict[str, Any], parts: EmailParts, sender: Mailbox, to: Mailbox | None, now: float
+) -> dict[str, Any]:
+    eml = bytes(to_message(parts, sender=sender, to=to, now=now)).decode("ascii")
+    warnings = [*item["warnings"], *address_warnings(sender, to)]
+    return {"recipient": item["recipient"], "eml": eml, "warnings": warnings}
 
 
 async def read_json(request: Request) -> Any:
@@ -128,7 +149,7 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
-def parse_render_request(payload: Any) -> tuple[str, list[tuple[str, str | None]], str, str | None]:
+def parse_render_request(payload: Any) -> RenderRequest:
     """Validate ``{"campaign", "recipients": [id | {"id", "to"}], "format"?, "from"?}``."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
@@ -142,12 +163,17 @@ def parse_render_request(payload: Any) -> tuple[str, list[tuple[str, str | None]
     if fmt not in FORMATS:
         raise BadRequest(f"format: must be one of {', '.join(FORMATS)}")
     sender = payload.get("from")
-    if sender is not None and (not isinstance(sender, str) or _HEADER_BAD_RE.search(sender)):
-        raise BadRequest("from: must be a single-line string without control characters")
-    return campaign, parse_recipients(payload.get("recipients")), fmt, sender
+    if sender is not None and not isinstance(sender, str):
+        raise BadRequest('from: must be a string such as "Shop <news@example.com>"')
+    return RenderRequest(
+        campaign,
+        parse_recipients(payload.get("recipients")),
+        fmt,
+        None if sender is None else _mailbox(sender, "from"),
+    )
 
 
-def parse_recipients(value: Any) -> list[tuple[str, str | None]]:
+def parse_recipients(value: Any) -> list[tuple[str, Mailbox | None]]:
     if not isinstance(value, list) or not value:
         raise BadRequest("recipients: a non-empty list of recipient ids is required")
     if len(value) > MAX_RECIPIENTS:
@@ -159,10 +185,15 @@ def parse_recipients(value: Any) -> list[tuple[str, str | None]]:
             check_recipient(rid)
         except ValueError as exc:
             raise BadRequest(f"recipients[{index}]: {exc}") from None
-        if to is not None and _HEADER_BAD_RE.search(to):
-            raise BadRequest(f"recipients[{index}].to: must be a single line without control characters")
-        parsed.append((rid, to))
+        parsed.append((rid, None if to is None else _mailbox(to, f"recipients[{index}].to")))
     return parsed
+
+
+def _mailbox(value: str, where: str) -> Mailbox:
+    try:
+        return parse_mailbox(value)
+    except AddressError as exc:
+        raise BadRequest(f"{where}: {exc}") from None
 
 
 def _recipient_object(item: Any, index: int) -> tuple[str, str | None]:
