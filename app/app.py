@@ -26,6 +26,7 @@ from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
+from app.methods import allow_header, path_methods
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
 from app.routes import api, assets, ops, preview, webhooks
@@ -89,7 +90,19 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _method_not_allowed(request, exc)
     return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    """A 405 names every method served at that path, the way open-time routes name theirs."""
+    methods = path_methods(request.app.router.routes, request.scope)
+    if not methods:  # not raised by the router: trust what the raiser said
+        return JSONResponse({"error": exc.detail}, 405, headers=exc.headers)
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+    message = f"method {request.method} not allowed: use {methods[0]}"
+    return JSONResponse({"error": message}, 405, headers={**headers, "allow": allow_header(methods)})
 
 
 async def _opentime_error(request: Request, exc: Exception) -> Response:

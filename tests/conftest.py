@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,3 +84,14 @@ def settings(tmp_path: Path, keys_file: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), base_url=BASE_URL, follow_redirects=False) as test_client:
         yield test_client
+
+
+def insecure_demo(settings: Settings, root: Path) -> Settings:
+    """The shipped campaigns, with an authoring mistake in the demo's AMP part: a hard-coded http
+    image, which the AMP validator fails whatever base URL the email's own URLs are given."""
+    templates = root / "amp_templates"
+    shutil.copytree(settings.templates_dir, templates)
+    amp = templates / "demo" / "email.amp.html"
+    image = '<amp-img src="http://cdn.example.com/x.png" width="10" height="10" alt=""></amp-img>'
+    amp.write_text(amp.read_text().replace("<body>", f"<body>\n{image}", 1))
+    return settings.replace(templates_dir=templates)

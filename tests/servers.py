@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from app.config import PROJECT_ROOT
+
 OPENTIME = [sys.executable, "-m", "app"]
 
 
@@ -24,7 +26,12 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("OPENTIME_")}
+    """The environment without ``OPENTIME_*``, and with this checkout first on ``PYTHONPATH``: a
+    process started in another folder (``cwd``) must still run this tree's ``app``, not whichever
+    one is installed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIME_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def wait_ready(base_url: str, process: subprocess.Popen[str], timeout: float = 20.0) -> None:

@@ -120,7 +120,7 @@ def test_check_config_prints_sources_and_masks(runner: CliRunner, keys_file: Pat
     assert code == 0
     assert "source: env OPENTIME_PUBLIC_BASE_URL" in out and "source: default" in out
     assert "hunter2" not in out and "app:****@db" in out
-    assert "demo (2 blocks)" in out
+    assert "  demo: 4 blocks (2 lists, 1 image, 1 countdown), 1 fragment, email + web view" in out
 
 
 def test_check_config_and_serve_exit_2_on_missing_settings(runner: CliRunner) -> None:

@@ -146,3 +146,27 @@ def test_render_unknown_campaign_fails_clearly(settings: Settings) -> None:
         main, ["render", "--campaign", "nope", "--recipient", "r"], env=env_for(settings)
     )
     assert result.exit_code == 1 and "unknown campaign 'nope'" in result.stderr
+
+
+def test_render_base_url_overrides_the_setting_and_http_warns(
+    settings: Settings, amp_validator: AmpValidator
+) -> None:
+    local = settings.replace(public_base_url="http://127.0.0.1:8000")
+    code, out, err = render(local, "--recipient", "cust-0000001", "--format", "json")
+    amp = json.loads(out)["amp"]
+    assert code == 0 and "http://127.0.0.1:8000/v1/" in amp
+    assert (
+        "warning: public_base_url http://127.0.0.1:8000 is http: AMP email clients and the AMP validator "
+        "refuse the AMP part's URLs; render the email as sent with --base-url https://<your host> "
+        "(e.g. --base-url https://amp.example.com)"
+    ) in err.splitlines()
+    assert not amp_validator.validate(amp).passed  # what the warning is about
+    code, out, err = render(
+        local, "--recipient", "cust-0000001", "--format", "json", "--base-url", "https://cdn.example.com/amp"
+    )
+    amp = json.loads(out)["amp"]
+    assert code == 0 and "warning" not in err
+    assert "https://cdn.example.com/amp/v1/" in amp and "127.0.0.1" not in amp
+    assert amp_validator.validate(amp).passed
+    code, _, err = render(local, "--recipient", "a", "--base-url", "http://cdn.example.com")
+    assert code == 2 and "public_base_url" in err and "https" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from app.campaigns.preview import build_report, parse_at, profile_attributes, validate
 from app.campaigns.sendtime import SendTime
+from app.campaigns.urls import sending_base_url
 from app.campaigns.validator import AmpValidator
 from app.cli.preview import preview
 from app.config import Settings
@@ -18,7 +20,7 @@ from app.demo import demo_rows, recipient_id
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for, load_templates
 from app.store.base import Profile
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, insecure_demo
 
 NOW = 1_750_000_000.0
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -76,6 +78,30 @@ def test_report_parts_are_what_send_time_rendering_sends(settings: Settings, sig
     ]
     assert report.blocks[1].items[0]["url"].startswith("https://shop.example.com/p/sku-")
     assert report.blocks[1].json.startswith('{\n  "items": [')
+
+
+def test_the_amp_part_is_validated_as_sent(settings: Settings, signer: TokenSigner) -> None:
+    rid = recipient_id(1)
+    https = sendtime_for(settings, signer)
+    report = build_report(https, https.campaign("demo"), rid, attributes_of(rid), None, at=AT)
+    assert report.parts is not None and report.sent_amp == report.parts.amp
+    assert (report.base_url, report.sent_base_url, report.placeholder_origin) == (BASE_URL, BASE_URL, False)
+    # An http base (localhost): the parts shown keep it, the AMP part validated gets the placeholder.
+    local = replace(https, base_url="http://127.0.0.1:8000")
+    report = build_report(local, local.campaign("demo"), rid, attributes_of(rid), None, at=AT)
+    assert report.parts is not None and report.sent_amp is not None
+    assert report.placeholder_origin and report.sent_base_url == "https://amp.example.com"
+    assert "http://127.0.0.1:8000/v1/" in report.parts.amp and "http://" not in report.parts.amp.replace(
+        "http://127.0.0.1:8000/", ""
+    )
+    assert "127.0.0.1" not in report.sent_amp
+    assert report.sent_amp == report.parts.amp.replace("http://127.0.0.1:8000/", "https://amp.example.com/")
+
+
+def test_sending_base_url() -> None:
+    assert sending_base_url("https://cdn.example.com/amp") == "https://cdn.example.com/amp"
+    assert sending_base_url("http://127.0.0.1:8000") == "https://amp.example.com"
+    assert sending_base_url("http://localhost:8000/amp") == "https://amp.example.com/amp"
 
 
 def test_blocks_fall_back_with_the_reason(settings: Settings, signer: TokenSigner) -> None:
@@ -149,6 +175,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         "OPENTIME_KEYS_FILE": str(settings.keys_file),
         "OPENTIME_ALLOWED_SENDERS": ",".join(settings.allowed_senders),
         "OPENTIME_DATABASE_URL": settings.database_url,
+        "OPENTIME_TEMPLATES_DIR": str(settings.templates_dir),
     }
 
 
@@ -205,9 +232,22 @@ def test_cli_usage_errors(settings: Settings) -> None:
 
 
 def test_cli_exits_1_when_the_validator_fails_the_email(
-    settings: Settings, amp_validator: AmpValidator
+    settings: Settings, amp_validator: AmpValidator, tmp_path: Path
 ) -> None:
-    insecure = settings.replace(public_base_url="http://localhost:8000")
-    code, out, _ = run(insecure, "--recipient", recipient_id(1))
+    code, out, _ = run(insecure_demo(settings, tmp_path), "--recipient", recipient_id(1))
     assert code == 1
     assert "AMP validator: FAIL" in out and "INVALID_URL_PROTOCOL" in out
+    assert f"the AMP part as sent, URLs on {BASE_URL} (public_base_url)" in out
+
+
+def test_cli_validates_an_http_base_url_as_sent(settings: Settings, amp_validator: AmpValidator) -> None:
+    # http://localhost (serve --demo): the email as sent carries https URLs, so it passes, and says why.
+    code, out, _ = run(
+        settings.replace(public_base_url="http://localhost:8000"), "--recipient", recipient_id(1)
+    )
+    assert code == 0, out
+    assert "AMP validator: PASS" in out
+    assert (
+        "  the AMP part as sent, URLs on the placeholder https://amp.example.com: public_base_url "
+        "http://localhost:8000 is http, which AMP email clients and the validator refuse"
+    ) in out.splitlines()

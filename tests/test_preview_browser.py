@@ -8,6 +8,8 @@ The screenshot lands in ``test-artifacts/preview.png`` for a person to look at.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,3 +146,39 @@ def test_preview_page_in_chromium(browser_tools: None, settings: Settings, tmp_p
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         context.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_preview_csp_loads_this_servers_images_and_no_other_http_ones(
+    browser_tools: None, settings: Settings, tmp_path: Path
+) -> None:
+    # The server on http://127.0.0.1 (as in serve --demo): the email's banner, from public_base_url,
+    # must load in the preview; the same image from another http origin (localhost) must not.
+    port = free_port()
+    local = settings.replace(public_base_url=f"http://127.0.0.1:{port}")
+    templates = tmp_path / "amp_templates"
+    shutil.copytree(settings.templates_dir, templates)
+    html = templates / "demo" / "email.html"
+    foreign = '<img id="foreign" src="{{ urls.img.banner | replace("127.0.0.1", "localhost") }}" alt="">'
+    html.write_text(re.sub(r"(<body[^>]*>)", rf"\1{foreign}", html.read_text(), count=1))
+    config = write_config(local, port, tmp_path / "opentime.toml")
+    config.write_text(config.read_text() + f'templates_dir = "{templates}"\n')
+    key = create_preview_key(settings.database_url)
+    server = running(["serve", "--config", str(config)], port, tmp_path / "server.log")
+    with server, chromium() as browser:
+        context = browser.new_context(http_credentials={"username": "marketer", "password": key})
+        page = context.new_page()
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        response = page.goto(f"http://127.0.0.1:{port}/preview/demo?recipient={recipient_id(1)}")
+        assert response is not None and response.status == 200
+        page.wait_for_load_state("networkidle")
+        images = dict(
+            page.frame_locator("#html-part")
+            .locator("img")
+            .evaluate_all("imgs => imgs.map(i => [i.src.replace(/\\/v1\\/.*\\//, '/v1/…/'), i.naturalWidth])")
+        )
+        context.close()
+    assert images[f"http://localhost:{port}/v1/…/banner.png"] == 0  # blocked
+    assert images[f"http://127.0.0.1:{port}/v1/…/banner@2x.png"] == 1200  # loaded
+    # Chromium reports the violation more than once; it is always that one image.
+    assert blocked and all(f"Loading the image 'http://localhost:{port}/v1/" in text for text in blocked)

@@ -18,7 +18,7 @@ from app.config import Settings
 from app.demo import demo_rows, recipient_id
 from app.security.apikeys import create_key
 from app.store import open_store
-from tests.conftest import BASE_URL, DEMO_COUNT, load_rows
+from tests.conftest import BASE_URL, DEMO_COUNT, insecure_demo, load_rows
 
 CHALLENGE = 'Basic realm="Opentime preview"'
 
@@ -200,15 +200,46 @@ def test_hostile_profile_values_are_escaped(
 
 
 def test_official_validator_verdicts(
-    settings: Settings, keys: dict[str, str], amp_validator: AmpValidator
+    settings: Settings, keys: dict[str, str], amp_validator: AmpValidator, tmp_path: Path
 ) -> None:
     with preview_client(settings, amp_validator) as client:
         page = client.get(f"/preview/demo?recipient={recipient_id(1)}", headers=basic(keys["preview"])).text
         assert '<span class="badge verdict ok">PASS</span>' in page
-    # amp-list needs https URLs: an http base URL makes the rendered AMP part invalid.
-    insecure = settings.replace(public_base_url="http://localhost:8000")
-    with preview_client(insecure, amp_validator) as client:
+        assert f"Validated with URLs on <code>{BASE_URL}</code>, the server" in page
+    # A hard-coded http image in the AMP template: an authoring mistake the validator fails.
+    with preview_client(insecure_demo(settings, tmp_path), amp_validator) as client:
         page = client.get(f"/preview/demo?recipient={recipient_id(1)}", headers=basic(keys["preview"])).text
         assert '<span class="badge verdict bad">FAIL</span>' in page
         assert "INVALID_URL_PROTOCOL" in page
         assert '<li class="bad">' in page  # the offending AMP source line is highlighted
+        assert "cdn.example.com/x.png" in page
+
+
+def test_an_http_base_url_is_validated_as_sent(
+    settings: Settings, keys: dict[str, str], amp_validator: AmpValidator
+) -> None:
+    # serve --demo on http://127.0.0.1: AMP clients would refuse http URLs, so the AMP part is
+    # validated as sent, with a placeholder https origin, and the page says so.
+    local = settings.replace(public_base_url="http://localhost:8000")
+    with preview_client(local, amp_validator) as client:
+        page = client.get(f"/preview/demo?recipient={recipient_id(1)}", headers=basic(keys["preview"])).text
+    assert '<span class="badge verdict ok">PASS</span>' in page
+    origin = page.split('id="validated-origin">', 1)[1].split("</p>", 1)[0]
+    assert "Validated with URLs on <code>https://amp.example.com</code>: a placeholder https origin" in origin
+    assert "<code>http://localhost:8000</code> is plain http" in origin
+    source = page.split('<ol class="source">', 1)[1]
+    assert "https://amp.example.com/v1/" in source and "localhost:8000" not in source  # what was validated
+    assert "http://localhost:8000/v1/" in page.split('id="html-part"', 1)[1]  # what is shown: its images load
+
+
+def test_the_csp_allows_the_servers_own_images_only_besides_https(
+    settings: Settings, keys: dict[str, str], tmp_path: Path
+) -> None:
+    absent = AmpValidator("node", tmp_path / "no-validator")
+    for base, own in (("http://127.0.0.1:8000", "http://127.0.0.1:8000"), (BASE_URL, BASE_URL)):
+        with preview_client(settings.replace(public_base_url=base + "/amp"), absent) as client:
+            for path in ("/preview", "/preview/demo", f"/preview/demo?recipient={recipient_id(1)}"):
+                csp = client.get(path, headers=basic(keys["preview"])).headers["content-security-policy"]
+                directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+                assert directives["img-src"] == f"'self' {own} https: data:", path
+                assert directives["default-src"] == "'none'" and "script-src" not in directives

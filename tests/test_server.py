@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -77,40 +76,3 @@ def test_serve_refuses_an_unreadable_key_ring(settings: Settings, tmp_path: Path
     result = cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert "absent.json" in result.stderr
-
-
-def test_demo_mode_needs_no_configuration_and_prints_working_urls(tmp_path: Path) -> None:
-    port = free_port()
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    with running(["serve", "--demo", "--port", str(port)], port, tmp_path / "demo.log", cwd=workdir):
-        text = (tmp_path / "demo.log").read_text()
-        urls = re.findall(r"curl -H 'AMP-Email-Sender: news@example.com' (\S+)", text)
-        assert len(urls) >= 4
-        response = httpx.get(urls[1], headers={"AMP-Email-Sender": "news@example.com"})
-        assert response.status_code == 200 and "x-opentime-fallback" not in response.headers
-        assert response.json()["items"]
-        view = re.search(r"web view \(open in a browser\): (\S+)", text)
-        assert view and "Hi " in httpx.get(view.group(1)).text
-        render = re.search(r"opentime render (.+)", text)
-        assert render
-        rendered = cli("render", *render.group(1).split())
-        assert rendered.returncode == 0 and "text/x-amp-html" in rendered.stdout
-        image = re.search(r"image \(open in a browser\): (\S+)", text)
-        assert image
-        picture = httpx.get(image.group(1))
-        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
-        assert "x-opentime-fallback" not in picture.headers
-        event = re.search(r"OPENTIME_WEBHOOK_SECRET=(\S+) opentime events send (.+) --payload '(.+)'", text)
-        assert event
-        sent = subprocess.run(
-            [*OPENTIME, "events", "send", *event.group(2).split(), "--payload", event.group(3)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**clean_env(), "OPENTIME_WEBHOOK_SECRET": event.group(1)},
-        )
-        assert sent.returncode == 0, sent.stdout + sent.stderr
-        hello = httpx.get(urls[0], headers={"AMP-Email-Sender": "news@example.com"}).json()
-        assert hello["items"][0]["first_name"] == "Zoe"
-    assert not list(workdir.iterdir())  # the demo leaves nothing behind in the working folder

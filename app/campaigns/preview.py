@@ -6,12 +6,17 @@ list block's JSON with its fallback reason, the block's HTML fragment, and the o
 validator's verdict on the AMP part. Blocks are shaped from the profile directly, bypassing the
 open-time cache and budget: the reasons shown are data reasons (``unknown-recipient``, ``no-data``,
 ``bad-profile``), never ``budget-exceeded``.
+
+The parts shown carry the server's ``public_base_url``, so their images load from this server. The
+AMP part is validated as it would be sent: where that base is http (localhost, ``serve --demo``),
+which AMP clients and the validator refuse, it is rendered again with the placeholder https origin
+(``app.campaigns.urls.sending_base_url``) and the report says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +24,7 @@ import orjson
 
 from app.campaigns.loader import Campaign, ListBlock
 from app.campaigns.sendtime import SendTime, one_line
+from app.campaigns.urls import sending_base_url
 from app.campaigns.validator import (
     INSTALL_HINT,
     AmpValidator,
@@ -81,7 +87,15 @@ class Report:
     parts: EmailParts | None  # None when a template failed to render
     problems: tuple[str, ...]  # broken hard limits and template errors
     blocks: tuple[BlockPreview, ...]
+    base_url: str  # the base URL of the parts shown: the server's public_base_url
+    sent_base_url: str  # the base URL of the AMP part as sent: https, a placeholder when base_url is not
+    sent_amp: str | None  # the AMP part as sent, what the validator checks (None: not rendered)
     images: tuple[ImagePreview, ...] = ()
+
+    @property
+    def placeholder_origin(self) -> bool:
+        """True when the AMP part was validated with a placeholder origin instead of ``base_url``."""
+        return self.sent_base_url != self.base_url
 
     @property
     def profile_json(self) -> str:
@@ -144,7 +158,28 @@ def build_report(
         ImagePreview(name, fell_back_layers(block, attributes or {}, at))
         for name, block in sorted(campaign.images.items())
     )
-    return Report(campaign, recipient, at, attributes, profile_reason, parts, problems, blocks, images)
+    sent_base_url = sending_base_url(sendtime.base_url)
+    sent_amp = parts.amp if parts else None
+    if parts is not None and sent_base_url != sendtime.base_url:
+        as_sent = replace(sendtime, base_url=sent_base_url)
+        try:
+            sent_amp = render_amp(as_sent, campaign, recipient, attributes, at.timestamp())
+        except TemplateError as exc:  # only a template that branches on its own URLs gets here
+            sent_amp, problems = None, (*problems, str(exc))
+    return Report(
+        campaign,
+        recipient,
+        at,
+        attributes,
+        profile_reason,
+        parts,
+        problems,
+        blocks,
+        base_url=sendtime.base_url,
+        sent_base_url=sent_base_url,
+        sent_amp=sent_amp,
+        images=images,
+    )
 
 
 def render_parts(
@@ -172,6 +207,14 @@ def render_parts(
         return check_limits(parts), ()
     except EmailLimitError as exc:
         return parts, tuple(exc.problems)
+
+
+def render_amp(
+    sendtime: SendTime, campaign: Campaign, recipient: str, attributes: Mapping[str, Any] | None, at: float
+) -> str:
+    """The AMP part alone, as ``render_parts`` renders it (to render it with another base URL)."""
+    context = sendtime.context(campaign, recipient, attributes, at=at)
+    return sendtime.templates.render(campaign.template("email.amp.html"), context)
 
 
 def block_previews(

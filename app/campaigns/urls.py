@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.campaigns.loader import Campaign
 from app.security.tokens import TokenSigner
@@ -43,6 +44,23 @@ def shared_token(signer: TokenSigner, campaign: Campaign, *, now: int) -> str | 
     if not any(block.shared for block in campaign.countdowns.values()):
         return None
     return signer.sign_shared(campaign.name, now=now, ttl_seconds=campaign.html_lifetime_days * DAY)
+
+
+# Stands in for the public https host where a server runs on http://localhost (a reserved domain).
+PLACEHOLDER_BASE_URL = "https://amp.example.com"
+
+
+def sending_base_url(public_base_url: str) -> str:
+    """The base URL of the email as sent: ``public_base_url`` when it is https, else the placeholder.
+
+    An http base is accepted for localhost only (development, ``serve --demo``), and AMP email clients
+    and the AMP validator refuse http URLs (``amp-list`` and ``amp-img`` ``src`` must be https), so
+    what would be sent is validated with the placeholder https origin in its place (same path).
+    """
+    parts = urlsplit(public_base_url)
+    if parts.scheme == "https":
+        return public_base_url
+    return PLACEHOLDER_BASE_URL + parts.path.rstrip("/")
 
 
 def list_url(base_url: str, token: str, block: str) -> str:

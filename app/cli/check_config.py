@@ -6,10 +6,15 @@ from pathlib import Path
 
 import click
 
+from app.campaigns.loader import Campaign
 from app.cli.common import config_option, fail, read_loaded, read_ring
 from app.config import FIELDS, masked
 from app.errors import CampaignError
 from app.services import load_campaigns_for
+
+# Every block kind a campaign can declare (``kind = ...`` in blocks.toml) and the Campaign field
+# that holds its blocks; tests check that no Mapping field of Campaign is missing here.
+BLOCK_KINDS = (("list", "lists"), ("image", "images"), ("countdown", "countdowns"), ("form", "forms"))
 
 
 @click.command("check-config")
@@ -28,5 +33,22 @@ def check_config(config: Path | None) -> None:
         campaigns = load_campaigns_for(loaded.settings)
     except CampaignError as exc:
         fail(str(exc))
-    names = ", ".join(f"{c.name} ({len(c.lists)} blocks)" for c in campaigns.values())
-    click.echo(f"campaigns: {names or 'none'}")
+    click.echo(f"campaigns: {len(campaigns) or 'none'}")
+    for campaign in campaigns.values():
+        click.echo(f"  {describe(campaign)}")
+
+
+def describe(campaign: Campaign) -> str:
+    """``demo: 4 blocks (2 lists, 1 image, 1 countdown), 1 fragment, email + web view``."""
+    counts = [(kind, len(getattr(campaign, field))) for kind, field in BLOCK_KINDS]
+    total = sum(count for _, count in counts)
+    kinds = ", ".join(plural(count, kind) for kind, count in counts if count)
+    parts = [plural(total, "block") + (f" ({kinds})" if kinds else "")]
+    if campaign.fragments:
+        parts.append(plural(len(campaign.fragments), "fragment"))
+    parts.append("email + web view" if campaign.has_email else "no email templates")
+    return f"{campaign.name}: {', '.join(parts)}"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

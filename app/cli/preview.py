@@ -1,5 +1,8 @@
 """``opentime preview``: the preview report in the terminal, or the URL of the preview page.
 
+The AMP part is validated as it would be sent, with a placeholder https origin when
+``public_base_url`` is http (localhost); the report names the origin it used.
+
 Exit codes: 0 the campaign renders within its limits and the validator did not fail it (a missing
 validator only warns), 1 a limit, template or validation problem, 2 a usage or configuration error.
 """
@@ -61,7 +64,7 @@ def preview(
         return
     say_store(settings.database_url, loaded.sources["database_url"])
     report = make_report(settings, campaign, recipient, moment)
-    verdict = validate(locate(PROJECT_ROOT), report.parts.amp if report.parts else None)
+    verdict = validate(locate(PROJECT_ROOT), report.sent_amp)
     click.echo(format_report(report, verdict))
     sys.exit(1 if report.problems or verdict.status in ("FAIL", "ERROR") else 0)
 
@@ -127,8 +130,19 @@ def format_report(report: Report, verdict: Verdict) -> str:
         lines.append(f"  {image.name}: {state}")
         lines += [f"    {fell.describe()}" for fell in image.fell_back]
     lines += ["", f"AMP validator: {verdict.status}" + (f" ({verdict.note})" if verdict.note else "")]
+    if report.sent_amp is not None:
+        lines.append(f"  {validated_origin(report)}")
     lines += [f"  {error.format()}" for error in verdict.errors]
     return "\n".join(lines)
+
+
+def validated_origin(report: Report) -> str:
+    if not report.placeholder_origin:
+        return f"the AMP part as sent, URLs on {report.sent_base_url} (public_base_url)"
+    return (
+        f"the AMP part as sent, URLs on the placeholder {report.sent_base_url}: public_base_url "
+        f"{report.base_url} is http, which AMP email clients and the validator refuse"
+    )
 
 
 def profile_state(reason: str | None) -> str:

@@ -1,9 +1,11 @@
 """``opentime render``: a campaign's email for one recipient, as the ESP would send it.
 
-Reads the same settings as ``opentime serve`` (key ring, campaigns, profile store). ``--format eml``
-needs a From: ``--from``, else the campaign's ``from``; without either it is refused (the other formats
-only warn). Exit codes: 0 rendered, 1 a campaign, template or store problem (or no From for an .eml),
-2 a configuration error or an invalid ``--from``/``--to``.
+Reads the same settings as ``opentime serve`` (key ring, campaigns, profile store); ``--base-url``
+overrides ``public_base_url``. An http base (localhost) renders URLs that AMP email clients and the AMP
+validator refuse, so the command warns then. ``--format eml`` needs a From: ``--from``, else the
+campaign's ``from``; without either it is refused (the other formats only warn). Exit codes: 0
+rendered, 1 a campaign, template or store problem (or no From for an .eml), 2 a configuration error
+or an invalid ``--from``/``--to``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 from app.campaigns.loader import Campaign
 from app.campaigns.sendtime import SendTime
+from app.campaigns.urls import sending_base_url
 from app.cli.common import config_option, fail, read_loaded, say_store
 from app.config import Settings
 from app.errors import CampaignError
@@ -74,6 +77,7 @@ class Output:
     help="From header of the .eml (else the campaign's from; required).",
 )
 @click.option("--to", default=None, help="To header of the .eml (one address; IDN domains are encoded).")
+@click.option("--base-url", default=None, help="Public base URL; overrides the public_base_url setting.")
 def render(
     config: Path | None,
     campaign: str,
@@ -82,11 +86,13 @@ def render(
     out: Path | None,
     sender: str | None,
     to: str | None,
+    base_url: str | None,
 ) -> None:
     """Render a campaign's three parts for a recipient, with signed URLs filled in."""
     output = Output(fmt=fmt, out=out, sender=option_mailbox("--from", sender), to=option_mailbox("--to", to))
-    loaded = read_loaded(config)
+    loaded = read_loaded(config, **({"public_base_url": base_url} if base_url is not None else {}))
     say_store(loaded.settings.database_url, loaded.sources["database_url"])
+    warn_if_not_sendable(loaded.settings.public_base_url)
     sys.exit(run_render(loaded.settings, campaign, recipient, output))
 
 
@@ -98,6 +104,17 @@ def option_mailbox(option: str, value: str | None) -> Mailbox | None:
         return parse_mailbox(value)
     except AddressError as exc:
         fail(f"{option}: {exc}")
+
+
+def warn_if_not_sendable(base_url: str) -> None:
+    sendable = sending_base_url(base_url)
+    if sendable != base_url:
+        click.echo(
+            f"warning: public_base_url {base_url} is http: AMP email clients and the AMP validator refuse"
+            f" the AMP part's URLs; render the email as sent with --base-url https://<your host>"
+            f" (e.g. --base-url {sendable})",
+            err=True,
+        )
 
 
 def run_render(settings: Settings, campaign: str, recipient: str, output: Output) -> int:

@@ -3,6 +3,10 @@
 Workers build their own app from the environment (``uvicorn --factory``), so a config file is
 passed to them through ``OPENTIME_CONFIG``; checking keys and campaigns here first turns a bad
 deployment into a clear message and exit code 2 instead of a crash loop of workers.
+
+``--demo`` runs from a temporary folder (key ring, profile store, settings file) that is deleted when
+the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. Its preview API key is minted at start-up
+into that folder's store: a fresh random key per run, never a built-in secret, gone with the folder.
 """
 
 from __future__ import annotations
@@ -10,26 +14,36 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
+import signal
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import uvicorn
 
 from app.campaigns.loader import Campaign
-from app.campaigns.urls import html_url, img_url, list_url, mint, shared_token, view_url
+from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
+from app.cli.preview import preview_url
 from app.config import CONFIG_ENV, Settings, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
+from app.security.apikeys import create_key
 from app.security.keyring import KeyRingError, load_keyring, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for
 from app.store import open_store
 
 DEMO_RECIPIENTS = 1000
+DEMO_CAMPAIGN = "demo"
+PREVIEW_USER = "demo"  # the Basic auth user name in the printed preview link (any name is accepted)
 
 
 @click.command()
@@ -77,15 +91,32 @@ def run_server(settings: Settings, config_file: Path | None) -> None:
 
 def run_demo(config_file: Path | None, overrides: dict[str, Any]) -> None:
     """Serve the demo campaign with throwaway keys and synthetic recipients from a temp folder."""
-    with tempfile.TemporaryDirectory(prefix="opentime-demo-") as tmp:
+    with sigterm_as_ctrl_c(), tempfile.TemporaryDirectory(prefix="opentime-demo-") as tmp:
         folder = Path(tmp)
         settings = demo_settings(folder, overrides)
         ring = new_keyring(datetime.now(UTC))
         save_keyring(ring, settings.keys_file, overwrite=False)
-        asyncio.run(load_demo_profiles(settings.database_url))
+        preview_key = asyncio.run(load_demo_data(settings.database_url))
         config = write_toml(folder / "opentime.toml", settings)
-        print_demo_banner(settings, load_campaigns_for(settings), TokenSigner(ring), config)
+        banner = DemoBanner(settings, load_campaigns_for(settings)[DEMO_CAMPAIGN], TokenSigner(ring))
+        banner.print(config, preview_key)
         run_server(settings, config)
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Make SIGTERM stop the demo exactly as Ctrl+C does, temporary folder removed.
+
+    While it runs, uvicorn catches both signals, shuts down, restores the handlers it found and
+    raises the signal again. For SIGINT that handler is Python's, a ``KeyboardInterrupt`` that
+    unwinds through the folder's clean-up (and that ``uvicorn.run`` then swallows: exit code 0);
+    for SIGTERM it would be the default one, which kills the process and leaves the keys behind.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
@@ -107,11 +138,14 @@ def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
         fail(str(exc))
 
 
-async def load_demo_profiles(database_url: str) -> None:
+async def load_demo_data(database_url: str) -> str:
+    """Store the synthetic recipients and a fresh preview API key; returns the key (shown once)."""
     store = open_store(database_url)
     await store.open()
     try:
         await store.profiles.upsert_many(list(demo_rows(DEMO_RECIPIENTS)))
+        _, key = await create_key(store.api_keys, "demo preview", ("preview",), time.time())
+        return key
     finally:
         await store.close()
 
@@ -128,39 +162,96 @@ def write_toml(path: Path, settings: Settings) -> Path:
     return path
 
 
-def print_demo_banner(
-    settings: Settings, campaigns: dict[str, Campaign], signer: TokenSigner, config: Path
-) -> None:
-    now = int(datetime.now(UTC).timestamp())
-    base = settings.public_base_url
-    click.echo(f"Opentime demo: {DEMO_RECIPIENTS} synthetic recipients, sender {DEMO_SENDER}")
-    click.echo(f"keys and data in a temporary folder: {settings.keys_file.parent} (deleted on exit)\n")
-    demo = campaigns["demo"]
-    for index in (1, 2):
-        tokens = mint(signer, demo, recipient_id(index), now=now)
+class DemoBanner:
+    """What ``serve --demo`` prints: ready-to-run commands and links for the demo campaign."""
+
+    def __init__(self, settings: Settings, campaign: Campaign, signer: TokenSigner) -> None:
+        self.settings = settings
+        self.campaign = campaign
+        self.signer = signer
+        self.base = settings.public_base_url
+        self.now = int(datetime.now(UTC).timestamp())
+
+    def print(self, config: Path, preview_key: str) -> None:
+        click.echo(f"Opentime demo: {DEMO_RECIPIENTS} synthetic recipients, sender {DEMO_SENDER}")
+        click.echo(
+            f"keys and data in a temporary folder: {self.settings.keys_file.parent} (deleted on exit)\n"
+        )
+        for index in (1, 2):
+            self.recipient_urls(index)
+        self.countdown_urls()
+        self.tampered_token()
+        self.event()
+        self.preview(config, preview_key)
+        self.render(config)
+        click.echo(f"health: {self.base}/healthz   readiness: {self.base}/readyz\n")
+
+    def recipient_urls(self, index: int) -> None:
+        base, campaign = self.base, self.campaign
+        tokens = mint(self.signer, campaign, recipient_id(index), now=self.now)
         click.echo(f"recipient {recipient_id(index)}:")
-        for name in demo.lists:
+        for name in campaign.lists:
             click.echo(f"  curl -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, tokens.amp, name)}")
-        for name in sorted(demo.fragments):
+        for name in sorted(campaign.fragments):
             click.echo(f"  curl {html_url(base, tokens.html, name)}")
-        for name in sorted(demo.images):
+        for name in sorted(campaign.images):
             click.echo(f"  image (open in a browser): {img_url(base, tokens.html, name)}")
         click.echo(f"  web view (open in a browser): {view_url(base, tokens.html)}")
-    shared = shared_token(signer, demo, now=now) or signer.sign_shared("demo", now=now)
-    click.echo("campaign-wide countdown (no recipient in the URL: one render a minute serves everyone):")
-    for name in sorted(campaigns["demo"].countdowns):
-        click.echo(f"  countdown (open in a browser): {img_url(base, shared, name, ext='gif')}")
-    bad = signer.sign("demo", recipient_id(1), now=now)[:-3] + "AAA"
-    click.echo("a tampered token (the block's static fallback items; X-Opentime-Fallback says why):")
-    click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(base, bad, 'picks')}")
-    click.echo(f"send a signed event; the next open of {recipient_id(1)} shows the new name:")
-    payload = '{"first_name": "Zoe"}'
-    click.echo(
-        f"  OPENTIME_WEBHOOK_SECRET={settings.webhook_secrets[0]} opentime events send --url {base}"
-        f" --recipient {recipient_id(1)} --type profile.updated --payload '{payload}'"
-    )
-    click.echo("render the email an ESP would send (text, AMP and HTML parts with signed URLs):")
-    click.echo(
-        f"  opentime render --config {config} --campaign demo --recipient {recipient_id(1)} --format eml"
-    )
-    click.echo(f"health: {base}/healthz   readiness: {base}/readyz\n")
+
+    def countdown_urls(self) -> None:
+        shared = shared_token(self.signer, self.campaign, now=self.now)
+        shared = shared or self.signer.sign_shared(self.campaign.name, now=self.now)
+        click.echo("campaign-wide countdown (no recipient in the URL: one render a minute serves everyone):")
+        for name in sorted(self.campaign.countdowns):
+            click.echo(f"  countdown (open in a browser): {img_url(self.base, shared, name, ext='gif')}")
+
+    def tampered_token(self) -> None:
+        bad = self.signer.sign(self.campaign.name, recipient_id(1), now=self.now)[:-3] + "AAA"
+        click.echo("a tampered token (the block's static fallback items; X-Opentime-Fallback says why):")
+        click.echo(f"  curl -i -H 'AMP-Email-Sender: {DEMO_SENDER}' {list_url(self.base, bad, 'picks')}")
+
+    def event(self) -> None:
+        click.echo(f"send a signed event; the next open of {recipient_id(1)} shows the new name:")
+        payload = '{"first_name": "Zoe"}'
+        click.echo(
+            f"  OPENTIME_WEBHOOK_SECRET={self.settings.webhook_secrets[0]} opentime events send"
+            f" --url {self.base} --recipient {recipient_id(1)} --type profile.updated --payload '{payload}'"
+        )
+
+    def preview(self, config: Path, key: str) -> None:
+        page = preview_url(self.base, self.campaign.name, recipient_id(1), None)
+        click.echo(
+            "preview what a recipient gets (HTML version, list blocks, the AMP validator's verdict);"
+            " the link carries this run's preview API key (deleted on exit):"
+        )
+        click.echo(f"  open in a browser: {with_credentials(page, PREVIEW_USER, key)}")
+        click.echo(f"  or open {page} and give the key as the password (any user name): {key}")
+        click.echo(
+            f"  in the terminal: opentime preview --config {quoted(config)} --campaign {self.campaign.name}"
+            f" --recipient {recipient_id(1)}"
+        )
+
+    def render(self, config: Path) -> None:
+        sent = sending_base_url(self.base)
+        click.echo(
+            "render the email an ESP would send and check it with the official AMP validator (AMP email"
+            f" clients fetch only https, so the email's URLs use the placeholder {sent} where your"
+            " CDN's host goes):"
+        )
+        command = (
+            f"opentime render --config {quoted(config)} --base-url {sent} --campaign {self.campaign.name}"
+            f" --recipient {recipient_id(1)}"
+        )
+        click.echo(f"  {command} --format eml > demo.eml")
+        click.echo(f"  {command} --format parts --out demo-email")
+        click.echo("  opentime validate demo-email/email.amp.html")
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` before its host: browsers send it as HTTP Basic auth."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+
+
+def quoted(path: Path) -> str:
+    return shlex.quote(str(path))

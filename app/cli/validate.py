@@ -24,6 +24,7 @@ import orjson
 
 from app.campaigns.loader import load_campaigns
 from app.campaigns.sendtime import SendTime
+from app.campaigns.urls import PLACEHOLDER_BASE_URL
 from app.campaigns.validator import AmpValidatorError, ValidationResult, locate
 from app.cli.common import (
     config_option,
@@ -41,8 +42,6 @@ from app.security.keyring import new_keyring
 from app.security.tokens import TokenSigner
 from app.store import open_store
 from app.store.base import StoreError
-
-EXAMPLE_BASE_URL = "https://amp.example.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +131,10 @@ def _rendered(sources: Sources, names: tuple[str, ...], samples: list[Sample]) -
         sources.templates,
         sources.static,
         default_budget_ms=sources.default_budget_ms,
-        public_base_url=EXAMPLE_BASE_URL,
+        public_base_url=PLACEHOLDER_BASE_URL,
     )
     signer = TokenSigner(new_keyring(datetime.now(UTC)))
-    sendtime = SendTime(Templates(sources.templates), campaigns, signer, EXAMPLE_BASE_URL, time.time)
+    sendtime = SendTime(Templates(sources.templates), campaigns, signer, PLACEHOLDER_BASE_URL, time.time)
     for name in names or tuple(sorted(n for n, c in campaigns.items() if c.has_email)):
         for sample in samples:
             yield f"{name} / {sample.label}", sendtime.render(name, sample.recipient, sample.profile).amp

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.asgi import Headers, Receive, Scope, Send
 from app.campaigns.loader import Campaign
+from app.methods import allow_header
 from app.open_time.kind import Kind, Open, Target
 from app.open_time.reasons import Reason, reason_of
 from app.open_time.respond import Answer, send_answer, send_error
@@ -53,7 +54,9 @@ class OpenTimeEndpoint:
         self.route = route
         self._senders = senders if route.cors else None
         self._not_allowed = f"use {route.methods[0]}"
-        self._allow = (b"allow", ", ".join(route.methods).encode())
+        # A CORS route also answers OPTIONS (the AMP CORS preflight): a method it allows.
+        allowed = (*route.methods, "OPTIONS") if route.cors else route.methods
+        self._allow = (b"allow", allow_header(allowed).encode())
         self._only = route.kinds[0] if len(route.kinds) == 1 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,12 +76,14 @@ class OpenTimeEndpoint:
             extra = decision.response_headers
         target = route.parse(parts)
         if target is None:
-            await send_error(send, 404, f"not an open-time URL: expected {route.usage}", extra)
+            await send_error(
+                send, 404, f"not an open-time URL: expected {route.usage}", extra, scope["method"]
+            )
             return
         method = scope["method"]
         if method not in route.methods:
             message = f"method {method} not allowed: {self._not_allowed}"
-            await send_error(send, 405, message, (*extra, self._allow))
+            await send_error(send, 405, message, (*extra, self._allow), method)
             return
         services: Services = scope["state"]["services"]
         kind, block, campaign = route.kinds[-1], None, None
@@ -148,5 +153,8 @@ def _named_campaign(claims: Claims | None, exc: TokenError) -> str:
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await send_error(
-        send, 404, "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block} or /view"
+        send,
+        404,
+        "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block} or /view",
+        method=scope["method"],
     )

@@ -65,11 +65,11 @@ async def send_answer(send: Send, scope: Scope, answer: Answer, extra: Headers =
     await send_bytes(send, answer.status, headers, b"" if scope["method"] == "HEAD" else body)
 
 
-async def send_error(send: Send, status: int, message: str, extra: Headers = ()) -> None:
-    """A JSON error for a request that is not an open-time request at all (404, 405)."""
+async def send_error(send: Send, status: int, message: str, extra: Headers = (), method: str = "GET") -> None:
+    """A JSON error for a request that is not an open-time request at all (404, 405); no body for HEAD."""
     body = orjson.dumps({"error": message})
     headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body)), *extra]
-    await send_bytes(send, status, headers, body)
+    await send_bytes(send, status, headers, b"" if method == "HEAD" else body)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -4,7 +4,13 @@ Guarded by an API key with the ``preview`` scope, sent as a Bearer token, ``X-AP
 person opens these pages in a browser, as the HTTP Basic password. The page shows customer data, so
 everything is escaped and the answer is never cached nor framed. The email's HTML version is shown
 in an ``<iframe srcdoc>`` sandboxed without scripts; such an iframe inherits this page's CSP, which
-is why the policy allows inline styles and https images (the email's own) but no script at all.
+is why the policy allows inline styles and the email's images but no script at all. The email's
+images are https URLs (CDNs), ``data:`` URIs and this server's own open-time images (banners,
+countdowns) under ``public_base_url``, which is plain http on localhost: the policy names that
+origin and the page's own (``'self'``), not every http URL.
+
+The AMP validator checks the AMP part as it would be sent (``app.campaigns.preview``): with a
+placeholder https origin when ``public_base_url`` is http, and the page says which origin it used.
 
 The AMP validator is located on first use and kept on ``request.app.state.amp_validator``; tests
 may put their own there.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,17 +38,22 @@ from app.security.api_auth import require_scope
 from app.services import Services
 
 SCOPE = "preview"
-CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 PAGE_HEADERS = {
     **NO_STORE_HEADERS,
     "x-frame-options": "DENY",
-    "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",  # the URL names a recipient
 }
+
+
+def content_security_policy(public_base_url: str) -> str:
+    """No script at all; images from https, ``data:``, this page's origin and ``public_base_url``'s."""
+    parts = urlsplit(public_base_url)
+    images = f"'self' {parts.scheme}://{parts.netloc} https: data:"
+    return (
+        f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 
 
 async def preview_index(request: Request) -> HTMLResponse:
@@ -49,7 +61,7 @@ async def preview_index(request: Request) -> HTMLResponse:
     key = await require_scope(request, SCOPE, basic=True)
     services: Services = request.state.services
     campaigns = sorted(services.campaigns.values(), key=lambda campaign: campaign.name)
-    return page("preview_index.html", {"campaigns": campaigns, "key_id": key.key_id})
+    return page(services, "preview_index.html", {"campaigns": campaigns, "key_id": key.key_id})
 
 
 async def preview_campaign(request: Request) -> HTMLResponse:
@@ -63,11 +75,10 @@ async def preview_campaign(request: Request) -> HTMLResponse:
         raise BadRequest(str(exc)) from None
     recipient = request.query_params.get("recipient", "").strip()
     if not recipient:
-        return page("preview.html", {**form_context(campaign, "", at), "key_id": key.key_id})
+        return page(services, "preview.html", {**form_context(campaign, "", at), "key_id": key.key_id})
     report = await make_report(services, campaign, recipient, at)
-    amp = report.parts.amp if report.parts else None
-    verdict = await run_in_threadpool(validate, amp_validator(request), amp)
-    return page("preview.html", {**report_context(report, verdict), "key_id": key.key_id})
+    verdict = await run_in_threadpool(validate, amp_validator(request), report.sent_amp)
+    return page(services, "preview.html", {**report_context(report, verdict), "key_id": key.key_id})
 
 
 def find_campaign(services: Services, name: str) -> Campaign:
@@ -107,7 +118,7 @@ def form_context(campaign: Campaign, recipient: str, at: datetime) -> dict[str, 
 
 
 def report_context(report: Report, verdict: Verdict) -> dict[str, Any]:
-    amp_lines = report.parts.amp.splitlines() if report.parts else []
+    amp_lines = report.sent_amp.splitlines() if report.sent_amp else []  # the lines the validator saw
     return {
         **form_context(report.campaign, report.recipient, report.at),
         "report": report,
@@ -119,8 +130,10 @@ def report_context(report: Report, verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def page(template: str, context: dict[str, Any]) -> HTMLResponse:
-    return HTMLResponse(render_page(template, context), headers=PAGE_HEADERS)
+def page(services: Services, template: str, context: dict[str, Any]) -> HTMLResponse:
+    csp = content_security_policy(services.settings.public_base_url)
+    headers = {**PAGE_HEADERS, "content-security-policy": csp}
+    return HTMLResponse(render_page(template, context), headers=headers)
 
 
 routes = [
