@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from app.app import create_app
 from app.config import Settings
-from app.content.images import ImageContent
+from app.content.images import ImageContent, Timed
 from app.countdown.timers import CountdownRequest
 from app.demo import recipient_id
 from app.images.timer import digit_text, load_face
@@ -301,6 +301,11 @@ async def no_profile(recipient: str, budget_s: float) -> tuple[dict[str, Any] | 
     return None, "unknown-recipient"
 
 
+async def countdown(content: ImageContent, request: CountdownRequest) -> Timed:
+    timed = content.serve_countdown(request)
+    return timed if isinstance(timed, Timed) else await timed
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -318,7 +323,7 @@ async def test_concurrent_requests_coalesce_into_one_render_off_the_loop(tmp_pat
             "gif",
             2,
         )
-        served = await asyncio.gather(*(content.serve_countdown(request) for _ in range(20)))
+        served = await asyncio.gather(*(countdown(content, request) for _ in range(20)))
         assert content.renders == 1 and len({timed.served.body for timed in served}) == 1
         left = int(SALE_END - T0)
         assert all(timed.served.fallback_reason is None and timed.left == left for timed in served)
@@ -338,7 +343,7 @@ async def test_a_late_render_falls_back_then_fills_the_cache(tmp_path: Path) -> 
         await asyncio.sleep(0)
         asyncio.get_running_loop().run_in_executor(content._pool, busy.wait, 0.5)
         request = CountdownRequest("demo", block, None, "gif", 2)
-        late = await content.serve_countdown(request)
+        late = await countdown(content, request)
         busy.set()
         assert late.served.fallback_reason == "budget-exceeded" and late.left is None
         assert late.served.body == block.fallbacks["gif", 2]
@@ -346,7 +351,8 @@ async def test_a_late_render_falls_back_then_fills_the_cache(tmp_path: Path) -> 
             if not content.renders_pending:
                 break
             await asyncio.sleep(0.01)
-        ready = await content.serve_countdown(request)
+        ready = content.serve_countdown(request)
+        assert isinstance(ready, Timed)  # built: answered without awaiting
         assert ready.served.fallback_reason is None and content.renders == 1
     finally:
         content.close()

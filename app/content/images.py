@@ -34,7 +34,7 @@ from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
 from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
-from app.countdown.clock import CountdownError, seconds_left
+from app.countdown.clock import CountdownError, clock_us, left_at
 from app.countdown.timers import CountdownRequest, render_timer, timer_key
 from app.images import render
 from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
@@ -184,31 +184,48 @@ class ImageContent:
                 return result
         return Recent(self._clock(), spec.key)
 
-    async def serve_countdown(self, request: CountdownRequest) -> Timed:
-        """The countdown for the seconds left now: one build per key, shared by every request for it."""
+    def serve_countdown(self, request: CountdownRequest) -> Timed | Awaitable[Timed]:
+        """The countdown for the seconds left now, one build per key shared by every request for it.
+
+        A campaign-wide timer whose second is built already (every open of it but the first in each
+        second) is answered at once, without awaiting anything; otherwise the answer is awaitable.
+        """
         block = request.block
-        budget_end = _deadline(block.budget_s)
-        profile: dict[str, Any] | None = None
         if not block.shared:
-            if request.recipient is None:
-                return self._timer_fallback(request, Reason.NO_RECIPIENT)
-            profile, reason = await self._profile(request.recipient, block.budget_s)
-            if profile is None:
-                return self._timer_fallback(request, reason or Reason.NO_DATA)
-        try:
-            deadline = block.deadline(profile)
-        except CountdownError:
-            return self._timer_fallback(request, Reason.NO_DEADLINE)
-        left = seconds_left(deadline, datetime.fromtimestamp(self._clock(), UTC))
+            return self._personal_countdown(request)
+        left = left_at(block.deadline_us(), clock_us(self._clock()))
         key = timer_key(request, left)
         body = self._timers.get(key)
-        if not isinstance(body, bytes):
-            job = partial(render_timer, block, request.fmt, request.scale, left)
-            result = await self._render(self._timers, key, block.name, block.max_bytes, job, budget_end)
-            if isinstance(result, str):
-                return self._timer_fallback(request, result)
-            body = result
-        return Timed(Served(body, key), left)
+        if isinstance(body, bytes):
+            return Timed(Served(body, key), left)
+        return self._built(request, left, key, _deadline(block.budget_s))
+
+    async def _personal_countdown(self, request: CountdownRequest) -> Timed:
+        block = request.block
+        budget_end = _deadline(block.budget_s)
+        if request.recipient is None:
+            return self._timer_fallback(request, Reason.NO_RECIPIENT)
+        profile, reason = await self._profile(request.recipient, block.budget_s)
+        if profile is None:
+            return self._timer_fallback(request, reason or Reason.NO_DATA)
+        try:
+            deadline_us = block.deadline_us(profile)
+        except CountdownError:
+            return self._timer_fallback(request, Reason.NO_DEADLINE)
+        left = left_at(deadline_us, clock_us(self._clock()))  # read after the look-up, which may wait
+        key = timer_key(request, left)
+        body = self._timers.get(key)
+        if isinstance(body, bytes):
+            return Timed(Served(body, key), left)
+        return await self._built(request, left, key, budget_end)
+
+    async def _built(self, request: CountdownRequest, left: int | None, key: str, budget_end: float) -> Timed:
+        block = request.block
+        job = partial(render_timer, block, request.fmt, request.scale, left)
+        result = await self._render(self._timers, key, block.name, block.max_bytes, job, budget_end)
+        if isinstance(result, str):
+            return self._timer_fallback(request, result)
+        return Timed(Served(result, key), left)
 
     def _timer_fallback(self, request: CountdownRequest, reason: str) -> Timed:
         return Timed(self.fallback(request.block, request.fmt, request.scale, reason), None)

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from app.countdown.clock import CountdownError, DeadlineSource
+from app.countdown.clock import CountdownError, DeadlineSource, instant_us
 from app.errors import CampaignError
 from app.images import render
 from app.images.blocks import FONTS, _choice, _color, _int, _no_unknown, _picture_file
@@ -47,6 +47,7 @@ class CountdownBlock:
     zone_path: tuple[str, ...]  # dotted zone_field (empty: none)
     styles: Mapping[int, CountdownStyle]
     fixed: datetime | None  # the campaign-wide deadline, resolved once at load
+    fixed_us: int | None  # the same in microseconds since the epoch (``clock.instant_us``)
     budget_s: float
     max_bytes: int
     digest: str  # hash of the block's table: part of every content key
@@ -66,6 +67,10 @@ class CountdownBlock:
         if self.source.zone_field is not None:
             values[self.source.zone_field] = lookup(profile or {}, self.zone_path)
         return self.source.resolve(values)
+
+    def deadline_us(self, profile: Mapping[str, Any] | None = None) -> int:
+        """``deadline`` in microseconds since the epoch (a campaign-wide one without any work)."""
+        return self.fixed_us if self.fixed_us is not None else instant_us(self.deadline(profile))
 
 
 def lookup(profile: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -96,6 +101,7 @@ def countdown_block(
             splicer(scaled)  # loads the face: glyphs, fit, then the pre-encoded frames
         except CountdownError as exc:
             raise CampaignError(f"{where}: {exc}" + (" (at @2x)" if scale == 2 else "")) from None
+    fixed = source.resolve() if source.shared else None
     fallback = spec.get("fallback")
     fallback_path = None if fallback is None else _picture_file(static, fallback, f"{where} fallback")
     return CountdownBlock(
@@ -104,7 +110,8 @@ def countdown_block(
         field_path=_dotted(source.field),
         zone_path=_dotted(source.zone_field),
         styles=styles,
-        fixed=source.resolve() if source.shared else None,
+        fixed=fixed,
+        fixed_us=None if fixed is None else instant_us(fixed),
         budget_s=_int(spec.get("budget_ms", budget_ms), 1, 10_000, f"{where} budget_ms") / 1000,
         max_bytes=_int(spec.get("max_bytes", DEFAULT_MAX_BYTES), 1000, MAX_BYTES_CAP, f"{where} max_bytes"),
         digest=hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32],

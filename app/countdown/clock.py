@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.errors import OpentimeError
 
 MAX_DAYS = 999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _SECOND = timedelta(seconds=1)
 
 
@@ -174,6 +176,20 @@ def seconds_left(deadline: datetime, now: datetime) -> int | None:
     ``[left, left + 1)``. At the last second (``0 <= deadline - now < 1``) it is 0, not None.
     """
     require_aware(deadline=deadline, now=now)
-    if now >= deadline:
-        return None
-    return (deadline - now) // _SECOND
+    return left_at(instant_us(deadline), instant_us(now))
+
+
+def instant_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch: an instant as an exact integer (a float timestamp is not)."""
+    require_aware(instant=moment)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def clock_us(seconds: float) -> int:
+    """A clock reading (``time.time()``) in microseconds, rounded as ``datetime.fromtimestamp`` does."""
+    return round(seconds * 1_000_000)
+
+
+def left_at(deadline_us: int, now_us: int) -> int | None:
+    """``seconds_left`` on microsecond instants: the open-time path's form, without datetimes."""
+    return None if now_us >= deadline_us else (deadline_us - now_us) // 1_000_000

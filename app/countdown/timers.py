@@ -11,7 +11,6 @@ clients or layouts that want a still image); the first frame always reads correc
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 from app.countdown.blocks import CountdownBlock
@@ -32,10 +31,12 @@ class CountdownRequest(NamedTuple):
 
 
 def timer_key(request: CountdownRequest, left: int | None) -> str:
-    block = request.block
-    moment = "ended" if left is None else str(left)
-    text = f"cd|{request.campaign}|{block.name}|{block.digest}|{moment}|{request.fmt}|{request.scale}"
-    return "c" + hashlib.sha256(text.encode()).hexdigest()[:31]
+    """``t<block digest>.<seconds left or "ended">.<format><scale>``: also the ETag, so nothing personal.
+
+    The block's digest hashes its whole table (style and deadline), so no campaign name is needed: two
+    blocks with the same table draw the same pixels.
+    """
+    return f"t{request.block.digest}.{'ended' if left is None else left}.{request.fmt}{request.scale}"
 
 
 def render_timer(block: CountdownBlock, fmt: ImageFormat, scale: int, left: int | None) -> bytes:

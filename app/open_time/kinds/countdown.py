@@ -12,12 +12,15 @@ after the send it is opened. A per-recipient timer with an expired token gets th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from app.campaigns.loader import Campaign
 from app.content.cache_policy import CachePolicy, Header
 from app.content.images import Timed
 from app.countdown.blocks import CountdownBlock
 from app.countdown.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest
-from app.open_time.kind import DegradingKind, Open
+from app.images.layout import ImageFormat
+from app.open_time.kind import DegradingKind, Open, Reply
 from app.open_time.kinds.image import fallback_image, fetch_class_of, image_answer, image_format
 from app.open_time.reasons import Reason
 from app.open_time.respond import Answer
@@ -37,16 +40,31 @@ class CountdownKind(DegradingKind):
     def fallback(self, request: Open, block: CountdownBlock | None, reason: Reason) -> Answer:
         return fallback_image(request, block, reason)
 
-    async def render(self, request: Open, block: CountdownBlock) -> Answer:
+    def render(self, request: Open, block: CountdownBlock) -> Reply:
         services, claims, target = request.services, request.claims, request.target
         assert claims is not None
         fmt = image_format(target)
         fetch_class_of(request, claims)  # counted, though a timer looks the same for every fetcher
         # A campaign-wide timer reads no profile: the recipient, if the token names one, is not used.
         recipient = None if block.shared else claims.recipient
-        timer = CountdownRequest(claims.campaign, block, recipient, fmt, target.scale)
-        timed = await services.images.serve_countdown(timer)
-        return image_answer(timed.served, fmt, _headers(services.cache_policy, claims, block, timed))
+        timed = services.images.serve_countdown(
+            CountdownRequest(claims.campaign, block, recipient, fmt, target.scale)
+        )
+        if isinstance(timed, Timed):  # this second is built already: answered without awaiting
+            return _answer(services.cache_policy, claims, block, fmt, timed)
+        return _answer_when(services.cache_policy, claims, block, fmt, timed)
+
+
+async def _answer_when(
+    policy: CachePolicy, claims: Claims, block: CountdownBlock, fmt: ImageFormat, timed: Awaitable[Timed]
+) -> Answer:
+    return _answer(policy, claims, block, fmt, await timed)
+
+
+def _answer(
+    policy: CachePolicy, claims: Claims, block: CountdownBlock, fmt: ImageFormat, timed: Timed
+) -> Answer:
+    return image_answer(timed.served, fmt, _headers(policy, claims, block, timed))
 
 
 def _headers(policy: CachePolicy, claims: Claims, block: CountdownBlock, timed: Timed) -> list[Header]:
