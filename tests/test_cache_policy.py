@@ -26,11 +26,22 @@ def test_personal_image_no_cache_for_clients_short_ttl_for_cdn() -> None:
     assert recipient_key != CachePolicy(b"x" * 32).surrogate_key("ada@example.com")
 
 
-def test_shared_image_cacheable_by_cdn_until_next_bucket() -> None:
+def test_shared_image_cacheable_by_cdn_for_the_time_given() -> None:
     headers = as_dict(CachePolicy(SECRET).shared_image("demo", shared_until=17.9))
     assert headers["cache-control"] == NO_CACHE.decode()
     assert headers["cdn-cache-control"].startswith("max-age=17,")
     assert headers["surrogate-key"] == "c-demo"
+
+
+def test_live_timer_lives_one_second_in_the_cdn_and_never_stale() -> None:
+    policy = CachePolicy(SECRET)
+    shared = as_dict(policy.live_timer("demo", None))
+    assert shared["cache-control"] == NO_CACHE.decode()
+    assert shared["cdn-cache-control"] == shared["surrogate-control"] == "max-age=1"
+    assert shared["surrogate-key"] == "c-demo"
+    personal = as_dict(policy.live_timer("demo", "ada@example.com"))
+    assert personal["cdn-cache-control"] == "max-age=1"
+    assert personal["surrogate-key"] == f"{policy.surrogate_key('ada@example.com')} c-demo"
 
 
 def test_fallback_very_short_and_other_kinds() -> None:

@@ -1,4 +1,4 @@
-"""Countdown timers: DST-correct deadlines, time buckets and the GIF's pixels."""
+"""Countdown timers: DST-correct deadlines, seconds left, the style, and the GIF's frames and pixels."""
 
 from __future__ import annotations
 
@@ -11,19 +11,18 @@ import pytest
 from PIL import Image, ImageChops
 
 from app.countdown.clock import (
-    Bucket,
-    CountdownError,
     DeadlineError,
     DeadlineSource,
     Remaining,
     StyleError,
-    bucket_start,
     deadline_from_profile,
     parse_deadline,
     remaining,
     resolve_local,
+    seconds_left,
 )
-from app.images.timer import CountdownStyle, load_face, render_countdown
+from app.images.timer import CountdownStyle, load_face
+from app.images.timer_gif import countdown_gif
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 BERLIN = "Europe/Berlin"
@@ -35,6 +34,11 @@ def utc(
     year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
 ) -> datetime:
     return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
+
+
+def render_countdown(style: CountdownStyle, deadline: datetime, now: datetime) -> bytes:
+    """The GIF a request at ``now`` gets."""
+    return countdown_gif(style, seconds_left(deadline, now))
 
 
 def frame_count(gif: bytes | Image.Image) -> int:
@@ -199,42 +203,36 @@ def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(DeadlineError, match="now must be timezone-aware"):
         remaining(NOW, datetime(2026, 6, 1, 12))
     with pytest.raises(DeadlineError, match="deadline must be timezone-aware"):
-        bucket_start(NOW, 60, deadline=datetime(2026, 6, 1, 12))
+        seconds_left(datetime(2026, 6, 1, 12), NOW)
 
 
-# --- buckets ------------------------------------------------------------------------------------------------
+# --- seconds left: what a timer shows, and its content key -----------------------------------------------
 
 
-def test_buckets_are_aligned_on_the_epoch() -> None:
-    now = utc(2026, 6, 1, 12, 0, 59, 999_999)
-    assert bucket_start(now, 60) == Bucket(utc(2026, 6, 1, 12, 0), utc(2026, 6, 1, 12, 1))
-    assert bucket_start(utc(2026, 6, 1, 12, 1), 60).start == utc(2026, 6, 1, 12, 1)
-    assert bucket_start(utc(2026, 6, 1, 12, 7, 30), 300) == Bucket(
-        utc(2026, 6, 1, 12, 5), utc(2026, 6, 1, 12, 10)
-    )
-    berlin = datetime(2026, 6, 1, 14, 0, 30, tzinfo=ZoneInfo(BERLIN))
-    assert bucket_start(berlin, 60).start == utc(2026, 6, 1, 12, 0)
+def test_seconds_left_is_floored_and_none_from_the_deadline_on() -> None:
+    deadline = NOW + timedelta(seconds=75, milliseconds=400)
+    assert seconds_left(deadline, NOW) == 75
+    assert seconds_left(deadline, NOW + timedelta(milliseconds=399)) == 75
+    assert seconds_left(deadline, NOW + timedelta(milliseconds=400)) == 75
+    assert seconds_left(deadline, NOW + timedelta(milliseconds=401)) == 74
+    assert seconds_left(deadline, deadline - timedelta(microseconds=1)) == 0
+    assert seconds_left(deadline, deadline) is None
+    assert seconds_left(deadline, deadline + timedelta(days=3)) is None
 
 
-def test_every_instant_of_a_bucket_shares_its_start() -> None:
-    starts = {bucket_start(NOW + timedelta(seconds=s / 4), 30) for s in range(120)}
-    assert starts == {Bucket(NOW, NOW + timedelta(seconds=30))}
+def test_seconds_left_is_never_more_than_a_second_behind_the_truth() -> None:
+    deadline = utc(2026, 12, 24, 17)
+    for step in range(4000):
+        now = deadline - timedelta(seconds=3 * 86400) + timedelta(milliseconds=97 * step)
+        true_left = (deadline - now).total_seconds()
+        left = seconds_left(deadline, now)
+        assert left is not None and 0 <= true_left - left < 1
 
 
-def test_bucket_never_outlives_the_deadline() -> None:
-    deadline = NOW + timedelta(seconds=75)
-    assert bucket_start(NOW + timedelta(seconds=61), 60, deadline) == Bucket(
-        NOW + timedelta(seconds=60), deadline
-    )
-    assert bucket_start(NOW + timedelta(seconds=10), 60, deadline).until == NOW + timedelta(seconds=60)
-    assert bucket_start(deadline, 60, deadline) == Bucket(deadline, None)
-    assert bucket_start(deadline + timedelta(hours=5), 60, deadline) == Bucket(deadline, None)
-
-
-@pytest.mark.parametrize("seconds", [0, -60, 1.5, True])
-def test_bucket_size_must_be_positive_whole_seconds(seconds: int) -> None:
-    with pytest.raises(CountdownError, match="bucket_seconds"):
-        bucket_start(NOW, seconds)
+def test_seconds_left_counts_instants_across_dst() -> None:
+    deadline = parse_deadline("2026-03-29T12:00", BERLIN)  # the day Berlin springs forward: 23 hours
+    assert seconds_left(deadline, parse_deadline("2026-03-28T12:00", BERLIN)) == 23 * 3600
+    assert seconds_left(deadline, datetime(2026, 3, 28, 12, tzinfo=ZoneInfo(BERLIN))) == 23 * 3600
 
 
 # --- style ------------------------------------------------------------------------------------------------
@@ -318,7 +316,8 @@ def test_animated_gif_shape(style: CountdownStyle) -> None:
     assert image.mode == "P"
     assert image.size == (600, 120)
     assert frame_count(image) == 60
-    assert image.info["loop"] == 0
+    assert "loop" not in image.info  # plays once and rests on its last frame: it never counts up again
+    assert b"NETSCAPE2.0" not in gif
     for index in range(frame_count(image)):
         image.seek(index)
         assert image.info["duration"] == 1000

@@ -38,7 +38,7 @@ expired_size = 24
 
 def test_shared_block_defaults(tmp_path: Path) -> None:
     block = campaign(tmp_path, SHARED).countdowns["sale"]
-    assert block.shared and block.bucket_seconds == 60
+    assert block.shared and block.fixed == datetime(2026, 12, 24, 17, 0, tzinfo=UTC)
     assert block.deadline() == datetime(2026, 12, 24, 17, 0, tzinfo=UTC)
     assert block.styles[1].font_path == str(STATIC.resolve() / "fonts/DejaVuSans-Bold.ttf")
     assert (block.styles[1].width, block.styles[2].width, block.styles[2].digit_size) == (600, 1200, 128)
@@ -62,7 +62,10 @@ def test_deadline_from_a_dotted_profile_field_and_zone(tmp_path: Path) -> None:
     [
         ('deadline_field = "x"', "exactly one of deadline"),
         ('zone_field = "tz"', "zone_field only applies with deadline_field"),
-        ("bucket_seconds = 0", "bucket_seconds: expected an integer from 1 to 3600"),
+        (
+            "bucket_seconds = 60",
+            "bucket_seconds: no longer used .a countdown is drawn for every second.: remove it",
+        ),
         ('wobble = "x"', "unknown key"),
         ("digit_size = 119", "need 122px of height, the image has 120px"),  # checked by loading the glyphs
         ("width = 900", r"width must be a whole number from 100 to 1600, got 1800 \(at @2x\)"),

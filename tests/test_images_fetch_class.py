@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.open_time.fetch_class import FetchClassifier
+from app.open_time.fetch_class import SEEN_LIMIT, FetchClassifier
 
 GMAIL_UA = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 YAHOO_UA = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html"
@@ -51,3 +51,28 @@ def test_ranges_and_window_are_configurable() -> None:
     assert classifier.classify(None, "2001:db8::1", 3600.0) == "apple-mpp"
     assert classifier.classify("Mozilla/5.0", "203.0.113.9", 30.0) == "other-proxy"
     assert classifier.classify(CHROME_UA, "198.51.100.7", 30.0) == "other-proxy"
+
+
+def test_one_classifier_answers_the_whole_table_twice() -> None:
+    """What a User-Agent and an address say is remembered; the time since sending is read every time."""
+    classifier = FetchClassifier()
+    rows = [
+        ("Mozilla/5.0", "203.0.113.9", 30.0, "apple-mpp"),
+        ("Mozilla/5.0", "203.0.113.9", 86400.0, "other-proxy"),
+        ("Mozilla/5.0", "203.0.113.9", None, "other-proxy"),
+        ("Mozilla/5.0", "203.0.113.9", 5.0, "apple-mpp"),
+        ("Mozilla/5.0", "17.58.1.2", 86400.0, "apple-mpp"),
+        (None, "66.249.84.10", 10.0, "gmail-proxy"),
+        (SAFARI_UA, "203.0.113.9", 10.0, "direct"),
+        ("python-requests/2.32", "203.0.113.9", 10.0, "scanner"),
+    ]
+    for _ in range(2):
+        assert [classifier.classify(ua, ip, since) for ua, ip, since, _ in rows] == [row[3] for row in rows]
+
+
+def test_the_remembered_table_is_bounded() -> None:
+    classifier = FetchClassifier()
+    for n in range(SEEN_LIMIT + 10):
+        assert classifier.classify(f"agent-{n}", "203.0.113.9", None) == "direct"
+    assert classifier.classify("Mozilla/5.0", "203.0.113.9", 30.0) == "apple-mpp"
+    assert len(classifier._seen) <= SEEN_LIMIT

@@ -9,6 +9,10 @@ serve it when the origin errs. Degraded output is kept for a few seconds only. a
 
 ``Surrogate-Key`` tags per-recipient images with a keyed hash of the recipient id (no personal data
 in headers a CDN logs), so an event for that recipient can purge every CDN copy.
+
+A running countdown is true to the second: its URL is the same at every open, so a copy kept by our CDN
+must not outlive one second (``live_timer``), and no stale copy is served when the origin errs (it would
+show more time left than there is).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ NO_STORE_HEADERS: dict[str, str] = {"cache-control": NO_STORE.decode()}
 STATIC_ASSET_HEADERS: dict[str, str] = {"cache-control": "public, max-age=86400"}
 IMAGE_CDN_TTL_SECONDS = 30
 FALLBACK_CDN_TTL_SECONDS = 5
+# A running countdown's frame 0 is the time left when it was built: a CDN copy may be at most this old.
+LIVE_TIMER_CDN_TTL_SECONDS = 1
 STALE_IF_ERROR_SECONDS = 86_400
 SURROGATE_KEY_BYTES = 8
 
@@ -65,9 +71,17 @@ class CachePolicy:
         return [*self._cdn(NO_CACHE, self._image_ttl), (b"surrogate-key", keys.encode())]
 
     def shared_image(self, campaign: str, shared_until: float) -> list[Header]:
-        """Same for everyone (e.g. a countdown frame bucket): the CDN keeps it until it changes."""
+        """Same for everyone (e.g. an ended countdown): the CDN keeps it for ``shared_until`` seconds."""
         ttl = max(int(shared_until), 0)
         return [*self._cdn(NO_CACHE, ttl), (b"surrogate-key", f"c-{campaign}".encode())]
+
+    def live_timer(self, campaign: str, recipient: str | None) -> list[Header]:
+        """A running countdown (``recipient``: the deadline is theirs): a second in our CDN, never stale."""
+        keys = f"c-{campaign}" if recipient is None else f"{self.surrogate_key(recipient)} c-{campaign}"
+        return [
+            *self._cdn(NO_CACHE, LIVE_TIMER_CDN_TTL_SECONDS, stale=False),
+            (b"surrogate-key", keys.encode()),
+        ]
 
     def fallback_image(self) -> list[Header]:
         """Degraded output: the CDN may absorb a burst, then asks again."""

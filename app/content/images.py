@@ -9,9 +9,10 @@ old profile is not kept): a re-open of a profile-only block within its TTL answe
 the store, and a late open gets that last good render instead of the static fallback. A render that
 misses the budget still completes and fills the cache for the next open.
 
-Countdowns (``serve_countdown``) share the pool, the output cache and the coalescing: their content key is
-the block, deadline instant, time bucket, format and scale, so a campaign-wide timer renders once per
-bucket for every recipient, and its output lives for two buckets (the expired image for a day).
+Countdowns (``serve_countdown``) share the pool and the coalescing: their content key is the block, the
+whole seconds left, the format and the scale, so a campaign-wide timer is built once per second for
+everyone who opens it in that second. They have their own output cache: a running timer adds an
+entry every second, which must evict older seconds, not other images.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
 from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
-from app.countdown.clock import CountdownError, bucket_start
-from app.countdown.timers import EXPIRED_CDN_TTL_SECONDS, CountdownRequest, render_timer, timer_key
+from app.countdown.clock import CountdownError, clock_us, left_at
+from app.countdown.timers import CountdownRequest, render_timer, timer_key
 from app.images import render
 from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
 from app.log_throttle import ThrottledLog
@@ -70,10 +71,10 @@ class Recent(NamedTuple):
 
 
 class Timed(NamedTuple):
-    """A served countdown; ``shared_ttl``: how long a CDN may keep campaign-wide output (None: personal)."""
+    """A served countdown and the whole seconds it showed left at frame 0 (None: ended, or a fallback)."""
 
     served: Served
-    shared_ttl: float | None
+    left: int | None
 
 
 class ImageRequest(NamedTuple):
@@ -95,6 +96,7 @@ class ImageContent:
         renderer: Renderer = render.render,
         max_workers: int = 2,
         cache_max_bytes: int = 32 * 1024 * 1024,
+        timer_cache_max_bytes: int = 8 * 1024 * 1024,
         ttl_seconds: float = 300.0,
         classifier: FetchClassifier | None = None,
         clock: Callable[[], float] = time.time,
@@ -111,6 +113,8 @@ class ImageContent:
             max(cache_max_bytes // 8, 1), size_of=lambda _: 64
         )
         self._recent: SharedWork[RecentKey, Recent] = SharedWork(recent, self._outputs.deadlines)
+        timers: BoundedCache[str, bytes | str] = BoundedCache(timer_cache_max_bytes, size_of=len)
+        self._timers: SharedWork[str, bytes] = SharedWork(timers, self._outputs.deadlines)
         self._personal_work: set[asyncio.Task[Recent | str]] = set()
         self._ttl = ttl_seconds
         self._clock = clock
@@ -193,42 +197,53 @@ class ImageContent:
             return output
         if output is None:
             job = partial(self._renderer, spec)
-            result = await self._render(spec.key, block.name, block.max_bytes, job, deadline)
+            result = await self._render(self._outputs, spec.key, block.name, block.max_bytes, job, deadline)
             if isinstance(result, str):
                 return result
         return Recent(self._clock(), spec.key)
 
-    async def serve_countdown(self, request: CountdownRequest) -> Timed:
-        """A countdown at the current time bucket: one render per key, shared by every request for it."""
+    def serve_countdown(self, request: CountdownRequest) -> Timed | Awaitable[Timed]:
+        """The countdown for the seconds left now, one build per key shared by every request for it.
+
+        A campaign-wide timer whose second is built already (every open of it but the first in each
+        second) is answered at once, without awaiting anything; otherwise the answer is awaitable.
+        """
+        block = request.block
+        if not block.shared:
+            return self._personal_countdown(request)
+        left = left_at(block.deadline_us(), clock_us(self._clock()))
+        key = timer_key(request, left)
+        body = self._timers.get(key)
+        if isinstance(body, bytes):
+            return Timed(Served(body, key), left)
+        return self._built(request, left, key, _deadline(block.budget_s))
+
+    async def _personal_countdown(self, request: CountdownRequest) -> Timed:
         block = request.block
         budget_end = _deadline(block.budget_s)
-        profile: dict[str, Any] | None = None
-        if not block.shared:
-            if request.recipient is None:
-                return self._timer_fallback(request, Reason.NO_RECIPIENT)
-            profile, reason = await self._profile(request.recipient, block.budget_s)
-            if profile is None:
-                return self._timer_fallback(request, reason or Reason.NO_DATA)
+        if request.recipient is None:
+            return self._timer_fallback(request, Reason.NO_RECIPIENT)
+        profile, reason = await self._profile(request.recipient, block.budget_s)
+        if profile is None:
+            return self._timer_fallback(request, reason or Reason.NO_DATA)
         try:
-            deadline = block.deadline(profile)
+            deadline_us = block.deadline_us(profile)
         except CountdownError:
             return self._timer_fallback(request, Reason.NO_DEADLINE)
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        bucket = bucket_start(now, block.bucket_seconds, deadline)
-        key = timer_key(request, deadline, bucket)
-        body = self._kept(key)
-        if body is None:
-            job = partial(render_timer, block, request.fmt, request.scale, deadline, bucket.start)
-            # A bucket's render is useless once the bucket is over; the expired image lasts.
-            ttl = OUTPUT_TTL_SECONDS if bucket.until is None else 2.0 * block.bucket_seconds
-            result = await self._render(key, block.name, block.max_bytes, job, budget_end, ttl)
-            if isinstance(result, str):
-                return self._timer_fallback(request, result)
-            body = result
-        if not block.shared:
-            return Timed(Served(body, key), None)
-        until = EXPIRED_CDN_TTL_SECONDS if bucket.until is None else (bucket.until - now).total_seconds()
-        return Timed(Served(body, key), until)
+        left = left_at(deadline_us, clock_us(self._clock()))  # read after the look-up, which may wait
+        key = timer_key(request, left)
+        body = self._timers.get(key)
+        if isinstance(body, bytes):
+            return Timed(Served(body, key), left)
+        return await self._built(request, left, key, budget_end)
+
+    async def _built(self, request: CountdownRequest, left: int | None, key: str, budget_end: float) -> Timed:
+        block = request.block
+        job = partial(render_timer, block, request.fmt, request.scale, left)
+        result = await self._render(self._timers, key, block.name, block.max_bytes, job, budget_end)
+        if isinstance(result, str):
+            return self._timer_fallback(request, result)
+        return Timed(Served(result, key), left)
 
     def _timer_fallback(self, request: CountdownRequest, reason: str) -> Timed:
         return Timed(self.fallback(request.block, request.fmt, request.scale, reason), None)
@@ -249,7 +264,7 @@ class ImageContent:
 
     @property
     def renders_pending(self) -> int:
-        return self._outputs.pending
+        return self._outputs.pending + self._timers.pending
 
     def close(self) -> None:
         for task in self._personal_work:
@@ -268,12 +283,12 @@ class ImageContent:
 
     def _render(
         self,
+        outputs: SharedWork[str, bytes],
         key: str,
         name: str,
         max_bytes: int,
         job: Callable[[], bytes],
         deadline: float,
-        ttl: float = OUTPUT_TTL_SECONDS,
     ) -> asyncio.Future[bytes | str]:
         """The render's result by ``deadline``, else "budget-exceeded"; one render per content key.
 
@@ -281,30 +296,12 @@ class ImageContent:
         """
         loop = asyncio.get_running_loop()
         # Rounded: Deadlines keeps one FIFO per budget value.
-        waiter, first = self._outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
+        waiter, first = outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
         if first:
             self.renders += 1
             work = loop.run_in_executor(self._pool, self._render_in_worker, job)
-            work.add_done_callback(partial(self._rendered, key, name, max_bytes, ttl))
+            work.add_done_callback(partial(_rendered, outputs, self._warnings, key, name, max_bytes))
         return waiter
-
-    def _rendered(self, key: str, name: str, max_bytes: int, ttl: float, work: asyncio.Future[bytes]) -> None:
-        if work.cancelled():
-            self._outputs.answer(key, Reason.RENDER_ERROR, None)  # shutting down: nothing to keep
-            return
-        error = work.exception()
-        if error is not None:
-            message = "image block %s failed to render"
-            self._warnings.warning(f"render|{name}", message, name, exc_info=error)
-            self._outputs.answer(key, Reason.RENDER_ERROR, FAILED_RENDER_TTL_SECONDS)
-            return
-        body = work.result()
-        if len(body) > max_bytes:
-            message = "image block %s: %d bytes is over its max_bytes"
-            self._warnings.warning(f"too-large|{name}", message, name, len(body))
-            self._outputs.answer(key, Reason.TOO_LARGE, FAILED_RENDER_TTL_SECONDS)
-            return
-        self._outputs.answer(key, body, ttl)
 
     def _kept(self, key: str) -> bytes | None:
         body = self._outputs.get(key)
@@ -332,6 +329,33 @@ def _recent_ttl(rendered: Recent | str) -> float | None:
     if isinstance(rendered, Recent):
         return OUTPUT_TTL_SECONDS
     return FAILED_RENDER_TTL_SECONDS if rendered in FAILED_RENDERS else None
+
+
+def _rendered(
+    outputs: SharedWork[str, bytes],
+    warnings: ThrottledLog,
+    key: str,
+    name: str,
+    max_bytes: int,
+    work: asyncio.Future[bytes],
+) -> None:
+    """A render finished: keep its bytes, or (for a minute) why it failed, logged once per block a minute."""
+    if work.cancelled():
+        outputs.answer(key, Reason.RENDER_ERROR, None)  # shutting down: nothing to keep
+        return
+    error = work.exception()
+    if error is not None:
+        warnings.warning(f"render|{name}", "image block %s failed to render", name, exc_info=error)
+        outputs.answer(key, Reason.RENDER_ERROR, FAILED_RENDER_TTL_SECONDS)
+        return
+    body = work.result()
+    if len(body) > max_bytes:
+        message = "image block %s: %d bytes is over its max_bytes"
+        warnings.warning(f"too-large|{name}", message, name, len(body))
+        outputs.answer(key, Reason.TOO_LARGE, FAILED_RENDER_TTL_SECONDS)
+        return
+    # Keyed by content, so never wrong: the byte cap evicts what is not asked for any more.
+    outputs.answer(key, body, OUTPUT_TTL_SECONDS)
 
 
 def _deadline(budget_s: float) -> float:

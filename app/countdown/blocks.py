@@ -1,9 +1,11 @@
 """``countdown`` blocks in ``blocks.toml``: parsed, checked and their fallbacks pre-rendered at load.
 
-A deadline is fixed for the campaign (``deadline`` + ``zone``: one render per time bucket serves every
-recipient) or read from the profile (``deadline_field``, a dotted path, with an optional ``zone_field``).
+A deadline is fixed for the campaign (``deadline`` + ``zone``: every recipient who opens in the same
+second shares one GIF) or read from the profile (``deadline_field``, a dotted path, with an optional
+``zone_field``).
 The style is checked by loading its glyphs at 1x and 2x (``load_face``), so a timer that does not fit is
-a ``CampaignError`` naming the file and the block, never a broken image at open time.
+a ``CampaignError`` naming the file and the block, never a broken image at open time; the GIF's
+pre-encoded frames are made then too (``timer_gif.splicer``), so the first open pays for none of it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ from typing import Any
 
 import orjson
 
-from app.countdown.clock import CountdownError, DeadlineSource
+from app.countdown.clock import CountdownError, DeadlineSource, instant_us
 from app.errors import CampaignError
 from app.images import render
 from app.images.blocks import FONTS, _choice, _color, _int, _no_unknown, _picture_file
 from app.images.layout import FORMATS, SCALES, ImageFormat
-from app.images.timer import CountdownStyle, load_face
+from app.images.timer import CountdownStyle
+from app.images.timer_gif import splicer
 
-DEFAULT_BUCKET_SECONDS = 60
-MAX_BUCKET_SECONDS = 3600
 DEFAULT_MAX_BYTES = 500_000
 MAX_BYTES_CAP = 4_000_000
 _BLOCK_KEYS = frozenset(
-    {"kind", "deadline", "zone", "deadline_field", "zone_field", "bucket_seconds", "budget_ms"}
+    {"kind", "deadline", "zone", "deadline_field", "zone_field", "budget_ms"}
     | {"max_bytes", "fallback", "width", "height", "font", "background", "digit_color", "label_color"}
     | {"digit_size", "label_size", "labels", "frames", "expired_text", "expired_size"}
 )
@@ -45,7 +46,8 @@ class CountdownBlock:
     field_path: tuple[str, ...]  # dotted deadline_field
     zone_path: tuple[str, ...]  # dotted zone_field (empty: none)
     styles: Mapping[int, CountdownStyle]
-    bucket_seconds: int
+    fixed: datetime | None  # the campaign-wide deadline, resolved once at load
+    fixed_us: int | None  # the same in microseconds since the epoch (``clock.instant_us``)
     budget_s: float
     max_bytes: int
     digest: str  # hash of the block's table: part of every content key
@@ -58,13 +60,17 @@ class CountdownBlock:
 
     def deadline(self, profile: Mapping[str, Any] | None = None) -> datetime:
         """The deadline instant; raises ``DeadlineError`` when the profile has no readable one."""
-        if self.source.shared:
-            return self.source.resolve()
+        if self.fixed is not None:
+            return self.fixed
         assert self.source.field is not None
         values = {self.source.field: lookup(profile or {}, self.field_path)}
         if self.source.zone_field is not None:
             values[self.source.zone_field] = lookup(profile or {}, self.zone_path)
         return self.source.resolve(values)
+
+    def deadline_us(self, profile: Mapping[str, Any] | None = None) -> int:
+        """``deadline`` in microseconds since the epoch (a campaign-wide one without any work)."""
+        return self.fixed_us if self.fixed_us is not None else instant_us(self.deadline(profile))
 
 
 def lookup(profile: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -81,6 +87,10 @@ def countdown_block(
     name: str, spec: dict[str, Any], static_dir: Path, where: str, budget_ms: int
 ) -> CountdownBlock:
     """Parse ``[blocks.<name>]`` with ``kind = "countdown"``."""
+    if "bucket_seconds" in spec:
+        raise CampaignError(
+            f"{where} bucket_seconds: no longer used (a countdown is drawn for every second): remove it"
+        )
     _no_unknown(spec, _BLOCK_KEYS, where)
     static = static_dir.resolve()
     source = _source(spec, where)
@@ -88,9 +98,10 @@ def countdown_block(
     styles = {1: style, 2: _doubled(style, where)}
     for scale, scaled in styles.items():
         try:
-            load_face(scaled)
+            splicer(scaled)  # loads the face: glyphs, fit, then the pre-encoded frames
         except CountdownError as exc:
             raise CampaignError(f"{where}: {exc}" + (" (at @2x)" if scale == 2 else "")) from None
+    fixed = source.resolve() if source.shared else None
     fallback = spec.get("fallback")
     fallback_path = None if fallback is None else _picture_file(static, fallback, f"{where} fallback")
     return CountdownBlock(
@@ -99,12 +110,8 @@ def countdown_block(
         field_path=_dotted(source.field),
         zone_path=_dotted(source.zone_field),
         styles=styles,
-        bucket_seconds=_int(
-            spec.get("bucket_seconds", DEFAULT_BUCKET_SECONDS),
-            1,
-            MAX_BUCKET_SECONDS,
-            f"{where} bucket_seconds",
-        ),
+        fixed=fixed,
+        fixed_us=None if fixed is None else instant_us(fixed),
         budget_s=_int(spec.get("budget_ms", budget_ms), 1, 10_000, f"{where} budget_ms") / 1000,
         max_bytes=_int(spec.get("max_bytes", DEFAULT_MAX_BYTES), 1000, MAX_BYTES_CAP, f"{where} max_bytes"),
         digest=hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32],

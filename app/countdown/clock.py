@@ -13,10 +13,9 @@ calendar users already expect, and which is PEP 495's ``fold=0``:
   *before* the gap, so it lands as far after the gap's start as it was written: 03:30 CEST;
 - a time in the fall-back overlap (``02:30`` on 2026-10-25 in Berlin) is its *first* occurrence (CEST).
 
-A campaign-wide timer renders once per time bucket: ``bucket_start(now, seconds, deadline=...)`` gives the
-instant to render at (the same for every request in the bucket) and the instant the render stays valid
-until, which a CDN may use as its TTL. ``app.images.timer.render_countdown(style, deadline, bucket.start)``
-then draws frame *i* at ``bucket.start + i`` seconds.
+What a timer shows is ``seconds_left(deadline, now)``: whole seconds (floored), or None from the deadline
+on. The pixels depend on that number only (``app.images.timer_gif``), so it is the timer's content key:
+every request with the same number of seconds left, whatever its deadline, gets the same bytes.
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.errors import OpentimeError
 
 MAX_DAYS = 999
-_SECOND = timedelta(seconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
 
 
 class CountdownError(OpentimeError, ValueError):
@@ -169,27 +169,27 @@ def remaining(deadline: datetime, now: datetime) -> Remaining:
     return split_seconds(remaining_seconds(deadline, now))
 
 
-class Bucket(NamedTuple):
-    """``start``: the instant to render at. ``until``: when the render goes stale (None: never)."""
+def seconds_left(deadline: datetime, now: datetime) -> int | None:
+    """Whole seconds from ``now`` to ``deadline`` (floored), or None from the deadline on (it has passed).
 
-    start: datetime
-    until: datetime | None
-
-
-def bucket_start(now: datetime, bucket_seconds: int, deadline: datetime | None = None) -> Bucket:
-    """The time bucket holding ``now``: buckets are aligned on the Unix epoch, so all servers agree.
-
-    With a ``deadline``, a bucket never outlives it, and from the deadline on the bucket is the deadline
-    itself with no end: the expired image does not change.
+    Showing the floor is at most one second off at the moment of the request: the true time left is in
+    ``[left, left + 1)``. At the last second (``0 <= deadline - now < 1``) it is 0, not None.
     """
-    if isinstance(bucket_seconds, bool) or not isinstance(bucket_seconds, int) or bucket_seconds < 1:
-        raise CountdownError(f"bucket_seconds must be a positive whole number, got {bucket_seconds!r}")
-    require_aware(now=now)
-    size = timedelta(seconds=bucket_seconds)
-    start = _EPOCH + ((now - _EPOCH) // size) * size
-    if deadline is None:
-        return Bucket(start, start + size)
-    require_aware(deadline=deadline)
-    if now >= deadline:
-        return Bucket(deadline.astimezone(UTC), None)
-    return Bucket(start, min(start + size, deadline.astimezone(UTC)))
+    require_aware(deadline=deadline, now=now)
+    return left_at(instant_us(deadline), instant_us(now))
+
+
+def instant_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch: an instant as an exact integer (a float timestamp is not)."""
+    require_aware(instant=moment)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def clock_us(seconds: float) -> int:
+    """A clock reading (``time.time()``) in microseconds, rounded as ``datetime.fromtimestamp`` does."""
+    return round(seconds * 1_000_000)
+
+
+def left_at(deadline_us: int, now_us: int) -> int | None:
+    """``seconds_left`` on microsecond instants: the open-time path's form, without datetimes."""
+    return None if now_us >= deadline_us else (deadline_us - now_us) // 1_000_000

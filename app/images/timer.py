@@ -1,29 +1,27 @@
-"""Countdown pixels: a timer's style, its glyphs, and the animated GIF (or its first frame as a still).
+"""Countdown pixels: a timer's style, its glyphs and its frames (the animated GIF is ``timer_gif``).
 
 Rendering draws straight onto a fixed 16-colour palette ("P" images): digit glyphs are rendered once per
-style (``load_face``, cached) and pasted per frame, so no frame is ever quantized. Frame 0 is a complete
-image on its own (classic Outlook shows only the first frame). The time arithmetic is
-``app.countdown.clock``'s.
+style (``load_face``, cached) and pasted, so no frame is ever quantized. ``first_frame`` is the complete
+picture for a number of seconds left (classic Outlook shows only a GIF's first frame, and the PNG and
+JPEG stills are that frame). The time arithmetic is ``app.countdown.clock``'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from typing import NamedTuple
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from app.countdown.clock import MAX_DAYS, StyleError, remaining_seconds, require_aware, split_seconds
+from app.countdown.clock import MAX_DAYS, StyleError, split_seconds
+from app.images import gif
 from app.images.layout import ImageFormat
 from app.images.render import encode
 
-FRAME_MS = 1000
 # Palette layout: 0 is the background, then anti-aliasing ramps towards the digit and the label colours.
 _DIGIT_BASE, _DIGIT_SHADES = 1, 8
 _LABEL_BASE, _LABEL_SHADES = 9, 7
@@ -127,7 +125,7 @@ def _text_mask(
 
 
 class Face(NamedTuple):
-    """A style's pre-rendered pieces: digit glyphs (all one cell size), labels, layout, the expired GIF."""
+    """A style's pre-rendered pieces: digit glyphs (all one cell size), labels, layout, the ended image."""
 
     style: CountdownStyle
     digits: Mapping[str, Image.Image]
@@ -135,6 +133,7 @@ class Face(NamedTuple):
     labels: Sequence[Image.Image]
     label_top: int
     digit_top: int
+    expired: Image.Image
     expired_gif: bytes
 
     def cells(self, day_digits: int) -> list[tuple[int, int]]:
@@ -147,12 +146,17 @@ class Face(NamedTuple):
         return corners
 
     def base(self) -> Image.Image:
-        frame = Image.new("P", (self.style.width, self.style.height), 0)
-        frame.putpalette(self.style.palette())
+        frame = self.canvas(self.style.width, self.style.height)
         group = self.style.width / 4
         for index, label in enumerate(self.labels):
             frame.paste(label, (round(group * (index + 0.5) - label.width / 2), self.label_top))
         return frame
+
+    def canvas(self, width: int, height: int) -> Image.Image:
+        """A blank palette image on the background colour."""
+        image = Image.new("P", (width, height), 0)
+        image.putpalette(self.style.palette())
+        return image
 
 
 @lru_cache(maxsize=64)
@@ -179,8 +183,10 @@ def load_face(style: CountdownStyle) -> Face:
         raise StyleError(f"three digits or a label do not fit in {group}px: reduce digit_size or label_size")
     digit_top = (style.height - total) // 2
     label_top = digit_top + bottom - top + gap
-    expired = _expired_gif(style, palette)
-    return Face(style, digits, (width, bottom - top), labels, label_top, digit_top, expired)
+    expired = _expired(style, palette)
+    expired_gif = gif.header(style.width, style.height, palette)
+    expired_gif += gif.frame(expired, 0, 0, delay_ms=0, bits=gif.palette_bits(palette)) + gif.TRAILER
+    return Face(style, digits, (width, bottom - top), labels, label_top, digit_top, expired, expired_gif)
 
 
 def _label_rows(font: ImageFont.FreeTypeFont, texts: Sequence[str]) -> tuple[int, int]:
@@ -195,7 +201,7 @@ def _label(font: ImageFont.FreeTypeFont, text: str, rows: tuple[int, int], palet
     return _to_palette(mask, _LABEL_BASE, _LABEL_SHADES, palette)
 
 
-def _expired_gif(style: CountdownStyle, palette: bytes) -> bytes:
+def _expired(style: CountdownStyle, palette: bytes) -> Image.Image:
     font = _font(style.font_path, style.expired_size)
     text = _to_palette(_text_mask(font, style.expired_text.strip()), _DIGIT_BASE, _DIGIT_SHADES, palette)
     if text.width > style.width or text.height > style.height:
@@ -203,19 +209,15 @@ def _expired_gif(style: CountdownStyle, palette: bytes) -> bytes:
     image = Image.new("P", (style.width, style.height), 0)
     image.putpalette(palette)
     image.paste(text, ((style.width - text.width) // 2, (style.height - text.height) // 2))
-    return _encode([image], loop=False)
+    return image
 
 
-# --- rendering --------------------------------------------------------------------------------------------
+# --- frames -----------------------------------------------------------------------------------------------
 
 
-def _encode(frames: list[Image.Image], *, loop: bool) -> bytes:
-    out = io.BytesIO()
-    extra = {"loop": 0} if loop else {}
-    frames[0].save(
-        out, format="GIF", save_all=True, append_images=frames[1:], duration=FRAME_MS, optimize=False, **extra
-    )
-    return out.getvalue()
+def day_digits(left: int) -> int:
+    """Digits in the days group: two, or three from 100 days on (the layout of a whole GIF)."""
+    return 3 if left // 86400 >= 100 else 2
 
 
 def digit_text(total_seconds: int, day_digits: int) -> str:
@@ -223,36 +225,20 @@ def digit_text(total_seconds: int, day_digits: int) -> str:
     return f"{min(days, MAX_DAYS):0{day_digits}d}{hours:02d}{minutes:02d}{seconds:02d}"
 
 
-def render_countdown(style: CountdownStyle, deadline: datetime, now: datetime) -> bytes:
-    """An animated GIF: frame ``i`` shows the time left at ``now + i`` seconds, one second per frame.
+def first_frame(face: Face, text: str, base: Image.Image | None = None) -> Image.Image:
+    """The whole picture showing ``text`` (``digit_text``): labels, then every digit in its cell."""
+    frame = (base or face.base()).copy()
+    for corner, digit in zip(face.cells(len(text) - 6), text, strict=True):
+        frame.paste(face.digits[digit], corner)
+    return frame
 
-    The animation loops while the timer keeps running past its last frame; when it reaches zero within
-    the frames it plays once and rests on zero. From the deadline on it is the style's expired image.
-    """
-    require_aware(deadline=deadline, now=now)
+
+def render_still(style: CountdownStyle, left: int | None, fmt: ImageFormat) -> bytes:
+    """The timer at ``left`` seconds (None: ended) as a PNG or JPEG still: the GIF's first frame."""
     face = load_face(style)
-    if now >= deadline:
-        return face.expired_gif
-    total = remaining_seconds(deadline, now)
-    count = min(style.frame_count, total + 1)
-    day_digits = 3 if total // 86400 >= 100 else 2
-    cells = face.cells(day_digits)
-    frames: list[Image.Image] = []
-    shown = ""
-    frame = face.base()
-    for index in range(count):
-        text = digit_text(total - index, day_digits)
-        frame = frame.copy() if frames else frame
-        for corner, old, new in zip(cells, shown or " " * len(text), text, strict=True):
-            if old != new:
-                frame.paste(face.digits[new], corner)
-        frames.append(frame)
-        shown = text
-    return _encode(frames, loop=count <= total)
-
-
-def render_still(style: CountdownStyle, deadline: datetime, at: datetime, fmt: ImageFormat) -> bytes:
-    """The timer's first frame at ``at`` as a PNG or JPEG still."""
-    first = render_countdown(dataclasses.replace(style, frame_count=1), deadline, at)
-    with Image.open(io.BytesIO(first)) as image:
-        return encode(image.convert("RGBA"), fmt)
+    image = face.expired if left is None else first_frame(face, digit_text(left, day_digits(left)))
+    if fmt == "png":  # the palette image as it is: smaller and faster than RGB, the same pixels
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        return out.getvalue()
+    return encode(image.convert("RGB"), fmt)

@@ -8,6 +8,10 @@ token was issued (which is the send time). The address is ``scope["client"]``: u
 middleware has already replaced it with the forwarded address when the peer is trusted.
 
 The default ranges are data, not logic: operators replace them from published lists as they change.
+
+What a User-Agent and an address say is remembered (a bounded table): the same proxies and clients
+fetch again and again, and parsing an address and testing it against every range cost more than the
+rest of a cached image's answer. Only the time since sending is looked at anew each time.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ OTHER_PROXY_AGENTS = ("proxy", "via ", "ms-office", "outlook-ios", "outlook-andr
 # What Apple's relays send instead of the client's real User-Agent.
 GENERIC_AGENTS = frozenset({"", "mozilla/5.0", "mozilla/5.0 (macintosh)"})
 PREFETCH_WINDOW_SECONDS = 600.0
+SEEN_LIMIT = 4096  # (User-Agent, address) pairs remembered; cleared when full
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -83,9 +88,26 @@ class FetchClassifier:
         self._scanner = _networks(scanner_ranges)
         self._other = _networks(other_proxy_ranges)
         self._window = prefetch_window_seconds
+        # None: a relay of unknown owner, Apple's if it fetches right after sending.
+        self._seen: dict[tuple[str | None, str | None], FetchClass | None] = {}
 
     def classify(self, user_agent: str | None, address: str | None, since_issued: float | None) -> FetchClass:
         """``since_issued``: seconds from the token's issued_at to now (None for tokens without one)."""
+        key = (user_agent, address)
+        try:
+            seen = self._seen[key]
+        except KeyError:
+            if len(self._seen) >= SEEN_LIMIT:
+                self._seen.clear()
+            seen = self._seen[key] = self._sender(user_agent, address)
+        if seen is not None:
+            return seen
+        if since_issued is not None and 0 <= since_issued <= self._window:
+            return "apple-mpp"
+        return "other-proxy"
+
+    def _sender(self, user_agent: str | None, address: str | None) -> FetchClass | None:
+        """The class that User-Agent and address give, or None for a relay only the time can tell."""
         agent = (user_agent or "").strip().lower()
         ip = _address(address)
         if "googleimageproxy" in agent:
@@ -96,19 +118,11 @@ class FetchClassifier:
             return "scanner"
         if any(marker in agent for marker in OTHER_PROXY_AGENTS):
             return "other-proxy"
-        if agent in GENERIC_AGENTS:
-            return self._stripped(ip, since_issued)
+        if agent in GENERIC_AGENTS:  # no real User-Agent: a relay
+            if _within(ip, self._google):
+                return "gmail-proxy"
+            return "apple-mpp" if _within(ip, self._apple) else None
         return "other-proxy" if _within(ip, self._other) else "direct"
-
-    def _stripped(
-        self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, since: float | None
-    ) -> FetchClass:
-        """No real User-Agent: a relay. Apple's if it comes from Apple or right after sending."""
-        if _within(ip, self._google):
-            return "gmail-proxy"
-        if _within(ip, self._apple) or (since is not None and 0 <= since <= self._window):
-            return "apple-mpp"
-        return "other-proxy"
 
 
 def _networks(ranges: Iterable[str]) -> tuple[Network, ...]:

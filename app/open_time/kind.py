@@ -3,8 +3,9 @@
 The pipeline (``app.open_time.pipeline``) does everything that is the same for every kind; a kind
 module (``app.open_time.kinds.*``) says only what differs. Most kinds serve content that degrades:
 ``DegradingKind`` gives them the one fallback rule (a bad token, an unknown block, an expired token
-or a missing recipient each get the kind's fallback with the reason, never an error). amp-form is
-the exception: a submission is refused with a 4xx, so it implements ``answer`` itself.
+or a missing recipient each get the kind's fallback with the reason, never an error; a kind may
+serve a block that is the same for everyone to an expired but authentic token: ``serves_expired``).
+amp-form is the exception: a submission is refused with a 4xx, so it implements ``answer`` itself.
 """
 
 from __future__ import annotations
@@ -85,12 +86,17 @@ class DegradingKind:
     def answer(self, request: Open, block: Any | None, problem: Reason | None) -> Reply:
         if block is None:
             return self.fallback(request, None, problem or self.missing)
-        if problem is not None:
+        if problem is not None and not (problem is Reason.TOKEN_EXPIRED and self.serves_expired(block)):
             return self.fallback(request, block, problem)
         assert request.claims is not None  # a block is only found through claims
         if self.needs_recipient and request.claims.recipient is None:
             return self.fallback(request, block, Reason.NO_RECIPIENT)
         return self.render(request, block)
+
+    def serves_expired(self, block: Any) -> bool:
+        """True when ``block`` shows nothing personal, so an expired token (authentic: its claims were
+        signed by a key still in the ring) may still get it. By default expired tokens get the fallback."""
+        return False
 
     def fallback(self, request: Open, block: Any | None, reason: Reason) -> Answer:
         """The kind's static answer: the block's designed fallback, or a generic one without a block."""
