@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
 
+from app.app import create_app
+from app.cli.main import main
+from app.config import Settings
 from app.store import SQLiteProfileStore, StoreError, open_store
 from app.store.base import Profile
-from app.store.sqlite.profiles import READER_CACHE_KIB, SCHEMA_VERSION
+from app.store.sqlite.profiles import _MIGRATIONS, READER_CACHE_KIB, SCHEMA_VERSION
 
 
 class Clock:
@@ -233,3 +239,63 @@ async def test_run_write_commits_or_rolls_back_as_one_transaction(tmp_path: Path
         assert rows == [("k1",)]
     finally:
         await store.close()
+
+
+def old_store(path: Path, version: int = 1) -> None:
+    """A store as an earlier release left it: the migrations up to ``version`` only, one profile."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for target in range(1, version + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+        conn.execute("INSERT INTO profiles VALUES ('kept', ?, '{}', 1, 1.0)", (b'{"x":1}',))
+    finally:
+        conn.close()
+
+
+async def test_an_older_schema_is_refused_with_the_command_that_upgrades_it(db_path: Path) -> None:
+    old_store(db_path)
+    with pytest.raises(StoreError, match=r"schema version 1 is older .* run `opentime db upgrade`"):
+        await SQLiteProfileStore(db_path).open()
+    upgraded = SQLiteProfileStore(db_path, upgrade=True)
+    await upgraded.open()
+    try:
+        assert upgraded.schema == (1, SCHEMA_VERSION)
+        assert await upgraded.get("kept") == Profile("kept", b'{"x":1}', 1, 1.0)  # data survives
+    finally:
+        await upgraded.close()
+    again = SQLiteProfileStore(db_path)
+    await again.open()  # now current: opens as usual
+    assert again.schema == (SCHEMA_VERSION, SCHEMA_VERSION)
+    await again.close()
+
+
+async def test_a_new_store_is_created_at_the_newest_schema(tmp_path: Path) -> None:
+    store = SQLiteProfileStore(tmp_path / "new.db")
+    await store.open()
+    assert store.schema == (0, SCHEMA_VERSION)
+    await store.close()
+
+
+def test_db_upgrade_command(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_store(path, version=2)
+    url = f"sqlite:///{path}"
+    runner = CliRunner()
+    result = runner.invoke(main, ["db", "upgrade", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert f"schema version 2 -> {SCHEMA_VERSION}: upgraded" in result.stdout
+    result = runner.invoke(main, ["db", "upgrade", "--database-url", url])
+    assert result.stdout.strip().endswith(f"schema version {SCHEMA_VERSION}: up to date")
+    path.write_bytes(b"not a database" * 100)
+    result = runner.invoke(main, ["db", "upgrade", "--database-url", url])
+    assert result.exit_code == 2 and "not a database" in result.stderr
+
+
+def test_the_server_refuses_to_start_on_an_older_schema(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "old-server.db"
+    old_store(path)
+    app = create_app(replace(settings, database_url=f"sqlite:///{path}"))
+    with pytest.raises(StoreError, match="run `opentime db upgrade`"), TestClient(app):
+        pass

@@ -10,6 +10,7 @@ import click
 
 from app.cli.apikeys import apikeys
 from app.cli.check_config import check_config
+from app.cli.db import db
 from app.cli.events import events
 from app.cli.import_profiles import import_
 from app.cli.keys import keys, sign, tokens, verify
@@ -25,6 +26,7 @@ COMMANDS: list[click.Command] = [
     verify,
     tokens,
     import_,
+    db,
     render,
     preview,
     validate,

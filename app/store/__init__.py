@@ -19,11 +19,12 @@ __all__ = [
 ]
 
 
-def open_store(database_url: str, *, clock: Callable[[], float] = time.time) -> Store:
+def open_store(database_url: str, *, clock: Callable[[], float] = time.time, upgrade: bool = False) -> Store:
     """Build the store named by ``database_url``; the caller (the app lifespan) awaits ``open()``.
 
     ``sqlite:///relative/path.db`` is relative to the working directory,
-    ``sqlite:////absolute/path.db`` is absolute.
+    ``sqlite:////absolute/path.db`` is absolute. A new (empty) store is created at the newest schema;
+    an older schema is refused unless ``upgrade`` (``opentime db upgrade``), a newer one always.
     """
     scheme, sep, rest = database_url.partition("://")
     # Only the scheme is echoed back: a PostgreSQL URL may carry a password.
@@ -33,7 +34,7 @@ def open_store(database_url: str, *, clock: Callable[[], float] = time.time) -> 
         raise ValueError("PostgreSQL is not supported yet; use sqlite:///path/to/opentime.db")
     if scheme != "sqlite":
         raise ValueError(f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/opentime.db")
-    return SQLiteProfileStore(_sqlite_path(rest), clock=clock)
+    return SQLiteProfileStore(_sqlite_path(rest), clock=clock, upgrade=upgrade)
 
 
 def _sqlite_path(rest: str) -> Path:

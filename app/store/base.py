@@ -171,6 +171,8 @@ class ApiKeyRepository(Protocol):
 class Store(Protocol):
     """One backend's repositories, opened and closed together (the app lifespan does it)."""
 
+    schema: tuple[int, int] | None  # (schema version found, version now), once open
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

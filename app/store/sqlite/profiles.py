@@ -108,8 +108,13 @@ class SQLiteProfileStore:
         clock: Callable[[], float] = time.time,
         busy_timeout: float = 5.0,
         mmap_size: int = 0,
+        upgrade: bool = False,
     ) -> None:
         self.path = path
+        # An empty file is created at the newest schema; an older schema is refused unless ``upgrade``
+        # (``opentime db upgrade``): migrating a shared store is an operator's step, not a side effect.
+        self._upgrade = upgrade
+        self.schema: tuple[int, int] | None = None  # (version found, version now) once open
         self.read_stats = ReadStats()
         self._clock = clock
         self._busy_timeout = busy_timeout
@@ -269,7 +274,7 @@ class SQLiteProfileStore:
             if mode != "wal":
                 raise StoreError(f"sqlite {self.path}: cannot enable WAL (journal_mode={mode})")
             conn.execute("PRAGMA synchronous=FULL")
-            _migrate(conn)
+            self.schema = _migrate(conn, self.path, upgrade=self._upgrade)
         except BaseException:
             conn.close()
             raise
@@ -354,10 +359,19 @@ class SQLiteProfileStore:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+def _migrate(conn: sqlite3.Connection, path: Path, *, upgrade: bool) -> tuple[int, int]:
+    """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise StoreError(f"database schema version {version} is newer than this Opentime ({SCHEMA_VERSION})")
+        raise StoreError(
+            f"sqlite {path}: schema version {version} is newer than this Opentime knows ({SCHEMA_VERSION}):"
+            " run the Opentime release that wrote it, or a newer one"
+        )
+    if 0 < version < SCHEMA_VERSION and not upgrade:
+        raise StoreError(
+            f"sqlite {path}: schema version {version} is older than this Opentime's ({SCHEMA_VERSION}):"
+            " back the file up, then run `opentime db upgrade` (with the same --config)"
+        )
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -368,6 +382,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             _rollback(conn)
             raise
+    return version, SCHEMA_VERSION
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
