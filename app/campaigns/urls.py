@@ -34,9 +34,14 @@ def mint(
     campaign's ``html_lifetime_days`` for the rest (and for the campaign-wide countdown token)."""
     return Tokens(
         amp=signer.sign(campaign.name, recipient, now=now, ttl_seconds=amp_ttl_seconds),
-        html=signer.sign(campaign.name, recipient, now=now, ttl_seconds=campaign.html_lifetime_days * DAY),
+        html=html_token(signer, campaign, recipient, now=now),
         shared=shared_token(signer, campaign, now=now),
     )
+
+
+def html_token(signer: TokenSigner, campaign: Campaign, recipient: str, *, now: int) -> str:
+    """The recipient's token for what the HTML part shows, with the campaign's ``html_lifetime_days``."""
+    return signer.sign(campaign.name, recipient, now=now, ttl_seconds=campaign.html_lifetime_days * DAY)
 
 
 def shared_token(signer: TokenSigner, campaign: Campaign, *, now: int) -> str | None:

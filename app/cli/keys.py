@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import click
 import orjson
 
-from app.campaigns.urls import DAY, Tokens, campaign_urls, mint
+from app.campaigns.urls import DAY, Tokens, campaign_urls, html_token, mint, shared_token
 from app.cli.common import (
     config_option,
     fail,
@@ -151,8 +151,8 @@ def sign(
     public: str | None = read_setting("public_base_url", config, base_url, needed=False)
     if public:
         spec = pick_campaign(read_campaigns(config, templates, static, public), campaign)
-        minted = mint(signer, spec, recipient, now=stamp)
-        tokens = Tokens(token, minted.html if variant is None else token, minted.shared)
+        html = token if variant is not None else html_token(signer, spec, recipient, now=stamp)
+        tokens = Tokens(token, html, shared_token(signer, spec, now=stamp))
         for name, url in campaign_urls(public, tokens, spec).items():
             click.echo(f"{name}: {url}")
     click.echo(token)

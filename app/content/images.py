@@ -134,12 +134,12 @@ class ImageContent:
     async def serve(self, request: ImageRequest) -> Served:
         block = request.block
         recent_key = (request.campaign, block.name, request.recipient or "", request.fmt, request.scale)
-        hit = self._fresh(recent_key, block)
+        recent = self._recent.get(recent_key)  # campaign-wide requests (recipient "") never have one
+        if isinstance(recent, str):  # only failed renders are kept as reasons: don't redo them per open
+            return self._degraded(recent_key, request, recent)
+        hit = None if recent is None else self._fresh(recent, block)
         if hit is not None:
             return hit
-        failed = self._recent.get(recent_key)
-        if isinstance(failed, str):  # only failed renders are kept as reasons: don't redo them per open
-            return self._degraded(recent_key, request, failed)
         if request.recipient is None or block.open_dependent:
             # Nothing to remember: campaign-wide, or different at every open (time, fetch class).
             rendered = await self._rendered_for(request, _deadline(block.budget_s))
@@ -271,12 +271,9 @@ class ImageContent:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fresh(self, recent_key: RecentKey, block: ImageBlock) -> Served | None:
+    def _fresh(self, recent: Recent, block: ImageBlock) -> Served | None:
         """The fast path: a re-open of a profile-only block within its TTL, without the store."""
-        if not recent_key[2] or block.open_dependent:
-            return None
-        recent = self._recent.get(recent_key)
-        if not isinstance(recent, Recent) or self._clock() - recent.at > (block.cache_ttl_s or self._ttl):
+        if block.open_dependent or self._clock() - recent.at > (block.cache_ttl_s or self._ttl):
             return None
         body = self._kept(recent.key)
         return None if body is None else Served(body, recent.key)
