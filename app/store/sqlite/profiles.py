@@ -21,6 +21,7 @@ from app.store.batching import BatchedLookups, Waiters
 from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
 from app.store.sqlite.forms import SQLiteForms
+from app.store.sqlite.transfer import SQLiteTransfer
 
 T = TypeVar("T")
 
@@ -121,6 +122,7 @@ class SQLiteProfileStore(BatchedLookups):
         self.events = SQLiteEvents(self)
         self.forms = SQLiteForms(self)
         self.api_keys = SQLiteApiKeys(self)
+        self.transfer = SQLiteTransfer(self)
 
     @property
     def profiles(self) -> SQLiteProfileStore:
