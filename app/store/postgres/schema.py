@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.store.base import StoreError
+from app.store.versions import check_version
 
 if TYPE_CHECKING:
     import asyncpg
@@ -71,7 +71,7 @@ async def migrate(conn: asyncpg.Connection, label: str, *, upgrade: bool) -> tup
         await conn.execute(_VERSION_TABLE)
         found = await conn.fetchval("SELECT max(version) FROM schema_version")
         version = int(found or 0)
-        check_version(version, label, upgrade=upgrade)
+        check_version(version, SCHEMA_VERSION, label, upgrade=upgrade, backup="the database")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)
@@ -79,16 +79,3 @@ async def migrate(conn: asyncpg.Connection, label: str, *, upgrade: bool) -> tup
             await conn.execute("DELETE FROM schema_version")
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
     return version, SCHEMA_VERSION
-
-
-def check_version(version: int, label: str, *, upgrade: bool) -> None:
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{label}: schema version {version} is newer than this Opentime knows ({SCHEMA_VERSION}):"
-            " run the Opentime release that wrote it, or a newer one"
-        )
-    if 0 < version < SCHEMA_VERSION and not upgrade:
-        raise StoreError(
-            f"{label}: schema version {version} is older than this Opentime's ({SCHEMA_VERSION}):"
-            " back the database up, then run `opentime db upgrade` (with the same --config)"
-        )

@@ -22,6 +22,7 @@ from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
 from app.store.sqlite.forms import SQLiteForms
 from app.store.sqlite.transfer import SQLiteTransfer
+from app.store.versions import check_version
 
 T = TypeVar("T")
 
@@ -316,16 +317,7 @@ class SQLiteProfileStore(BatchedLookups):
 def _migrate(conn: sqlite3.Connection, path: Path, *, upgrade: bool) -> tuple[int, int]:
     """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"sqlite {path}: schema version {version} is newer than this Opentime knows ({SCHEMA_VERSION}):"
-            " run the Opentime release that wrote it, or a newer one"
-        )
-    if 0 < version < SCHEMA_VERSION and not upgrade:
-        raise StoreError(
-            f"sqlite {path}: schema version {version} is older than this Opentime's ({SCHEMA_VERSION}):"
-            " back the file up, then run `opentime db upgrade` (with the same --config)"
-        )
+    check_version(version, SCHEMA_VERSION, f"sqlite {path}", upgrade=upgrade, backup="the file")
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
