@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from app.campaigns.loader import EMAIL_PARTS, Campaign, load_campaigns
 from app.campaigns.sendtime import SendTime
@@ -19,7 +20,7 @@ from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
-from app.metrics import OpenStats
+from app.metrics import OpenStats, families
 from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
@@ -28,6 +29,7 @@ from app.security.webhook_auth import ReplayGuard
 from app.store import open_store
 from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
+from app.worker_metrics import WorkerShare, publishing
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class Services:
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
     upstream: UpstreamClient | None = None
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
+    worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -74,9 +77,13 @@ def load_templates(settings: Settings, campaigns: Mapping[str, Campaign]) -> Tem
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, *, clock: Callable[[], float] = time.time
+    settings: Settings, *, clock: Callable[[], float] = time.time, worker_metrics_dir: Path | None = None
 ) -> AsyncIterator[Services]:
-    """Open everything a server process needs; close it all on the way out."""
+    """Open everything a server process needs; close it all on the way out.
+
+    ``worker_metrics_dir``: this run's folder of worker metric snapshots (``app.worker_metrics``),
+    given when ``opentime serve`` runs several workers.
+    """
     ring = load_keyring(settings.keys_file)
     rules = event_rules(settings)
     campaigns = load_campaigns_for(settings)
@@ -99,8 +106,9 @@ async def running_services(
     invalidation = LocalInvalidation()
     invalidation.subscribe(partial(_forget, lists, images, upstream, campaigns))
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
+    share = None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir)
     try:
-        yield Services(
+        services = Services(
             settings=settings,
             verifier=TokenVerifier(ring),
             signer=signer,
@@ -119,7 +127,12 @@ async def running_services(
             open_stats=OpenStats(),
             upstream=upstream,
             event_rules=rules,
+            worker_share=share,
         )
+        async with AsyncExitStack() as stack:
+            if share is not None:
+                await stack.enter_async_context(publishing(share, partial(families, services), clock))
+            yield services
     finally:
         images.close()
         await lists.aclose()

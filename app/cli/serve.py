@@ -32,7 +32,7 @@ from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
 from app.cli.preview import preview_url
-from app.config import CONFIG_ENV, Settings, load_settings
+from app.config import CONFIG_ENV, Settings, check_serving, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
 from app.security.apikeys import create_key
@@ -40,6 +40,7 @@ from app.security.keyring import KeyRingError, load_keyring, new_keyring, save_k
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for
 from app.store import open_store
+from app.worker_metrics import WORKER_METRICS_ENV
 
 DEMO_RECIPIENTS = 1000
 DEMO_CAMPAIGN = "demo"
@@ -65,14 +66,35 @@ def serve(config: Path | None, demo: bool, host: str | None, port: int | None, w
 
 def run_server(settings: Settings, config_file: Path | None) -> None:
     try:
+        check_serving(settings)
         load_keyring(settings.keys_file)
         campaigns = load_campaigns_for(settings)
-    except (KeyRingError, CampaignError) as exc:
+    except (ConfigError, KeyRingError, CampaignError) as exc:
         fail(str(exc))
     if not campaigns:
         click.echo(f"warning: no campaigns in {settings.templates_dir}", err=True)
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
+    with worker_metrics_folder(settings.workers):
+        run_uvicorn(settings)
+
+
+@contextmanager
+def worker_metrics_folder(workers: int) -> Iterator[None]:
+    """With several workers, a fresh folder for their metric snapshots (``app.worker_metrics``),
+    named to them in the environment and removed when the server stops; with one, nothing."""
+    if workers == 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="opentime-metrics-") as folder:
+        os.environ[WORKER_METRICS_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[WORKER_METRICS_ENV]
+
+
+def run_uvicorn(settings: Settings) -> None:
     uvicorn.run(
         "app.app:serve_app",
         factory=True,
