@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,10 +50,12 @@ def wait_ready(base_url: str, process: subprocess.Popen[str], timeout: float = 2
 
 @contextmanager
 def running(
-    args: list[str], port: int, log: Path, *, cwd: Path | None = None
+    args: list[str], port: int, log: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    """Run ``opentime <args>`` until the block ends; its output goes (unbuffered) to ``log``."""
-    env = {**clean_env(), "PYTHONUNBUFFERED": "1"}
+    """Run ``opentime <args>`` until the block ends; its output goes (unbuffered) to ``log``.
+
+    ``env``: variables added to the clean environment (say ``TMPDIR``)."""
+    env = {**clean_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("w") as out:
         process = subprocess.Popen(
             [*OPENTIME, *args], stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
