@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,34 +17,20 @@ from app.demo import recipient_id
 from app.security.tokens import TokenSigner
 from app.worker_metrics import Snapshot, decode
 from tests.conftest import SENDER
-from tests.servers import free_port, running
+from tests.servers import free_port, machine_redis_url, running
 from tests.test_server import cli, write_config
 
 pytestmark = pytest.mark.server
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REFUSAL = (
     "workers = 2 needs redis_url: the webhook replay guard and cache invalidation must be shared"
     " between worker processes; set redis_url or run workers = 1"
 )
 
 
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def redis_url() -> str:
-    if not redis_answers():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis does not answer on 127.0.0.1:6379 (CI must run it: tools/start-services.sh)")
-        pytest.skip("Redis does not answer on 127.0.0.1:6379")
-    return REDIS_URL
+    return machine_redis_url()
 
 
 def two_workers_config(settings: Settings, port: int, path: Path, redis_url: str | None) -> Path:
