@@ -28,6 +28,7 @@ from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
 from app.methods import allow_header, path_methods
+from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
 from app.routes import api, assets, ops, preview, webhooks
@@ -79,7 +80,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with running_services(settings, clock=clock, worker_metrics_dir=worker_metrics_dir) as services:
+        async with (
+            running_services(settings, clock=clock, worker_metrics_dir=worker_metrics_dir) as services,
+            published(services),  # its last snapshot is taken before the services close
+        ):
             yield {"services": services}
 
     starlette = Starlette(

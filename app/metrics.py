@@ -26,6 +26,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,7 +42,7 @@ from prometheus_client.registry import Collector
 
 from app.content.cache import CacheStats
 from app.upstream.breaker import BreakerState
-from app.worker_metrics import Family, Snapshot, merge
+from app.worker_metrics import Family, Snapshot, merge, publishing
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -200,6 +202,14 @@ def families(services: Services) -> list[Family]:
         )
         for metric in _ServicesCollector(services).collect()
     ]
+
+
+def published(services: Services) -> AbstractAsyncContextManager[None]:
+    """While open, this worker's snapshots for the other workers (only when it is one of several)."""
+    share = services.worker_share
+    if share is None:
+        return nullcontext()
+    return publishing(share, partial(families, services), services.clock)
 
 
 class _FamiliesCollector(Collector):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,7 +20,7 @@ from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
-from app.metrics import OpenStats, families
+from app.metrics import OpenStats
 from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
@@ -29,7 +29,7 @@ from app.security.webhook_auth import ReplayGuard
 from app.store import open_store
 from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
-from app.worker_metrics import WorkerShare, publishing
+from app.worker_metrics import WorkerShare
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +106,8 @@ async def running_services(
     invalidation = LocalInvalidation()
     invalidation.subscribe(partial(_forget, lists, images, upstream, campaigns))
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
-    share = None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir)
     try:
-        services = Services(
+        yield Services(
             settings=settings,
             verifier=TokenVerifier(ring),
             signer=signer,
@@ -127,12 +126,8 @@ async def running_services(
             open_stats=OpenStats(),
             upstream=upstream,
             event_rules=rules,
-            worker_share=share,
+            worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
         )
-        async with AsyncExitStack() as stack:
-            if share is not None:
-                await stack.enter_async_context(publishing(share, partial(families, services), clock))
-            yield services
     finally:
         images.close()
         await lists.aclose()
