@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,12 +28,14 @@ from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
 from app.methods import allow_header, path_methods
+from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
 from app.routes import api, assets, ops, preview, webhooks
 from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
+from app.worker_metrics import folder_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +62,28 @@ class OpentimeApp:
 def serve_app() -> OpentimeApp:
     """The factory ``opentime serve`` gives uvicorn (called once in each worker process)."""
     tune_for_serving()
-    return create_app()
+    return create_app(worker_metrics_dir=folder_from_env(os.environ))
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> OpentimeApp:
-    """Build the app; with no settings, read them from ``OPENTIME_*`` (for uvicorn --factory)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    worker_metrics_dir: Path | None = None,
+) -> OpentimeApp:
+    """Build the app; with no settings, read them from ``OPENTIME_*`` (for uvicorn --factory).
+
+    ``worker_metrics_dir``: one of several workers of ``opentime serve`` (see ``app.worker_metrics``).
+    """
     if settings is None:
         settings = load_settings(os.environ).settings
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with running_services(settings, clock=clock) as services:
+        async with (
+            running_services(settings, clock=clock, worker_metrics_dir=worker_metrics_dir) as services,
+            published(services),  # its last snapshot is taken before the services close
+        ):
             yield {"services": services}
 
     starlette = Starlette(

@@ -268,6 +268,14 @@ class Settings:
         default=DATABASE_POOL_SIZE,
         metadata=about(_positive_int, "PostgreSQL: most connections one process opens."),
     )
+    redis_url: str = field(
+        default="",
+        metadata=about(
+            _optional_str,
+            "Redis URL for the shared tier (redis://host:6379/0); empty: single-process state.",
+            sensitive=True,
+        ),
+    )
     templates_dir: Path = field(
         default=PROJECT_ROOT / "amp_templates",
         metadata=about(_path, "Folder of campaigns (amp_templates/<campaign>/blocks.toml)."),
@@ -544,6 +552,17 @@ def _check_upstream(settings: Settings, sources: dict[str, str]) -> None:
         raise ConfigError(f"setting {used[0]} ({sources[used[0]]}) needs upstream_url")
     if settings.upstream_total_timeout_seconds < settings.upstream_connect_timeout_seconds:
         raise ConfigError("upstream_total_timeout_seconds must be >= upstream_connect_timeout_seconds")
+
+
+def check_serving(settings: Settings) -> None:
+    """Rules for ``opentime serve`` (checked by it and by ``check-config``, not by other commands)."""
+    if settings.workers > 1 and not settings.redis_url:
+        # Each worker would keep its own replay guard (a replayed webhook lands on another worker and
+        # is applied again) and forget cached renders only in itself (others serve the old data).
+        raise ConfigError(
+            f"workers = {settings.workers} needs redis_url: the webhook replay guard and cache"
+            " invalidation must be shared between worker processes; set redis_url or run workers = 1"
+        )
 
 
 def _parse(row: Field, value: Any, source: str) -> Any:

@@ -9,18 +9,25 @@ Families::
     opentime_open_responses_total{kind,outcome}   open-time responses; outcome "ok" or the fallback reason
     opentime_data_age_seconds{kind}                histogram: age of the profile data a response used
     opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
+                                                   (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
     opentime_upstream_breaker_state{state}         1 for the breaker's current state (upstream configured)
     opentime_upstream_breaker_failures             consecutive upstream failures
+                                                   (gauges: across workers, one per worker, label worker)
     opentime_store_read_batches_total, opentime_store_read_keys_total
                                                    profile queries and the recipient ids they asked for
+
+With several worker processes (``opentime serve`` with ``workers > 1``), the worker that answers a
+scrape adds up every worker's families: see ``app.worker_metrics`` for how.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,11 +42,14 @@ from prometheus_client.registry import Collector
 
 from app.content.cache import CacheStats
 from app.upstream.breaker import BreakerState
+from app.worker_metrics import Family, Snapshot, merge, publishing
 
 if TYPE_CHECKING:
     from app.services import Services
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Gauges that add up across worker processes (memory each one holds); the others are shown per worker.
+SUMMED_GAUGES = frozenset({"opentime_cache_bytes", "opentime_cache_entries"})
 # Seconds: from "just changed" to "a week old" (a profile loaded once and never touched again).
 AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
 
@@ -165,8 +175,50 @@ def _breaker_families(services: Services) -> Iterator[Metric]:
     )
 
 
-def exposition(services: Services) -> bytes:
-    """The current metrics, in the Prometheus text format (``CONTENT_TYPE``)."""
+def exposition(services: Services, others: Sequence[Snapshot] | None = None) -> bytes:
+    """The current metrics, in the Prometheus text format (``CONTENT_TYPE``).
+
+    ``others``: the snapshots of this run's other worker processes, added up with this one's counters.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServicesCollector(services))
+    share = services.worker_share
+    if share is None or others is None:
+        registry.register(_ServicesCollector(services))
+    else:
+        own = families(services)
+        merged = merge(own, share.worker, others, now=services.clock(), summed_gauges=SUMMED_GAUGES)
+        registry.register(_FamiliesCollector(merged))
     return generate_latest(registry)
+
+
+def families(services: Services) -> list[Family]:
+    """This process's metric families as plain data (what a worker's snapshot holds)."""
+    return [
+        Family(
+            metric.name,
+            metric.type,
+            metric.documentation,
+            {(sample.name, tuple(sample.labels.items())): sample.value for sample in metric.samples},
+        )
+        for metric in _ServicesCollector(services).collect()
+    ]
+
+
+def published(services: Services) -> AbstractAsyncContextManager[None]:
+    """While open, this worker's snapshots for the other workers (only when it is one of several)."""
+    share = services.worker_share
+    if share is None:
+        return nullcontext()
+    return publishing(share, partial(families, services), services.clock)
+
+
+class _FamiliesCollector(Collector):
+    def __init__(self, families: Sequence[Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            metric = Metric(family.name, family.help, family.type)
+            for (name, labels), value in family.samples.items():
+                metric.add_sample(name, dict(labels), value)
+            yield metric

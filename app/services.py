@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from app.campaigns.loader import EMAIL_PARTS, Campaign, load_campaigns
 from app.campaigns.sendtime import SendTime
@@ -28,6 +29,7 @@ from app.security.webhook_auth import ReplayGuard
 from app.store import open_store
 from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
+from app.worker_metrics import WorkerShare
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class Services:
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
     upstream: UpstreamClient | None = None
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
+    worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -74,9 +77,13 @@ def load_templates(settings: Settings, campaigns: Mapping[str, Campaign]) -> Tem
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, *, clock: Callable[[], float] = time.time
+    settings: Settings, *, clock: Callable[[], float] = time.time, worker_metrics_dir: Path | None = None
 ) -> AsyncIterator[Services]:
-    """Open everything a server process needs; close it all on the way out."""
+    """Open everything a server process needs; close it all on the way out.
+
+    ``worker_metrics_dir``: this run's folder of worker metric snapshots (``app.worker_metrics``),
+    given when ``opentime serve`` runs several workers.
+    """
     ring = load_keyring(settings.keys_file)
     rules = event_rules(settings)
     campaigns = load_campaigns_for(settings)
@@ -121,6 +128,7 @@ async def running_services(
             open_stats=OpenStats(),
             upstream=upstream,
             event_rules=rules,
+            worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
         )
     finally:
         images.close()

@@ -23,7 +23,7 @@ from PIL import Image
 from app.campaigns.urls import PLACEHOLDER_BASE_URL
 from app.campaigns.validator import AmpValidator
 from app.config import PROJECT_ROOT
-from tests.servers import OPENTIME, clean_env, free_port, running
+from tests.servers import OPENTIME, clean_env, free_port, machine_redis_url, running
 from tests.test_preview_browser import browser_tools, chromium  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.server
@@ -217,7 +217,9 @@ def test_the_demo_removes_its_keys_when_stopped(
 ) -> None:
     port = free_port()
     log = tmp_path / "demo.log"
-    with running(["serve", "--demo", "--port", str(port), "--workers", workers], port, log) as process:
+    env = None if workers == "1" else {"OPENTIME_REDIS_URL": machine_redis_url()}  # several workers need it
+    args = ["serve", "--demo", "--port", str(port), "--workers", workers]
+    with running(args, port, log, env=env) as process:
         this = demo_of(log, port)
         assert (this.folder / "keys.json").is_file() and (this.folder / "demo.db").is_file()
         # The preview key is minted per run: another demo's key opens nothing here.

@@ -23,7 +23,7 @@ def test_the_serving_factory_raises_the_collector_thresholds(
     # `opentime serve` runs uvicorn with this factory (tests/test_server.py starts it for real); here only
     # the collector part, with the app itself stubbed out.
     gc.set_threshold(700, 10, 10)
-    monkeypatch.setattr("app.app.create_app", lambda: "the app")
+    monkeypatch.setattr("app.app.create_app", lambda **_: "the app")
     assert serve_app() == "the app"  # type: ignore[comparison-overlap]
     assert gc.get_threshold() == SERVER_THRESHOLDS
     assert SERVER_THRESHOLDS[0] >= 10_000

@@ -8,8 +8,8 @@ import click
 
 from app.campaigns.loader import Campaign
 from app.cli.common import config_option, fail, read_loaded, read_ring
-from app.config import FIELDS, masked
-from app.errors import CampaignError
+from app.config import FIELDS, check_serving, masked
+from app.errors import CampaignError, ConfigError
 from app.services import load_campaigns_for
 
 # Every block kind a campaign can declare (``kind = ...`` in blocks.toml) and the Campaign field
@@ -27,6 +27,10 @@ def check_config(config: Path | None) -> None:
         default = "required" if row.required else masked(row, row.default) or "empty"
         source = f"{loaded.sources[row.name]} (default: {default})"
         click.echo(f"{row.name} = {value}\n    source: {source}\n    {row.help}")
+    try:
+        check_serving(loaded.settings)
+    except ConfigError as exc:
+        fail(str(exc))
     ring = read_ring(loaded.settings.keys_file)
     click.echo(f"key ring: {len(ring)} key(s), signing with {ring.signing_key.kid}")
     try:

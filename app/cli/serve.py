@@ -5,7 +5,8 @@ passed to them through ``OPENTIME_CONFIG``; checking keys and campaigns here fir
 deployment into a clear message and exit code 2 instead of a crash loop of workers.
 
 ``--demo`` runs from a temporary folder (key ring, profile store, settings file) that is deleted when
-the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. Its preview API key is minted at start-up
+the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. It ignores ``OPENTIME_*`` settings except
+``OPENTIME_REDIS_URL``, which ``--workers`` above 1 needs. Its preview API key is minted at start-up
 into that folder's store: a fresh random key per run, never a built-in secret, gone with the folder.
 """
 
@@ -32,7 +33,7 @@ from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
 from app.cli.preview import preview_url
-from app.config import CONFIG_ENV, Settings, load_settings
+from app.config import CONFIG_ENV, FIELDS_BY_NAME, Settings, check_serving, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
 from app.security.apikeys import create_key
@@ -40,6 +41,7 @@ from app.security.keyring import KeyRingError, load_keyring, new_keyring, save_k
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for
 from app.store import open_store
+from app.worker_metrics import WORKER_METRICS_ENV
 
 DEMO_RECIPIENTS = 1000
 DEMO_CAMPAIGN = "demo"
@@ -65,14 +67,35 @@ def serve(config: Path | None, demo: bool, host: str | None, port: int | None, w
 
 def run_server(settings: Settings, config_file: Path | None) -> None:
     try:
+        check_serving(settings)
         load_keyring(settings.keys_file)
         campaigns = load_campaigns_for(settings)
-    except (KeyRingError, CampaignError) as exc:
+    except (ConfigError, KeyRingError, CampaignError) as exc:
         fail(str(exc))
     if not campaigns:
         click.echo(f"warning: no campaigns in {settings.templates_dir}", err=True)
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
+    with worker_metrics_folder(settings.workers):
+        run_uvicorn(settings)
+
+
+@contextmanager
+def worker_metrics_folder(workers: int) -> Iterator[None]:
+    """With several workers, a fresh folder for their metric snapshots (``app.worker_metrics``),
+    named to them in the environment and removed when the server stops; with one, nothing."""
+    if workers == 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="opentime-metrics-") as folder:
+        os.environ[WORKER_METRICS_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[WORKER_METRICS_ENV]
+
+
+def run_uvicorn(settings: Settings) -> None:
     uvicorn.run(
         "app.app:serve_app",
         factory=True,
@@ -124,6 +147,10 @@ def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
     port = overrides.get("port", 8000)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only a display choice
     env = {"OPENTIME_PUBLIC_BASE_URL": f"http://{url_host}:{port}"}
+    # The one setting the demo takes from the environment: several workers need a shared tier.
+    redis = FIELDS_BY_NAME["redis_url"].env_var
+    if os.environ.get(redis):
+        env[redis] = os.environ[redis]
     try:
         return load_settings(
             env,
@@ -152,7 +179,7 @@ async def load_demo_data(database_url: str) -> str:
 
 def write_toml(path: Path, settings: Settings) -> Path:
     lines = []
-    for name in ("public_base_url", "keys_file", "database_url", "host", "port", "workers"):
+    for name in ("public_base_url", "keys_file", "database_url", "redis_url", "host", "port", "workers"):
         value = getattr(settings, name)
         lines.append(f"{name} = {value}" if isinstance(value, int) else f'{name} = "{value}"')
     for name in ("allowed_senders", "webhook_secrets"):

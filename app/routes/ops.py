@@ -6,6 +6,7 @@ also wants ``Authorization: Bearer <metrics_token>``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -48,7 +49,10 @@ async def metrics(request: Request) -> Response:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
             raise Unauthorized("GET /metrics needs 'Authorization: Bearer <metrics_token>'")
-    return Response(exposition(services), media_type=CONTENT_TYPE, headers=NO_STORE)
+    share = services.worker_share
+    # The other workers' snapshot files are read in a thread: disk I/O stays off the event loop.
+    others = None if share is None else await asyncio.to_thread(share.read_others)
+    return Response(exposition(services, others), media_type=CONTENT_TYPE, headers=NO_STORE)
 
 
 routes = [
