@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from app.security.webhook_auth import ReplayGuard
@@ -43,3 +45,19 @@ def open_shared(config: RedisConfig, store: ProfileRepository, tolerance_s: floa
         RedisInvalidation(redis),
         SharedReplayGuard(redis, ReplayGuard(tolerance_s), tolerance_s),
     )
+
+
+@asynccontextmanager
+async def announcer(config: RedisConfig) -> AsyncIterator[RedisInvalidation]:
+    """Invalidation for a writer that runs in its own process (``opentime import``): it tombstones and
+    publishes like a server's, hears nothing, and on the way out tries once more to announce what
+    Redis missed (``backlog`` then says how many recipients are still unannounced)."""
+    redis = SharedRedis(config)
+    invalidation = RedisInvalidation(redis)
+    try:
+        yield invalidation
+    finally:
+        try:
+            await invalidation.announce_backlog()
+        finally:
+            await redis.aclose()
