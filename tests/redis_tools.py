@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -69,9 +70,19 @@ class PrivateRedis:
 
     def stop(self) -> None:
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server must still die
             self._process.kill()  # an outage, not a shutdown: no goodbye to the clients
             self._process.wait()
             self._process = None
+
+    def pause(self) -> None:
+        """Redis hangs: connections stay open and nothing answers (SIGSTOP)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
