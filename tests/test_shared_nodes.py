@@ -191,3 +191,23 @@ def test_a_redis_that_hangs_costs_opens_no_more_than_the_redis_timeout(
         finally:
             private_redis.resume()
         wait_until(lambda: a.get("/readyz").json()["redis"] == "up", 10.0, "no recovery after the pause")
+
+
+def test_with_redis_down_the_local_guard_decides_and_event_ids_stop_double_application(
+    settings: Settings, private_redis: PrivateRedis
+) -> None:
+    with nodes(node_settings(settings, private_redis.url, "guard:")) as (a, b):
+        private_redis.stop()
+        request = signed("twice", recipient_id(2), "Twice")
+        first = post(a, request)
+        assert first.status_code == 200 and first.json()["applied"] == 1
+        assert post(a, request).status_code == 401  # the same process still knows it
+        second = post(b, request)  # another process cannot ask Redis: accepted, but changes nothing
+        assert second.status_code == 200
+        assert (second.json()["applied"], second.json()["duplicates"]) == (0, 1)
+        assert metric(b, "opentime_redis_replay_local_only_total") == 1.0
+
+
+def test_without_redis_url_nothing_of_redis_shows(client: TestClient) -> None:
+    assert "redis" not in client.get("/readyz").json()
+    assert "opentime_redis" not in client.get("/metrics").text

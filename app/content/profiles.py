@@ -4,7 +4,8 @@
 ``Profile``, or ``Pulled`` from the upstream) or with the reason there is none. It never waits and
 has no budget of its own: callers wait through ``app.content.shared_work``, whose deadlines answer
 late requests while the lookup finishes and fills their cache. Built from the store's callback
-(``ProfileRepository.fetch``, batched on its reader thread) and a done-callback on the upstream
+(``ProfileRepository.fetch``, batched on its reader thread; with ``redis_url``, the Redis tier's
+``fetch`` in front of it, which answers with the same records) and a done-callback on the upstream
 task, because a Task per lookup costs more than the read itself.
 """
 
