@@ -211,3 +211,19 @@ def test_with_redis_down_the_local_guard_decides_and_event_ids_stop_double_appli
 def test_without_redis_url_nothing_of_redis_shows(client: TestClient) -> None:
     assert "redis" not in client.get("/readyz").json()
     assert "opentime_redis" not in client.get("/metrics").text
+
+
+def test_a_local_cache_hit_never_asks_redis(
+    settings: Settings, signer: TokenSigner, shared_redis: tuple[str, str]
+) -> None:
+    def lookups(client: TestClient) -> float:
+        results = ("hit", "miss", "tombstone", "unavailable")
+        return sum(metric(client, f'opentime_redis_profile_lookups_total{{result="{r}"}}') for r in results)
+
+    with nodes(node_settings(settings, *shared_redis), count=1) as (a,):
+        picks(a, signer, recipient_id(7))
+        asked = lookups(a)
+        assert asked == 1.0
+        for _ in range(20):
+            picks(a, signer, recipient_id(7))
+        assert lookups(a) == asked
