@@ -30,6 +30,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MIN_SECRET_LENGTH = 16
+DATABASE_TIMEOUT_MS = 5000
+DATABASE_POOL_SIZE = 10
 
 
 class _Required:
@@ -266,7 +268,22 @@ class Settings:
     )
     database_url: str = field(
         default=f"sqlite:///{PROJECT_ROOT / 'opentime.db'}",
-        metadata=about(_str, "Profile store, e.g. sqlite:///var/opentime.db.", sensitive=True),
+        metadata=about(
+            _str,
+            "Profile store: sqlite:///var/opentime.db or postgresql://user:password@host:5432/db.",
+            sensitive=True,
+        ),
+    )
+    database_timeout_ms: int = field(
+        default=DATABASE_TIMEOUT_MS,
+        metadata=about(
+            _positive_int,
+            "PostgreSQL: deadline of one store operation (connecting, queries), after which it fails.",
+        ),
+    )
+    database_pool_size: int = field(
+        default=DATABASE_POOL_SIZE,
+        metadata=about(_positive_int, "PostgreSQL: most connections one process opens."),
     )
     templates_dir: Path = field(
         default=PROJECT_ROOT / "amp_templates",

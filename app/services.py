@@ -85,7 +85,9 @@ async def running_services(
     campaigns = load_campaigns_for(settings)
     templates = load_templates(settings, campaigns)
     signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
-    store = open_store(settings.database_url)
+    store = open_store(
+        settings.database_url, timeout_ms=settings.database_timeout_ms, pool_size=settings.database_pool_size
+    )
     await store.open()
     config = upstream_config(settings)
     # One clock for the upstream too, so its fetch times compare with profiles' updated_at (data age).

@@ -206,7 +206,7 @@ def test_open_store_url_forms() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://opentime:hunter2@db/opentime", "PostgreSQL is not supported yet"),
+        ("postgresql://opentime:hunter2@db:port/opentime", "invalid port"),
         ("mysql://db/x", "unsupported database URL scheme 'mysql'"),
         ("opentime.db", "must look like"),
         ("sqlite://host/x.db", "no host"),

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from app.config import DATABASE_POOL_SIZE, DATABASE_TIMEOUT_MS
 from app.store.base import Profile, ProfileRepository, Store, StoreError
+from app.store.postgres.store import PostgresStore
 from app.store.sqlite.profiles import SQLiteProfileStore
 
 __all__ = [
+    "PostgresStore",
     "Profile",
     "ProfileRepository",
     "SQLiteProfileStore",
@@ -19,21 +23,36 @@ __all__ = [
 ]
 
 
-def open_store(database_url: str, *, clock: Callable[[], float] = time.time, upgrade: bool = False) -> Store:
+def open_store(
+    database_url: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    upgrade: bool = False,
+    timeout_ms: int = DATABASE_TIMEOUT_MS,
+    pool_size: int = DATABASE_POOL_SIZE,
+) -> Store:
     """Build the store named by ``database_url``; the caller (the app lifespan) awaits ``open()``.
 
     ``sqlite:///relative/path.db`` is relative to the working directory,
-    ``sqlite:////absolute/path.db`` is absolute. A new (empty) store is created at the newest schema;
-    an older schema is refused unless ``upgrade`` (``opentime db upgrade``), a newer one always.
+    ``sqlite:////absolute/path.db`` is absolute; ``postgresql://`` (or ``postgres://``) URLs are
+    asyncpg's, where other query parameters (e.g. ``?search_path=opentime``) are server settings.
+    ``timeout_ms`` and ``pool_size`` apply to PostgreSQL. A new (empty) store is created at the newest
+    schema; an older schema is refused unless ``upgrade`` (``opentime db upgrade``), a newer one always.
     """
     scheme, sep, rest = database_url.partition("://")
     # Only the scheme is echoed back: a PostgreSQL URL may carry a password.
     if not sep:
         raise ValueError("database URL must look like sqlite:///path/to/opentime.db")
     if scheme in {"postgres", "postgresql"}:
-        raise ValueError("PostgreSQL is not supported yet; use sqlite:///path/to/opentime.db")
+        _check_postgres_url(database_url)
+        return PostgresStore(
+            database_url, clock=clock, upgrade=upgrade, timeout_seconds=timeout_ms / 1000, pool_size=pool_size
+        )
     if scheme != "sqlite":
-        raise ValueError(f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/opentime.db")
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/opentime.db"
+            " or postgresql://user@host/db"
+        )
     return SQLiteProfileStore(_sqlite_path(rest), clock=clock, upgrade=upgrade)
 
 
@@ -48,3 +67,10 @@ def _sqlite_path(rest: str) -> Path:
     if path == ":memory:":
         raise ValueError("in-memory SQLite is not supported: the reader and writer need a shared file")
     return Path(path)
+
+
+def _check_postgres_url(url: str) -> None:
+    try:
+        urlsplit(url).port  # noqa: B018  (parsing it is the check)
+    except ValueError:
+        raise ValueError("postgresql URL has an invalid port") from None

@@ -1,6 +1,6 @@
 """The store's interfaces, one small async repository per aggregate, shared by every backend.
 
-A backend (SQLite now, PostgreSQL later) lives in ``app/store/<backend>/`` and holds all of its SQL
+A backend (SQLite, PostgreSQL) lives in ``app/store/<backend>/`` and holds all of its SQL
 there; the rest of the app sees only these protocols and the records they pass. Every backend error
 surfaces as ``StoreError``. tests/contract/ is the suite any backend must pass.
 """
@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from app.campaigns.forms import AttrPath
 from app.errors import OpentimeError
 from app.ingest.events import Event
+from app.store.tables import TableTransfer
 
 
 class StoreError(OpentimeError):
@@ -188,3 +189,8 @@ class Store(Protocol):
 
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def transfer(self) -> TableTransfer:
+        """Whole tables, for ``opentime db copy``."""
+        ...

@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import orjson
-
-from app.ingest.events import Attributes, Event, FieldTimes, apply_event
+from app.ingest.events import Event
 from app.store.base import EventStatus
+from app.store.profile_edits import Working, working
 
 if TYPE_CHECKING:
     from app.store.sqlite.profiles import SQLiteProfileStore
@@ -51,24 +49,16 @@ class SQLiteEvents:
         return await self._store.run_write(lambda conn: apply_events(conn, events, now))
 
 
-@dataclass(slots=True)
-class _Working:
-    """One recipient's profile while a transaction applies events to it."""
-
-    attributes: Attributes
-    field_times: FieldTimes
-    original: tuple[bytes, bytes] | None  # stored (attributes, field_times); None: unreadable
-    encoded: tuple[bytes, bytes] | None = None  # the current (attributes, field_times), once changed
-
-
 def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) -> list[EventStatus]:
     """Record and apply ``events`` in order; one status per event. Call inside a transaction."""
-    profiles: dict[str, _Working] = {}
+    profiles: dict[str, Working] = {}
     statuses: list[EventStatus] = []
     for event in events:
         work = profiles.get(event.recipient)
         if work is None:
-            work = profiles[event.recipient] = _load(conn, event.recipient)
+            work = profiles[event.recipient] = working(
+                conn.execute(SELECT_PROFILE, (event.recipient,)).fetchone()
+            )
         if work.original is None:
             statuses.append("unreadable-profile")  # not recorded: it can be sent again once fixed
             continue
@@ -87,40 +77,15 @@ def apply_events(conn: sqlite3.Connection, events: Sequence[Event], now: float) 
     return statuses
 
 
-def _apply_one(conn: sqlite3.Connection, work: _Working, event: Event, now: float) -> EventStatus:
+def _apply_one(conn: sqlite3.Connection, work: Working, event: Event, now: float) -> EventStatus:
     row = (event.id, event.recipient, event.type, event.occurred_at, now)
     if conn.execute(_INSERT_EVENT, row).rowcount == 0:
         return "duplicate"
-    attributes, field_times = apply_event(work.attributes, work.field_times, event)
-    # Encoded here, not at the end: a value the store cannot hold fails this event alone.
-    work.encoded = (orjson.dumps(attributes), orjson.dumps(field_times))
-    work.attributes, work.field_times = attributes, field_times
+    work.apply(event)
     return "applied"
 
 
-def _load(conn: sqlite3.Connection, recipient: str) -> _Working:
-    row = conn.execute(SELECT_PROFILE, (recipient,)).fetchone()
-    if row is None:
-        return _Working({}, {}, (b"{}", b"{}"))
-    try:
-        attributes, times = orjson.loads(row[0]), orjson.loads(row[1])
-    except orjson.JSONDecodeError:
-        attributes = times = None
-    if not isinstance(attributes, dict):
-        # Overwriting a profile we cannot read would lose data.
-        logger.warning("events skipped for a recipient whose stored attributes are not a JSON object")
-        return _Working({}, {}, None)
-    return _Working(attributes, times if isinstance(times, dict) else {}, (_raw(row[0]), _raw(row[1])))
-
-
-def _raw(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)  # the column default is text
-
-
-def _save(conn: sqlite3.Connection, recipient: str, work: _Working, now: float) -> None:
-    encoded = work.encoded
-    if work.original is None or encoded is None:
-        return
-    if encoded == work.original:  # nothing applied (duplicates only) or no visible change
-        return
-    conn.execute(UPSERT_PROFILE, (recipient, *encoded, now))
+def _save(conn: sqlite3.Connection, recipient: str, work: Working, now: float) -> None:
+    encoded = work.to_write()
+    if encoded is not None:
+        conn.execute(UPSERT_PROFILE, (recipient, *encoded, now))

@@ -11,23 +11,16 @@ later does not overwrite the answer (and a newer one does).
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from app.campaigns.forms import AttrPath, ProfileConflict, check_paths
-from app.ingest.events import Stamp, write_field
 from app.store.base import Saved, Submission
+from app.store.profile_edits import form_edit
 from app.store.sqlite.events import SELECT_PROFILE, UPSERT_PROFILE
 
 if TYPE_CHECKING:
     import sqlite3
 
     from app.store.sqlite.profiles import SQLiteProfileStore
-
-logger = logging.getLogger(__name__)
 
 _INSERT = """
 INSERT INTO form_submissions (submission_id, campaign, block, recipient_id, payload, created_at)
@@ -49,45 +42,13 @@ class SQLiteForms:
 def save_submission(conn: sqlite3.Connection, submission: Submission, now: float) -> Saved:
     s = submission
     cursor = conn.execute(_INSERT, (s.submission_id, s.campaign, s.block, s.recipient_id, s.payload, now))
-    stamp = (_rfc3339(now), s.submission_id)
-    changed = bool(s.profile_updates) and _update_profile(conn, s.recipient_id, s.profile_updates, stamp, now)
+    edit = None
+    if s.profile_updates:
+        stored = conn.execute(SELECT_PROFILE, (s.recipient_id,)).fetchone()
+        edit = form_edit(stored, s.profile_updates, s.submission_id, now)
+    if edit is not None and edit.attributes is not None:
+        conn.execute(UPSERT_PROFILE, (s.recipient_id, edit.attributes, edit.field_times, now))
+    elif edit is not None:  # the same answer again, newer: stamped, but the version stays
+        conn.execute(_UPDATE_TIMES, (edit.field_times, s.recipient_id))
+    changed = edit is not None and edit.attributes is not None
     return Saved(duplicate=cursor.rowcount == 0, profile_changed=changed)
-
-
-def _update_profile(
-    conn: sqlite3.Connection,
-    recipient_id: str,
-    updates: tuple[tuple[AttrPath, Any], ...],
-    stamp: Stamp,
-    now: float,
-) -> bool:
-    row = conn.execute(SELECT_PROFILE, (recipient_id,)).fetchone()
-    try:
-        attributes = {} if row is None else orjson.loads(row[0])
-        if not isinstance(attributes, dict):
-            raise ProfileConflict("stored attributes are not a JSON object")
-        check_paths(attributes, updates)
-        times = _field_times(row)
-    except (orjson.JSONDecodeError, ProfileConflict) as exc:
-        # The answer is still stored; overwriting a profile we cannot read would lose data.
-        logger.warning("form profile update skipped for one recipient: %s", exc)
-        return False
-    before = orjson.dumps(attributes), orjson.dumps(times)
-    for path, value in updates:
-        write_field(attributes, times, ".".join(path), value, stamp)
-    after = orjson.dumps(attributes), orjson.dumps(times)
-    if after[0] != before[0]:
-        conn.execute(UPSERT_PROFILE, (recipient_id, *after, now))
-    elif after[1] != before[1]:  # the same answer again, newer: stamped, but the version stays
-        conn.execute(_UPDATE_TIMES, (after[1], recipient_id))
-    return after[0] != before[0]
-
-
-def _field_times(row: Any) -> dict[str, Any]:
-    times = None if row is None or row[1] is None else orjson.loads(row[1])
-    return times if isinstance(times, dict) else {}
-
-
-def _rfc3339(now: float) -> str:
-    """The stamp's time, in the form ``app.ingest.events`` gives ``occurred_at`` (sortable as text)."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

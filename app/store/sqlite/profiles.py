@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from app.store.base import Profile, ReadStats, StoreError
+from app.store.base import Profile, StoreError
+from app.store.batching import BatchedLookups, Waiters
 from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
 from app.store.sqlite.forms import SQLiteForms
+from app.store.sqlite.transfer import SQLiteTransfer
+from app.store.versions import check_version
 
 T = TypeVar("T")
-# What a lookup's waiter is told: the profile, None (unknown recipient) or the StoreError.
-LookupResult = Profile | None | StoreError
-Waiters = dict[str, list[Callable[[LookupResult], None]]]
 
 # tuple.__new__ builds a named tuple from a row in one C call (Profile(*row) runs Python-level __new__).
 _new_tuple = tuple.__new__
@@ -90,7 +88,7 @@ WHERE profiles.attributes IS NOT excluded.attributes
 """
 
 
-class SQLiteProfileStore:
+class SQLiteProfileStore(BatchedLookups):
     """A ``Store`` in one SQLite file in WAL mode; it is its own profile repository.
 
     A reader thread and a writer thread each own one connection, so the event loop never touches the
@@ -110,25 +108,22 @@ class SQLiteProfileStore:
         mmap_size: int = 0,
         upgrade: bool = False,
     ) -> None:
+        super().__init__()
         self.path = path
         # An empty file is created at the newest schema; an older schema is refused unless ``upgrade``
         # (``opentime db upgrade``): migrating a shared store is an operator's step, not a side effect.
         self._upgrade = upgrade
         self.schema: tuple[int, int] | None = None  # (version found, version now) once open
-        self.read_stats = ReadStats()
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._mmap_size = mmap_size
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # (reader, writer)
         self._rconn: sqlite3.Connection | None = None  # touched only on the reader thread
         self._wconn: sqlite3.Connection | None = None  # touched only on the writer thread
-        self._pending: Waiters = {}
-        self._flush_scheduled = False
-        self._read_in_flight = False
         self.events = SQLiteEvents(self)
         self.forms = SQLiteForms(self)
         self.api_keys = SQLiteApiKeys(self)
+        self.transfer = SQLiteTransfer(self)
 
     @property
     def profiles(self) -> SQLiteProfileStore:
@@ -153,8 +148,7 @@ class SQLiteProfileStore:
 
     async def close(self) -> None:
         threads, self._threads, self._loop = self._threads, None, None
-        pending, self._pending = self._pending, {}
-        _fail(pending, StoreError("store is closed"))
+        self._fail_pending(StoreError("store is closed"))
         if threads is None:
             return
         # Queued behind any running job, so in-flight reads and writes finish first.
@@ -165,26 +159,6 @@ class SQLiteProfileStore:
                 executor.shutdown(wait=False)
 
     # -- reads -----------------------------------------------------------------------------------
-
-    async def get(self, recipient_id: str) -> Profile | None:
-        return await self.lookup(recipient_id)
-
-    def lookup(self, recipient_id: str) -> asyncio.Future[Profile | None]:
-        future: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
-        self.fetch(recipient_id, partial(_resolve, future))
-        return future
-
-    def fetch(self, recipient_id: str, callback: Callable[[LookupResult], None]) -> None:
-        """Call ``callback`` on the event loop with the result of a batched lookup (no future, no task:
-        the open-time path wakes its own waiters)."""
-        loop = self._loop
-        if loop is None:
-            asyncio.get_running_loop().call_soon(callback, StoreError("store is not open"))
-            return
-        self._pending.setdefault(recipient_id, []).append(callback)
-        if not (self._flush_scheduled or self._read_in_flight):
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]:
         reader, _ = self._open_threads()
@@ -233,28 +207,13 @@ class SQLiteProfileStore:
             raise
         return result
 
-    # -- batching (event-loop side) --------------------------------------------------------------
+    # -- batching: the reader thread runs each batch -------------------------------------------
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._read_in_flight or not self._pending or self._threads is None or self._loop is None:
+    def _start_read(self, loop: asyncio.AbstractEventLoop, batch: Waiters) -> None:
+        if self._threads is None:
+            self._deliver(batch, StoreError("store is closed"))
             return
-        batch, self._pending = self._pending, {}
-        self._read_in_flight = True
-        self._count_read(len(batch))
-        self._threads[0].submit(self._read_batch, self._loop, batch)
-
-    def _deliver(self, batch: Waiters, outcome: dict[str, Profile] | Exception) -> None:
-        self._read_in_flight = False
-        if isinstance(outcome, dict):
-            for recipient_id, callbacks in batch.items():
-                profile = outcome.get(recipient_id)
-                for callback in callbacks:
-                    _call(callback, profile)
-        else:
-            _fail(batch, outcome)
-        if self._pending:
-            self._flush()
+        self._threads[0].submit(self._read_batch, loop, batch)
 
     # -- reader / writer threads -----------------------------------------------------------------
 
@@ -339,10 +298,6 @@ class SQLiteProfileStore:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _count_read(self, keys: int) -> None:
-        self.read_stats.batches += 1
-        self.read_stats.keys += keys
-
     def _open_threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._threads is None:
             raise StoreError("store is not open")
@@ -362,16 +317,7 @@ class SQLiteProfileStore:
 def _migrate(conn: sqlite3.Connection, path: Path, *, upgrade: bool) -> tuple[int, int]:
     """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"sqlite {path}: schema version {version} is newer than this Opentime knows ({SCHEMA_VERSION}):"
-            " run the Opentime release that wrote it, or a newer one"
-        )
-    if 0 < version < SCHEMA_VERSION and not upgrade:
-        raise StoreError(
-            f"sqlite {path}: schema version {version} is older than this Opentime's ({SCHEMA_VERSION}):"
-            " back the file up, then run `opentime db upgrade` (with the same --config)"
-        )
+    check_version(version, SCHEMA_VERSION, f"sqlite {path}", upgrade=upgrade, backup="the file")
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -395,29 +341,3 @@ def _require(conn: sqlite3.Connection | None) -> sqlite3.Connection:
     if conn is None:
         raise StoreError("store is closed")
     return conn
-
-
-def _fail(batch: Waiters, error: Exception) -> None:
-    for callbacks in batch.values():
-        for callback in callbacks:
-            # One exception object per waiter: a shared one would grow its traceback on every raise.
-            copy = StoreError(str(error))
-            copy.__cause__ = error.__cause__ if isinstance(error, StoreError) else error
-            _call(callback, copy)
-
-
-def _call(callback: Callable[[LookupResult], None], result: LookupResult) -> None:
-    """One waiter's failure must not keep the rest of the batch from their answers."""
-    try:
-        callback(result)
-    except Exception:
-        logging.getLogger(__name__).exception("a profile lookup callback failed")
-
-
-def _resolve(future: asyncio.Future[Profile | None], result: LookupResult) -> None:
-    if future.done():  # a cancelled waiter is simply skipped
-        return
-    if isinstance(result, StoreError):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend: the only package that imports asyncpg; every SQL statement it runs."""

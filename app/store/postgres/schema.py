@@ -1,0 +1,81 @@
+"""The PostgreSQL schema and its versioned migrations, applied under an advisory lock.
+
+The version lives in a one-row ``schema_version`` table; the numbers match SQLite's ``user_version``
+(3 means profiles, api_keys, form_submissions and events in both). Every process checks the version
+at start-up inside one transaction holding ``pg_advisory_xact_lock``, so several processes starting
+at once against a new database create it once and never see a half-made schema.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.store.versions import check_version
+
+if TYPE_CHECKING:
+    import asyncpg
+
+SCHEMA_VERSION = 3
+# Any constant that other applications on the same database are unlikely to pick ("opentime" in hex).
+MIGRATION_LOCK = 0x6F70656E74696D65
+# Migrations by target version; each runs once, in the start-up transaction.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        # bytea, not jsonb: the attributes are returned byte for byte as stored (identical bytes are
+        # "no change"), and an unreadable profile is kept as it is.
+        """CREATE TABLE profiles (
+            recipient_id text PRIMARY KEY,
+            attributes bytea NOT NULL,
+            field_times bytea NOT NULL DEFAULT '{}'::bytea,
+            version bigint NOT NULL,
+            updated_at double precision NOT NULL
+        )""",
+    ),
+    2: (
+        """CREATE TABLE api_keys (
+            key_id text PRIMARY KEY,
+            name text NOT NULL,
+            secret_hash bytea NOT NULL,
+            scopes text NOT NULL,
+            created_at double precision NOT NULL,
+            revoked_at double precision
+        )""",
+        """CREATE TABLE form_submissions (
+            submission_id text PRIMARY KEY,
+            campaign text NOT NULL,
+            block text NOT NULL,
+            recipient_id text NOT NULL,
+            payload bytea NOT NULL,
+            created_at double precision NOT NULL
+        )""",
+        "CREATE INDEX form_submissions_by_recipient ON form_submissions (recipient_id)",
+    ),
+    3: (
+        # Applied webhook events, by id: a replayed id is a no-op (app/store/postgres/events.py).
+        """CREATE TABLE events (
+            id text PRIMARY KEY,
+            recipient text NOT NULL,
+            type text NOT NULL,
+            occurred_at text NOT NULL,
+            received_at double precision NOT NULL
+        )""",
+    ),
+}
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+
+
+async def migrate(conn: asyncpg.Connection, label: str, *, upgrade: bool) -> tuple[int, int]:
+    """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(_VERSION_TABLE)
+        found = await conn.fetchval("SELECT max(version) FROM schema_version")
+        version = int(found or 0)
+        check_version(version, SCHEMA_VERSION, label, upgrade=upgrade, backup="the database")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                await conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            await conn.execute("DELETE FROM schema_version")
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
+    return version, SCHEMA_VERSION
