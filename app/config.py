@@ -210,6 +210,23 @@ def event_rules(settings: Settings) -> dict[str, Rule]:
         raise ConfigError(f"setting event_types_file {exc}") from None
 
 
+def _redis_url(value: Any) -> str:
+    url = _optional_str(value)
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("redis", "rediss") or not parts.hostname):
+        raise ValueError(f"must be a redis://host:port/db URL, got {masked_url(url)!r}")
+    if url and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError("must name the database as a number, e.g. redis://127.0.0.1:6379/0")
+    return url
+
+
+def _key_prefix(value: Any) -> str:
+    prefix = _str(value)
+    if len(prefix) > 64 or any(c.isspace() for c in prefix):
+        raise ValueError("must be at most 64 characters without spaces, e.g. opentime:prod:")
+    return prefix
+
+
 def _log_level(value: Any) -> str:
     level = _str(value).lower()
     if level not in LOG_LEVELS:
@@ -267,14 +284,6 @@ class Settings:
     database_pool_size: int = field(
         default=DATABASE_POOL_SIZE,
         metadata=about(_positive_int, "PostgreSQL: most connections one process opens."),
-    )
-    redis_url: str = field(
-        default="",
-        metadata=about(
-            _optional_str,
-            "Redis URL for the shared tier (redis://host:6379/0); empty: single-process state.",
-            sensitive=True,
-        ),
     )
     templates_dir: Path = field(
         default=PROJECT_ROOT / "amp_templates",
@@ -406,6 +415,30 @@ class Settings:
         ),
     )
 
+    redis_url: str = field(
+        default="",
+        metadata=about(
+            _redis_url,
+            "Redis shared tier (profiles, invalidation fan-out, webhook replay guard), e.g."
+            " redis://127.0.0.1:6379/0 (empty: single process, no Redis).",
+            sensitive=True,
+        ),
+    )
+    redis_key_prefix: str = field(
+        default="opentime:",
+        metadata=about(
+            _key_prefix, "Prefix of every Redis key and channel: one per deployment sharing a Redis."
+        ),
+    )
+    redis_timeout_ms: int = field(
+        default=50,
+        metadata=about(_positive_int, "Deadline of one Redis operation, in ms (then the store answers)."),
+    )
+    redis_profile_ttl_seconds: float = field(
+        default=600.0,
+        metadata=about(_positive_float, "How long a profile read from the store is kept in Redis."),
+    )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -464,6 +497,7 @@ def load_settings(env: Mapping[str, str], config_file: Path | None = None, **ove
     values, sources = _resolve(_given(env, config_file, overrides), FIELDS_BY_NAME)
     settings = Settings(**values)
     _check_upstream(settings, sources)
+    _check_redis(settings, sources)
     return Loaded(settings, sources)
 
 
@@ -565,6 +599,13 @@ def check_serving(settings: Settings) -> None:
         )
 
 
+def _check_redis(settings: Settings, sources: dict[str, str]) -> None:
+    tunables = [f.name for f in FIELDS if f.name.startswith("redis_") and f.name != "redis_url"]
+    used = [name for name in tunables if sources[name] != "default"]
+    if used and not settings.redis_url:
+        raise ConfigError(f"setting {used[0]} ({sources[used[0]]}) needs redis_url")
+
+
 def _parse(row: Field, value: Any, source: str) -> Any:
     try:
         return row.parse(value)
@@ -579,9 +620,13 @@ def masked(row: Field, value: Any) -> str:
     text = ", ".join(value) if isinstance(value, tuple) else "" if value is None else str(value)
     if row.sensitive and "://" not in text:
         return "<secret>" if text else ""  # a credential, not a URL with one inside
-    if row.sensitive:
-        parts = urlsplit(text)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
-            return urlunsplit(parts._replace(netloc=netloc))
+    return masked_url(text) if row.sensitive else text
+
+
+def masked_url(text: str) -> str:
+    """``text`` with the password of its URL, if any, replaced by ``****``."""
+    parts = urlsplit(text)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
+        return urlunsplit(parts._replace(netloc=netloc))
     return text

@@ -16,6 +16,7 @@ Families::
                                                    (gauges: across workers, one per worker, label worker)
     opentime_store_read_batches_total, opentime_store_read_keys_total
                                                    profile queries and the recipient ids they asked for
+    opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
 
 With several worker processes (``opentime serve`` with ``workers > 1``), the worker that answers a
 scrape adds up every worker's families: see ``app.worker_metrics`` for how.
@@ -46,6 +47,7 @@ from app.worker_metrics import Family, Snapshot, merge, publishing
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.shared.tier import SharedTier
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Gauges that add up across worker processes (memory each one holds); the others are shown per worker.
@@ -127,6 +129,8 @@ class _ServicesCollector(Collector):
         yield from _image_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
+        if services.shared is not None:
+            yield from _redis_families(services.shared)
 
 
 class _CacheView(NamedTuple):
@@ -172,6 +176,65 @@ def _breaker_families(services: Services) -> Iterator[Metric]:
     yield state
     yield GaugeMetricFamily(
         "opentime_upstream_breaker_failures", "Consecutive upstream failures.", value=breaker.failures
+    )
+
+
+def _redis_families(shared: SharedTier) -> Iterator[Metric]:
+    """opentime_redis_up; _errors_total{op}, _refused_total{op} (by the open breaker);
+    _breaker_state{state}; _profile_lookups_total{result} (hit, miss, tombstone, unavailable);
+    _profile_fills_total; _invalidations_total{direction}; _invalidation_backlog; _cache_resets_total;
+    _replays_total and _replay_local_only_total (webhooks decided without Redis)."""
+    redis = shared.redis
+    yield GaugeMetricFamily(
+        "opentime_redis_up", "1 when Redis answers and invalidations are heard.", value=shared.up
+    )
+    for name, counts, text in (("errors", redis.errors, "failed"), ("refused", redis.refused, "not tried")):
+        family = CounterMetricFamily(
+            f"opentime_redis_{name}", f"Redis calls {text}, by operation.", labels=["op"]
+        )
+        for op, count in sorted(counts.items()):
+            family.add_metric([op], count)
+        yield family
+    state = GaugeMetricFamily("opentime_redis_breaker_state", "Redis circuit state.", labels=["state"])
+    for each in BreakerState:
+        state.add_metric([each.value], 1.0 if each is redis.breaker.state else 0.0)
+    yield state
+    tier = shared.profiles.stats
+    lookups = CounterMetricFamily(
+        "opentime_redis_profile_lookups", "Profile lookups in Redis after a local miss.", labels=["result"]
+    )
+    for result, count in (
+        ("hit", tier.hits),
+        ("miss", tier.misses),
+        ("tombstone", tier.tombstones),
+        ("unavailable", tier.unavailable),
+    ):
+        lookups.add_metric([result], count)
+    yield lookups
+    yield CounterMetricFamily(
+        "opentime_redis_profile_fills", "Store reads written to Redis.", value=tier.fills
+    )
+    fanout = shared.invalidation.stats
+    messages = CounterMetricFamily(
+        "opentime_redis_invalidations", "Invalidation messages.", labels=["direction"]
+    )
+    messages.add_metric(["published"], fanout.published)
+    messages.add_metric(["received"], fanout.received)
+    yield messages
+    yield GaugeMetricFamily(
+        "opentime_redis_invalidation_backlog",
+        "Changed recipients waiting for Redis to be announced.",
+        value=shared.invalidation.backlog,
+    )
+    yield CounterMetricFamily(
+        "opentime_redis_cache_resets", "Times every local cache was dropped.", value=fanout.resets
+    )
+    replay = shared.replay_guard.stats
+    yield CounterMetricFamily("opentime_redis_replays", "Webhook replays Redis caught.", value=replay.replays)
+    yield CounterMetricFamily(
+        "opentime_redis_replay_local_only",
+        "Webhooks checked by the local replay guard alone (Redis did not answer).",
+        value=replay.local_only,
     )
 
 

@@ -25,7 +25,9 @@ from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
 from app.security.tokens import TokenSigner, TokenVerifier
-from app.security.webhook_auth import ReplayGuard
+from app.security.webhook_auth import ReplayGuard, RequestMemory
+from app.shared.client import redis_config
+from app.shared.tier import SharedTier, open_shared
 from app.store import open_store
 from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
@@ -46,13 +48,14 @@ class Services:
     clock: Callable[[], float]
     events: EventWriter  # webhook events: group commit, then cache invalidation
     invalidation: Invalidation  # every writer of profiles announces the recipients it changed
-    replay_guard: ReplayGuard
+    replay_guard: RequestMemory  # this process's ReplayGuard, or the one shared through Redis
     images: ImageContent
     cache_policy: CachePolicy
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
     upstream: UpstreamClient | None = None
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
+    shared: SharedTier | None = None  # the Redis shared tier (redis_url set): for /readyz and /metrics
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -96,17 +99,23 @@ async def running_services(
     config = upstream_config(settings)
     # One clock for the upstream too, so its fetch times compare with profiles' updated_at (data age).
     upstream = None if config is None else UpstreamClient(config, clock=clock)
+    shared_config = redis_config(settings)
+    tolerance = settings.webhook_tolerance_seconds
+    shared = None if shared_config is None else open_shared(shared_config, store.profiles, tolerance)
     cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=entry_size)
     lists = ListContent(
-        ProfileLoader(store.profiles, upstream, clock=clock),
+        ProfileLoader(store.profiles if shared is None else shared.profiles, upstream, clock=clock),
         cache,
         ttl_seconds=settings.cache_ttl_seconds,
         negative_ttl_seconds=settings.negative_ttl_seconds,
         upstream_ttl_seconds=settings.upstream_fresh_ttl_seconds,
     )
     images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
-    invalidation = LocalInvalidation()
+    invalidation: Invalidation = LocalInvalidation() if shared is None else shared.invalidation
     invalidation.subscribe(partial(_forget, lists, images, upstream, campaigns))
+    if shared is not None:
+        shared.invalidation.on_reset(partial(_forget_all, lists, images, upstream))
+        shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
     try:
         yield Services(
@@ -122,15 +131,18 @@ async def running_services(
             clock=clock,
             events=events,
             invalidation=invalidation,
-            replay_guard=ReplayGuard(settings.webhook_tolerance_seconds),
+            replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
             images=images,
             cache_policy=CachePolicy(ring.signing_key.secret),
             open_stats=OpenStats(),
             upstream=upstream,
             event_rules=rules,
             worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
+            shared=shared,
         )
     finally:
+        if shared is not None:
+            await shared.aclose()
         images.close()
         await lists.aclose()
         if upstream is not None:
@@ -176,3 +188,11 @@ def _forget(
         images.forget(recipient, campaigns)
         if upstream is not None:
             upstream.discard(recipient)
+
+
+def _forget_all(lists: ListContent, images: ImageContent, upstream: UpstreamClient | None) -> None:
+    """Reset listener (Redis): this process may have missed invalidations, so drop what it cached."""
+    lists.forget_all()
+    images.forget_all()
+    if upstream is not None:
+        upstream.discard_all()

@@ -21,6 +21,7 @@ from app.store import open_store
 from tests.amp_tools import amp_validator, mustache  # noqa: F401  (session fixtures)
 from tests.node_tools import node_tools  # noqa: F401  (session fixture)
 from tests.pg import pg_url  # noqa: F401  (a fresh PostgreSQL schema's URL per test)
+from tests.redis_tools import private_redis, shared_redis  # noqa: F401  (fixtures)
 
 SENDER = "news@example.com"
 BASE_URL = "https://amp.example.test"

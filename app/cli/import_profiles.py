@@ -1,4 +1,8 @@
-"""``opentime import``: bulk-load profiles into the configured store, with a progress bar and a report."""
+"""``opentime import``: bulk-load profiles into the configured store, with a progress bar and a report.
+
+With ``redis_url`` set, every committed batch's recipients are announced through Redis (tombstoned and
+published), so the servers drop what they cached of them, as they do after a webhook event.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ from pathlib import Path
 
 import click
 
-from app.cli.common import config_option, database_option, fail, store_url
+from app.cli.common import config_option, database_option, fail, read_setting, store_url
+from app.content.invalidation import Invalidation
 from app.ingest.importer import ImportReport, import_file, progress_total
+from app.shared.client import RedisConfig
+from app.shared.tier import announcer
 from app.store import open_store
-from app.store.base import StoreError
+from app.store.base import ProfileRepository, StoreError
 
 MAX_REPORTED_ROWS = 50
 
@@ -35,14 +42,36 @@ def import_(
 ) -> None:
     """Bulk-load profiles from JSONL or CSV (validated first; loaded in atomic batches; idempotent)."""
     url = store_url(config, database_url)
-    sys.exit(run_import(file, url, fmt=fmt, skip_invalid=skip_invalid, batch_size=batch_size))
+    redis = shared_config(config)
+    sys.exit(run_import(file, url, fmt=fmt, skip_invalid=skip_invalid, batch_size=batch_size, redis=redis))
 
 
-def run_import(path: Path, database_url: str, *, fmt: str | None, skip_invalid: bool, batch_size: int) -> int:
+def shared_config(config: Path | None) -> RedisConfig | None:
+    """The Redis the servers share, if any: the import announces its changes there."""
+    url = read_setting("redis_url", config, needed=False)
+    if not url:
+        return None
+    return RedisConfig(
+        url,
+        read_setting("redis_key_prefix", config),
+        read_setting("redis_timeout_ms", config) / 1000,
+        read_setting("redis_profile_ttl_seconds", config),
+    )
+
+
+def run_import(
+    path: Path,
+    database_url: str,
+    *,
+    fmt: str | None,
+    skip_invalid: bool,
+    batch_size: int,
+    redis: RedisConfig | None = None,
+) -> int:
     """Import ``path`` and return the process exit code."""
     try:
         size = progress_total(path)
-        report = asyncio.run(_import(path, size, database_url, fmt, skip_invalid, batch_size))
+        report = asyncio.run(_import(path, size, database_url, fmt, skip_invalid, batch_size, redis))
     except (StoreError, ValueError, OSError) as exc:
         fail(str(exc))
     print_report(report)
@@ -50,22 +79,51 @@ def run_import(path: Path, database_url: str, *, fmt: str | None, skip_invalid: 
 
 
 async def _import(
-    path: Path, size: int, database_url: str, fmt: str | None, skip_invalid: bool, batch_size: int
+    path: Path,
+    size: int,
+    database_url: str,
+    fmt: str | None,
+    skip_invalid: bool,
+    batch_size: int,
+    redis: RedisConfig | None,
 ) -> ImportReport:
     store = open_store(database_url)
     await store.open()
     try:
-        with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
-            return await import_file(
-                store.profiles,
-                path,
-                fmt=fmt,
-                skip_invalid=skip_invalid,
-                batch_size=batch_size,
-                progress=bar.update,
+        if redis is None:
+            return await _load(store.profiles, path, size, fmt, skip_invalid, batch_size, None)
+        async with announcer(redis) as invalidation:
+            report = await _load(store.profiles, path, size, fmt, skip_invalid, batch_size, invalidation)
+        if invalidation.backlog:
+            click.echo(
+                f"warning: Redis did not answer: {invalidation.backlog} changed recipient(s) not announced;"
+                " servers show their new data once their caches expire (cache_ttl_seconds)",
+                err=True,
             )
+        return report
     finally:
         await store.close()
+
+
+async def _load(
+    profiles: ProfileRepository,
+    path: Path,
+    size: int,
+    fmt: str | None,
+    skip_invalid: bool,
+    batch_size: int,
+    invalidation: Invalidation | None,
+) -> ImportReport:
+    with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
+        return await import_file(
+            profiles,
+            path,
+            fmt=fmt,
+            skip_invalid=skip_invalid,
+            batch_size=batch_size,
+            progress=bar.update,
+            invalidation=invalidation,
+        )
 
 
 def print_report(report: ImportReport) -> None:

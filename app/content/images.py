@@ -262,6 +262,11 @@ class ImageContent:
                     for scale in SCALES:
                         self._recent.forget((campaign.name, block, recipient, fmt, scale))
 
+    def forget_all(self) -> None:
+        """Every recipient's next open renders from their current data (invalidations may have been
+        missed); outputs are keyed by content, so they stay."""
+        self._recent.forget_all()
+
     @property
     def renders_pending(self) -> int:
         return self._outputs.pending + self._timers.pending

@@ -4,8 +4,9 @@ Writers (the webhook event writer after its commit, a form answer that changed a
 ``recipients_changed`` once their change is durable and before they answer. Listeners are plain
 functions that drop what this process cached from the old data (rendered lists, image recency, the
 upstream cache); ``app.services`` subscribes them. ``LocalInvalidation`` reaches the listeners of
-this process only. A shared implementation (Redis pub/sub) will publish instead, and call its local
-listeners for every message it receives, so an event reaches the caches of every node.
+this process only. The shared implementation (``app.shared.invalidation.RedisInvalidation``, with
+``redis_url``) also publishes, and calls its local listeners for every message it receives from the
+other processes, so an event reaches the caches of every node.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ class LocalInvalidation:
         self._listeners.append(listener)
 
     async def recipients_changed(self, recipients: Iterable[str]) -> None:
-        changed = frozenset(recipients)
+        self.tell(frozenset(recipients))
+
+    def tell(self, changed: frozenset[str]) -> None:
+        """Call every listener with ``changed`` (nobody when it is empty)."""
         if not changed:
             return
         for listener in self._listeners:

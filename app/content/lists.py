@@ -123,6 +123,10 @@ class ListContent:
             for block in campaign.lists:
                 self._bodies.forget((campaign.name, block, recipient))
 
+    def forget_all(self) -> None:
+        """Drop every cached output (this process may have missed invalidations)."""
+        self._bodies.forget_all()
+
     async def aclose(self) -> None:
         """Release opens still waiting on the store or the upstream (on shutdown)."""
         await self._loader.aclose()

@@ -4,7 +4,8 @@
 ``Profile``, or ``Pulled`` from the upstream) or with the reason there is none. It never waits and
 has no budget of its own: callers wait through ``app.content.shared_work``, whose deadlines answer
 late requests while the lookup finishes and fills their cache. Built from the store's callback
-(``ProfileRepository.fetch``, batched on its reader thread) and a done-callback on the upstream
+(``ProfileRepository.fetch``, batched on its reader thread; with ``redis_url``, the Redis tier's
+``fetch`` in front of it, which answers with the same records) and a done-callback on the upstream
 task, because a Task per lookup costs more than the read itself.
 """
 
@@ -16,10 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from app.log_throttle import ThrottledLog
 from app.open_time.reasons import Reason, reason_of
-from app.store.base import Profile, ProfileRepository, StoreError
+from app.store.base import Profile, StoreError
 from app.upstream.client import NOT_FOUND, UpstreamClient, UpstreamResult
 
 logger = logging.getLogger(__name__)
@@ -39,12 +41,19 @@ Loaded = Profile | Pulled
 Done = Callable[[Loaded | str], None]
 
 
+class ProfileSource(Protocol):
+    """Where the loader reads profiles: the store's ``ProfileRepository``, or the Redis shared tier in
+    front of it (``app.shared.profiles.SharedProfiles``), which answers with the same records."""
+
+    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None: ...
+
+
 class ProfileLoader:
     """Store, then upstream on a store miss; answers each lookup once through its callback."""
 
     def __init__(
         self,
-        store: ProfileRepository,
+        store: ProfileSource,
         upstream: UpstreamClient | None = None,
         *,
         clock: Callable[[], float] = time.time,

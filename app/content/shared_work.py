@@ -76,6 +76,12 @@ class SharedWork(Generic[K, V]):
         if key in self._inflight:
             self._stale.add(key)
 
+    def forget_all(self) -> None:
+        """Like ``forget`` for every key (invalidations may have been missed)."""
+        if self.cache is not None:
+            self.cache.clear()
+        self._stale.update(self._inflight)
+
     def close(self, reason: str) -> None:
         """Answer every waiter with ``reason`` (on shutdown)."""
         for waiting in self._inflight.values():

@@ -31,7 +31,11 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """The process can answer opens: its store answers and campaigns are loaded."""
+    """The process can answer opens: its store answers and campaigns are loaded.
+
+    With ``redis_url``, the body also says ``"redis": "up"`` or ``"down"``; readiness does not depend on
+    it (Redis is an optimisation: without it, answers come from the local caches and the store).
+    """
     services: Services = request.state.services
     try:
         await services.store.profiles.ping()
@@ -39,7 +43,10 @@ async def readyz(request: Request) -> JSONResponse:
         # No details: this endpoint is public, and the error names files and hosts.
         logger.warning("readiness check: the profile store does not answer", exc_info=True)
         return JSONResponse({"status": "unavailable", "reason": "store"}, 503, headers=NO_STORE)
-    return JSONResponse({"status": "ready", "campaigns": sorted(services.campaigns)}, headers=NO_STORE)
+    body: dict[str, object] = {"status": "ready", "campaigns": sorted(services.campaigns)}
+    if services.shared is not None:
+        body["redis"] = "up" if await services.shared.check() else "down"
+    return JSONResponse(body, headers=NO_STORE)
 
 
 async def metrics(request: Request) -> Response:

@@ -12,6 +12,7 @@ retry, ids make it safe).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -55,15 +56,17 @@ async def _receive(request: Request, services: Services) -> Response:
     if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
         raise Refused(415, "send the events with Content-Type: application/json")
     body = await read_body(request, settings.webhook_max_body_bytes)
-    verified = _authenticate(request, services, body)
+    verified = await _authenticate(request, services, body)
     try:
         return await _ingest(services, body)
     except BaseException:
-        services.replay_guard.forget(verified)  # not acknowledged: the same request may be retried
+        # Not acknowledged: the same request may be retried. Shielded: a client that went away must
+        # not leave the request remembered on every node.
+        await asyncio.shield(services.replay_guard.release(verified))
         raise
 
 
-def _authenticate(request: Request, services: Services, body: bytes) -> Verified:
+async def _authenticate(request: Request, services: Services, body: bytes) -> Verified:
     now = services.clock()
     try:
         verified = verify(
@@ -73,7 +76,7 @@ def _authenticate(request: Request, services: Services, body: bytes) -> Verified
             now=now,
             tolerance=services.settings.webhook_tolerance_seconds,
         )
-        services.replay_guard.check(verified, now)
+        await services.replay_guard.admit(verified, now)
     except SignatureError as exc:
         raise Refused(401, str(exc), reason=exc.reason) from None
     return verified

@@ -15,6 +15,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.errors import OpentimeError
 
@@ -108,6 +109,19 @@ def verify(
     raise BadSignature("no signature matches the body with a configured secret")
 
 
+class RequestMemory(Protocol):
+    """What the webhook route asks of a replay guard: this process's ``ReplayGuard``, or the one all
+    nodes share (``app.shared.replay.SharedReplayGuard``, with ``redis_url``)."""
+
+    async def admit(self, verified: Verified, now: float) -> None:
+        """Remember ``verified``, or raise ``ReplayedSignature`` if it was accepted before."""
+        ...
+
+    async def release(self, verified: Verified) -> None:
+        """Forget ``verified``: it was not acknowledged, so its sender may retry it."""
+        ...
+
+
 class ReplayGuard:
     """Remembers accepted requests until they leave the tolerance window, at most ``capacity``.
 
@@ -138,6 +152,12 @@ class ReplayGuard:
     def forget(self, verified: Verified) -> None:
         """Allow a retry of a request that was not acknowledged (e.g. the store was down)."""
         self._seen.pop((verified.timestamp, verified.body_digest), None)
+
+    async def admit(self, verified: Verified, now: float) -> None:
+        self.check(verified, now)
+
+    async def release(self, verified: Verified) -> None:
+        self.forget(verified)
 
     def _expire(self, now: float) -> None:
         # Arrival order is close to expiry order; an out-of-order entry just lives a little longer.

@@ -254,6 +254,11 @@ class UpstreamClient:
     def cache_stats(self) -> CacheStats:
         return self._cache.stats
 
+    def discard_all(self) -> None:
+        """Forget every recipient (changes may have been missed); fetches running now won't be cached."""
+        self._cache.clear()
+        self._invalidated.update(self._inflight)
+
     def discard(self, recipient: str) -> None:
         """Forget the recipient (their profile changed); a fetch already running won't be cached."""
         self._cache.discard(recipient)

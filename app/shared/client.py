@@ -1,0 +1,175 @@
+"""Every Redis call of a process: aiocache's ``RedisCache`` (and the redis.asyncio client it wraps).
+
+Each call has a deadline (``redis_timeout_ms``) and goes through a circuit breaker
+(``app.upstream.breaker``): after a few failures in a row Redis is not asked at all for a moment, so an
+outage costs the open-time path nothing but one refused ``allow()``; then one probe finds out whether
+it is back. A failed or refused call answers ``None`` (or False) and is counted per operation: callers
+fall back to their local data, they never see a Redis exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from aiocache import RedisCache
+from aiocache.serializers import NullSerializer
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.config import Settings
+from app.log_throttle import ThrottledLog
+from app.upstream.breaker import BreakerState, CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Consecutive failures that open the breaker, and how long it stays open before one probe.
+BREAKER_THRESHOLD = 3
+BREAKER_RESET_S = 1.0
+# What Redis may answer with when it is not itself (a network error, a deadline, a refused command).
+FAILURES = (RedisError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str
+    prefix: str  # of every key and channel (pub/sub channels are not per database: the prefix matters)
+    timeout_s: float
+    profile_ttl_s: float
+
+
+def redis_config(settings: Settings) -> RedisConfig | None:
+    """The shared tier's configuration, or None when ``redis_url`` is not set (one process, no Redis)."""
+    if not settings.redis_url:
+        return None
+    return RedisConfig(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        settings.redis_timeout_ms / 1000,
+        settings.redis_profile_ttl_seconds,
+    )
+
+
+class SharedRedis:
+    """One process's Redis connections, deadlines, breaker and error counters."""
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self._timeout = config.timeout_s
+        self.breaker = CircuitBreaker(BREAKER_THRESHOLD, BREAKER_RESET_S)
+        self.errors: Counter[str] = Counter()  # failed calls by operation
+        self.refused: Counter[str] = Counter()  # calls the open breaker did not let through
+        self._warnings = ThrottledLog(logger, interval_s=30.0)
+        self._cache: Any = _redis_cache(config)
+
+    @property
+    def closed(self) -> bool:
+        """The breaker lets calls through (Redis answered lately)."""
+        return self.breaker.state is BreakerState.CLOSED
+
+    @property
+    def open(self) -> bool:
+        """Redis failed lately: don't even try (a half-open breaker lets one probe try)."""
+        return self.breaker.state is BreakerState.OPEN
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """The values of ``keys`` (None where absent), or None when Redis did not answer."""
+        return await self._call("get", lambda: self._cache.multi_get(list(keys)))
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool | None:
+        """SET NX with a TTL: True if stored, False if the key exists, None when Redis did not answer."""
+        return await self._call("add", lambda: self._add(key, value, ttl_s))
+
+    async def add_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> bool:
+        """SET NX with a TTL for each item, in one round trip (a pipeline; each SET on its own)."""
+
+        async def call() -> bool:
+            async with self._cache.client.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(key, value, nx=True, px=_ms(ttl_s))
+                await pipe.execute()
+            return True
+
+        return await self._call("add", call) is True
+
+    async def set_many(self, keys: Sequence[str], value: bytes, ttl_s: float) -> bool:
+        """SET every key to ``value`` with a TTL, overwriting (MSET and PEXPIREs in one MULTI)."""
+        pairs = [(key, value) for key in keys]
+        return await self._call("set", lambda: self._cache.multi_set(pairs, ttl=float(ttl_s))) is True
+
+    async def delete(self, key: str) -> bool:
+        return await self._call("delete", lambda: self._cache.delete(key)) is not None
+
+    async def publish(self, channel: str, message: bytes) -> bool:
+        return await self._call("publish", lambda: self._cache.client.publish(channel, message)) is not None
+
+    async def ping(self) -> bool:
+        return await self._call("ping", lambda: self._cache.client.ping()) is not None
+
+    def pubsub(self) -> PubSub:
+        """A pub/sub connection of its own (the subscriber owns and closes it)."""
+        pubsub: PubSub = self._cache.client.pubsub()
+        return pubsub
+
+    async def aclose(self) -> None:
+        await self._cache.client.aclose()
+
+    def failed(self, op: str, exc: BaseException) -> None:
+        """Count a failure of ``op`` seen outside ``_call`` (the subscriber's connection)."""
+        self.errors[op] += 1
+        self._warnings.warning(op, "redis %s failed: %r", op, exc)
+
+    async def _add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        try:
+            await self._cache.add(key, value, ttl=float(ttl_s))
+        except ValueError:  # aiocache's word for "the key exists"
+            return False
+        return True
+
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        if not self.breaker.allow():
+            self.refused[op] += 1
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await call()
+        except FAILURES as exc:
+            self.breaker.record_failure()
+            self.failed(op, exc)
+            return None
+        self.breaker.record_success()
+        return result
+
+
+def _redis_cache(config: RedisConfig) -> Any:
+    parts = urlsplit(config.url)
+    pool: dict[str, Any] = {
+        # No retries inside redis-py: a call gets one deadline, and the breaker decides what comes next.
+        "retry": Retry(NoBackoff(), 0),
+        "username": unquote(parts.username) if parts.username else None,
+    }
+    return RedisCache(
+        serializer=NullSerializer(encoding=None),  # values are bytes, kept as they are
+        endpoint=parts.hostname,
+        port=parts.port or 6379,
+        db=int(parts.path.strip("/") or 0),
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+        timeout=0,  # our own deadline (asyncio.timeout: no task per call), not aiocache's wait_for
+        create_connection_timeout=config.timeout_s,
+        connection_pool_kwargs=pool,
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)

@@ -1,0 +1,63 @@
+"""The shared tier of one process, as ``app.services`` builds it when ``redis_url`` is set."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from app.security.webhook_auth import ReplayGuard
+from app.shared.client import RedisConfig, SharedRedis
+from app.shared.invalidation import RedisInvalidation
+from app.shared.profiles import SharedProfiles
+from app.shared.replay import SharedReplayGuard
+from app.store.base import ProfileRepository
+
+
+@dataclass(frozen=True, slots=True)
+class SharedTier:
+    redis: SharedRedis
+    profiles: SharedProfiles  # ``fetch`` for ProfileLoader: Redis, then the store
+    invalidation: RedisInvalidation
+    replay_guard: SharedReplayGuard
+
+    @property
+    def up(self) -> bool:
+        """Redis answers lately and this process hears invalidations (what /readyz and /metrics say)."""
+        return self.invalidation.connected and not self.redis.open
+
+    async def check(self) -> bool:
+        """Like ``up``, asking Redis when the breaker has doubts (for /readyz)."""
+        return self.invalidation.connected and (self.redis.closed or await self.redis.ping())
+
+    async def aclose(self) -> None:
+        await self.invalidation.aclose()
+        await self.profiles.aclose()
+        await self.redis.aclose()
+
+
+def open_shared(config: RedisConfig, store: ProfileRepository, tolerance_s: float) -> SharedTier:
+    """The tier; call ``invalidation.start()`` on a running loop to hear other processes."""
+    redis = SharedRedis(config)
+    return SharedTier(
+        redis,
+        SharedProfiles(redis, store),
+        RedisInvalidation(redis),
+        SharedReplayGuard(redis, ReplayGuard(tolerance_s), tolerance_s),
+    )
+
+
+@asynccontextmanager
+async def announcer(config: RedisConfig) -> AsyncIterator[RedisInvalidation]:
+    """Invalidation for a writer that runs in its own process (``opentime import``): it tombstones and
+    publishes like a server's, hears nothing, and on the way out tries once more to announce what
+    Redis missed (``backlog`` then says how many recipients are still unannounced)."""
+    redis = SharedRedis(config)
+    invalidation = RedisInvalidation(redis)
+    try:
+        yield invalidation
+    finally:
+        try:
+            await invalidation.announce_backlog()
+        finally:
+            await redis.aclose()
