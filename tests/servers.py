@@ -12,14 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.config import PROJECT_ROOT
 
 OPENTIME = [sys.executable, "-m", "app"]
-REDIS_URL = (
-    "redis://127.0.0.1:6379/0"  # the machine's Redis: only ever read or written under a test's own keys
-)
 
 
 def free_port() -> int:
@@ -27,20 +23,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def machine_redis_url() -> str:
-    """``REDIS_URL`` when that Redis answers; else the test skips (fails under CI=true, which runs it)."""
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return REDIS_URL
-    except OSError:
-        pass
-    if os.environ.get("CI") == "true":
-        pytest.fail("Redis does not answer on 127.0.0.1:6379 (CI starts it: tools/start-services.sh)")
-    pytest.skip("Redis does not answer on 127.0.0.1:6379")
 
 
 def clean_env() -> dict[str, str]:

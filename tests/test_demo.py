@@ -23,7 +23,7 @@ from PIL import Image
 from app.campaigns.urls import PLACEHOLDER_BASE_URL
 from app.campaigns.validator import AmpValidator
 from app.config import PROJECT_ROOT
-from tests.servers import OPENTIME, clean_env, free_port, machine_redis_url, running
+from tests.servers import OPENTIME, clean_env, free_port, running
 from tests.test_preview_browser import browser_tools, chromium  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.server
@@ -213,11 +213,12 @@ def test_the_preview_page_in_chromium_passes_and_shows_the_demos_images(
     ids=["sigterm", "ctrl-c", "sigterm-2-workers"],
 )
 def test_the_demo_removes_its_keys_when_stopped(
-    stop_with: signal.Signals, workers: str, demo: Demo, tmp_path: Path
+    stop_with: signal.Signals, workers: str, demo: Demo, tmp_path: Path, shared_redis: tuple[str, str]
 ) -> None:
     port = free_port()
     log = tmp_path / "demo.log"
-    env = None if workers == "1" else {"OPENTIME_REDIS_URL": machine_redis_url()}  # several workers need it
+    redis_url, prefix = shared_redis  # several workers need it; under this test's own key prefix
+    env = None if workers == "1" else {"OPENTIME_REDIS_URL": redis_url, "OPENTIME_REDIS_KEY_PREFIX": prefix}
     args = ["serve", "--demo", "--port", str(port), "--workers", workers]
     with running(args, port, log, env=env) as process:
         this = demo_of(log, port)

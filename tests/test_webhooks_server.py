@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -17,9 +16,9 @@ from app.cli.events import events
 from app.config import Settings
 from app.demo import recipient_id
 from app.security.tokens import TokenSigner
-from app.security.webhook_auth import sign_header
 from tests.conftest import SENDER
 from tests.servers import free_port, running
+from tests.webhook_load import Poster, wait_for_acks
 
 pytestmark = pytest.mark.server
 SECRET = "whsec-server-test-0123456789"
@@ -47,41 +46,6 @@ def stored_ids(settings: Settings) -> set[str]:
         conn.close()
 
 
-class Poster(threading.Thread):
-    """Posts one signed event at a time until the server goes away; remembers what was acknowledged."""
-
-    def __init__(self, url: str, name: str, acked: list[str], stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.url, self.prefix, self.acked, self.stop = url, name, acked, stop
-
-    def run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            for n in range(100_000):
-                if self.stop.is_set():
-                    return
-                event_id = f"{self.prefix}-{n}"
-                body = orjson.dumps(
-                    {
-                        "id": event_id,
-                        "type": "product.viewed",
-                        "recipient": recipient_id(1 + n % 10),
-                        "occurred_at": "2024-05-01T10:00:00Z",
-                        "payload": {"sku": f"sku-{n}"},
-                    }
-                )
-                header = sign_header([SECRET], int(time.time()), body)
-                try:
-                    response = client.post(
-                        self.url,
-                        content=body,
-                        headers={"content-type": "application/json", "opentime-signature": header},
-                    )
-                except httpx.TransportError:
-                    return  # the server is gone: this event was never acknowledged
-                if response.status_code == 200:
-                    self.acked.append(event_id)
-
-
 def test_every_acknowledged_event_survives_sigkill(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     config = write_config(settings, port, tmp_path / "opentime.toml")
@@ -89,12 +53,10 @@ def test_every_acknowledged_event_survives_sigkill(settings: Settings, tmp_path:
     acked: list[str] = []
     stop = threading.Event()
     with running(["serve", "--config", str(config)], port, tmp_path / "server.log") as process:
-        posters = [Poster(url, f"p{i}", acked, stop) for i in range(POSTERS)]
+        posters = [Poster(url, f"p{i}", acked, stop, SECRET) for i in range(POSTERS)]
         for poster in posters:
             poster.start()
-        deadline = time.monotonic() + 30
-        while len(acked) < KILL_AFTER and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_acks(acked, KILL_AFTER)
         process.send_signal(signal.SIGKILL)  # mid-stream: requests are in flight
         process.wait()
         stop.set()

@@ -17,7 +17,7 @@ from app.demo import recipient_id
 from app.security.tokens import TokenSigner
 from app.worker_metrics import Snapshot, decode
 from tests.conftest import SENDER
-from tests.servers import free_port, machine_redis_url, running
+from tests.servers import free_port, running
 from tests.test_server import cli, write_config
 
 pytestmark = pytest.mark.server
@@ -28,15 +28,13 @@ REFUSAL = (
 )
 
 
-@pytest.fixture
-def redis_url() -> str:
-    return machine_redis_url()
-
-
-def two_workers_config(settings: Settings, port: int, path: Path, redis_url: str | None) -> Path:
+def two_workers_config(settings: Settings, port: int, path: Path, redis: tuple[str, str] | None) -> Path:
+    """``redis``: (url, key prefix) of the shared tier, or None for none."""
     write_config(settings, port, path)
     with path.open("a") as config:
-        config.write("workers = 2\n" + (f'redis_url = "{redis_url}"\n' if redis_url else ""))
+        config.write("workers = 2\n")
+        if redis is not None:
+            config.write(f'redis_url = "{redis[0]}"\nredis_key_prefix = "{redis[1]}"\n')
     return path
 
 
@@ -76,11 +74,11 @@ def every_scrape_reports(base: str, expected: float, *, within: float = 5.0, scr
 
 
 def test_metrics_add_up_every_worker_even_a_replaced_one(
-    settings: Settings, signer: TokenSigner, redis_url: str, tmp_path: Path
+    settings: Settings, signer: TokenSigner, shared_redis: tuple[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    config = two_workers_config(settings, port, tmp_path / "opentime.toml", redis_url)
+    config = two_workers_config(settings, port, tmp_path / "opentime.toml", shared_redis)
     temp = tmp_path / "tmp"
     temp.mkdir()
     token = signer.sign("demo", recipient_id(2), now=int(time.time()))

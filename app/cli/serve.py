@@ -6,8 +6,9 @@ deployment into a clear message and exit code 2 instead of a crash loop of worke
 
 ``--demo`` runs from a temporary folder (key ring, profile store, settings file) that is deleted when
 the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. It ignores ``OPENTIME_*`` settings except
-``OPENTIME_REDIS_URL``, which ``--workers`` above 1 needs. Its preview API key is minted at start-up
-into that folder's store: a fresh random key per run, never a built-in secret, gone with the folder.
+``OPENTIME_REDIS_*`` (URL, key prefix, timeouts), which ``--workers`` above 1 needs. Its preview API
+key is minted at start-up into that folder's store: a fresh random key per run, never a built-in
+secret, gone with the folder.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+import orjson
 import uvicorn
 
 from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
 from app.cli.preview import preview_url
-from app.config import CONFIG_ENV, FIELDS_BY_NAME, Settings, check_serving, load_settings
+from app.config import CONFIG_ENV, FIELDS, Settings, check_serving, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
 from app.security.apikeys import create_key
@@ -147,10 +149,10 @@ def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
     port = overrides.get("port", 8000)
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only a display choice
     env = {"OPENTIME_PUBLIC_BASE_URL": f"http://{url_host}:{port}"}
-    # The one setting the demo takes from the environment: several workers need a shared tier.
-    redis = FIELDS_BY_NAME["redis_url"].env_var
-    if os.environ.get(redis):
-        env[redis] = os.environ[redis]
+    # The settings the demo takes from the environment: several workers need a shared tier.
+    for row in FIELDS:
+        if row.name.startswith("redis_") and os.environ.get(row.env_var):
+            env[row.env_var] = os.environ[row.env_var]
     try:
         return load_settings(
             env,
@@ -178,15 +180,27 @@ async def load_demo_data(database_url: str) -> str:
 
 
 def write_toml(path: Path, settings: Settings) -> Path:
+    """Write ``settings`` as a TOML file ``--config`` reads back to the same settings: every setting
+    that differs from its default (required ones always), so nothing given is lost on the way."""
     lines = []
-    for name in ("public_base_url", "keys_file", "database_url", "redis_url", "host", "port", "workers"):
-        value = getattr(settings, name)
-        lines.append(f"{name} = {value}" if isinstance(value, int) else f'{name} = "{value}"')
-    for name in ("allowed_senders", "webhook_secrets"):
-        items = ", ".join(f'"{item}"' for item in getattr(settings, name))
-        lines.append(f"{name} = [{items}]")
+    for row in FIELDS:
+        value = getattr(settings, row.name)
+        if value is None or value == row.default:
+            continue
+        lines.append(f"{row.name} = {_toml_value(value)}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    # A JSON string is a valid TOML basic string (same escapes).
+    return orjson.dumps(str(value)).decode()
 
 
 class DemoBanner:
