@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.campaigns.loader import EMAIL_PARTS, Campaign, load_campaigns
 from app.campaigns.sendtime import SendTime
@@ -26,12 +27,14 @@ from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
 from app.security.tokens import TokenSigner, TokenVerifier
 from app.security.webhook_auth import ReplayGuard, RequestMemory
-from app.shared.client import redis_config
-from app.shared.tier import SharedTier, open_shared
+from app.shared.config import redis_config
 from app.store import open_store
 from app.store.base import Store
 from app.upstream.client import OAuth2ClientCredentials, StaticHeaderAuth, UpstreamClient, UpstreamConfig
 from app.worker_metrics import WorkerShare
+
+if TYPE_CHECKING:
+    from app.shared.tier import SharedTier
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,12 @@ async def running_services(
     upstream = None if config is None else UpstreamClient(config, clock=clock)
     shared_config = redis_config(settings)
     tolerance = settings.webhook_tolerance_seconds
-    shared = None if shared_config is None else open_shared(shared_config, store.profiles, tolerance)
+    shared = None
+    if shared_config is not None:
+        # Imported here: a process without Redis never loads redis, aiocache or hiredis.
+        from app.shared.tier import open_shared
+
+        shared = open_shared(shared_config, store.profiles, tolerance)
     cache: BoundedCache[Key, Entry] = BoundedCache(settings.cache_max_bytes, size_of=entry_size)
     lists = ListContent(
         ProfileLoader(store.profiles if shared is None else shared.profiles, upstream, clock=clock),

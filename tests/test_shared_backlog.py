@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from app.shared.client import RedisConfig, SharedRedis
+from app.shared.client import SharedRedis
+from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
 from app.shared.profiles import TOMBSTONE, profile_key
 from tests.redis_tools import PrivateRedis

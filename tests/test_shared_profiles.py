@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from app.shared.client import RedisConfig, SharedRedis
+from app.shared.client import SharedRedis
+from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
 from app.shared.profiles import TOMBSTONE, TOMBSTONE_S, SharedProfiles, encode, profile_key
 from app.store import open_store

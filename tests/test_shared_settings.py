@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from app.config import FIELDS_BY_NAME, load_settings, masked
 from app.errors import ConfigError
-from app.shared.client import redis_config
+from app.shared.config import redis_config
 
 
 def env(keys_file: Path, **settings: str) -> dict[str, str]:
@@ -50,3 +52,13 @@ def test_bad_redis_settings_are_refused(keys_file: Path, settings: dict[str, str
     with pytest.raises(ConfigError, match=error) as caught:
         load_settings(env(keys_file, **settings))
     assert "secret" not in str(caught.value)
+
+
+def test_a_process_without_redis_or_postgresql_does_not_load_their_drivers() -> None:
+    """The one-process default stays as light as before: the drivers load only where configured."""
+    code = (
+        "import sys, app.app, app.services, app.cli.main, app.store;"
+        "print(sorted(m for m in ('asyncpg', 'redis', 'aiocache', 'hiredis') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -15,8 +15,7 @@ import click
 from app.cli.common import config_option, database_option, fail, read_setting, store_url
 from app.content.invalidation import Invalidation
 from app.ingest.importer import ImportReport, import_file, progress_total
-from app.shared.client import RedisConfig
-from app.shared.tier import announcer
+from app.shared.config import RedisConfig
 from app.store import open_store
 from app.store.base import ProfileRepository, StoreError
 
@@ -92,6 +91,8 @@ async def _import(
     try:
         if redis is None:
             return await _load(store.profiles, path, size, fmt, skip_invalid, batch_size, None)
+        from app.shared.tier import announcer  # only with Redis: see app.shared.config
+
         async with announcer(redis) as invalidation:
             report = await _load(store.profiles, path, size, fmt, skip_invalid, batch_size, invalidation)
         if invalidation.backlog:

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from app.security.webhook_auth import ReplayGuard
-from app.shared.client import RedisConfig, SharedRedis
+from app.shared.client import SharedRedis
+from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
 from app.shared.profiles import SharedProfiles
 from app.shared.replay import SharedReplayGuard

@@ -9,11 +9,9 @@ from urllib.parse import urlsplit
 
 from app.config import DATABASE_POOL_SIZE, DATABASE_TIMEOUT_MS
 from app.store.base import Profile, ProfileRepository, Store, StoreError
-from app.store.postgres.store import PostgresStore
 from app.store.sqlite.profiles import SQLiteProfileStore
 
 __all__ = [
-    "PostgresStore",
     "Profile",
     "ProfileRepository",
     "SQLiteProfileStore",
@@ -45,6 +43,9 @@ def open_store(
         raise ValueError("database URL must look like sqlite:///path/to/opentime.db")
     if scheme in {"postgres", "postgresql"}:
         _check_postgres_url(database_url)
+        # Imported here: a SQLite deployment never loads asyncpg.
+        from app.store.postgres.store import PostgresStore
+
         return PostgresStore(
             database_url, clock=clock, upgrade=upgrade, timeout_seconds=timeout_ms / 1000, pool_size=pool_size
         )
