@@ -98,6 +98,17 @@ def post(node: Node, body: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(f"{node.base}/webhooks/events", content=body, headers=headers, timeout=10)
 
 
+def same_countdown(cluster: list[Node], signer: TokenSigner) -> bool:
+    """The campaign-wide countdown of the same second, from every node: the same bytes and ETag."""
+    token = signer.sign_shared("demo", now=int(time.time()), ttl_seconds=86400)
+    for _ in range(5):  # the requests may straddle a second: then try again
+        answers = [httpx.get(f"{node.base}/v1/{token}/img/countdown.gif", timeout=5) for node in cluster]
+        assert all(a.status_code == 200 and a.headers["content-type"] == "image/gif" for a in answers)
+        if len({a.headers["etag"] for a in answers}) == 1:
+            return len({a.content for a in answers}) == 1
+    return False
+
+
 def test_three_nodes_agree_and_a_redis_outage_changes_no_status(
     tmp_path: Path, keys_file: Path, signer: TokenSigner, pg_url: str, private_redis: PrivateRedis
 ) -> None:
@@ -122,6 +133,9 @@ def test_three_nodes_agree_and_a_redis_outage_changes_no_status(
             answers = list(pool.map(lambda n: post(n, body, headers), cluster))
         assert sorted(r.status_code for r in answers) == [200, 401, 401]
         assert [r.json()["reason"] for r in answers if r.status_code == 401] == ["replayed", "replayed"]
+
+        # A shared countdown needs no coordination: every node draws the same GIF for the same second.
+        assert same_countdown(cluster, signer)
 
         # Redis goes away: every open and every webhook keeps its status; readiness tells.
         cached, uncached = recipient_id(3), recipient_id(5)
