@@ -137,12 +137,17 @@ async def visible(base: str, signer: TokenSigner, samples: int) -> dict[str, flo
             while marker not in (await client.get(url, headers=amp)).text:
                 pass
             latencies.append((time.perf_counter() - start) * 1000)
-    latencies.sort()
+    return latency_summary(latencies)
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p99 and max of event -> visible latencies (milliseconds), and how many there were."""
+    ordered = sorted(latencies_ms)
     return {
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "max_ms": latencies[-1],
-        "samples": len(latencies),
+        "p50_ms": statistics.median(ordered),
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "max_ms": ordered[-1],
+        "samples": len(ordered),
     }
 
 

@@ -78,6 +78,7 @@ from bench.amp_list import (
     stop_server,
     store_reads,
 )
+from bench.events import latency_summary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "nodes.json"
 SECRET = "bench-nodes-webhook-secret-0123456789"  # noqa: S105 (a throwaway secret of this run)
@@ -315,13 +316,7 @@ async def cross_node(a: str, b: str, signer: TokenSigner, recipients: Sequence[s
                 if time.perf_counter() - started > 5:
                     raise BenchError("an event accepted by A was not visible on B within 5 s")
             latencies.append((time.perf_counter() - started) * 1000)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "max_ms": latencies[-1],
-        "samples": len(latencies),
-    }
+    return latency_summary(latencies)
 
 
 def visibility(setup: Setup, args: argparse.Namespace) -> dict[str, float]:
