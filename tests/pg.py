@@ -139,11 +139,11 @@ def named(url: str, application_name: str) -> str:
     return f"{url}&application_name={application_name}"
 
 
-async def until_waiting_for_a_lock(application_name: str, timeout: float = 10.0) -> None:
-    """Return once a session named ``application_name`` waits for a lock another one holds."""
+async def until_waiting_for_a_lock(application_name: str) -> None:
+    """Return once a session named ``application_name`` waits for a lock another one holds (10 s at most)."""
     conn = await asyncpg.connect(base_url(), timeout=5)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + 10.0
         while not await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
             application_name,
