@@ -624,9 +624,15 @@ def masked(row: Field, value: Any) -> str:
 
 
 def masked_url(text: str) -> str:
-    """``text`` with the password of its URL, if any, replaced by ``****``."""
+    """``text`` with the passwords of its URL, if any, replaced by ``****``: the user-info one and the
+    ``password`` / ``sslpassword`` query parameters (libpq and asyncpg take a password there too)."""
     parts = urlsplit(text)
+    netloc, query = parts.netloc, _SECRET_QUERY.sub(r"\1\2=****", parts.query)
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return text
+        netloc = netloc.replace(f":{parts.password}@", ":****@")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return text
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_SECRET_QUERY = re.compile(r"(^|[&;])((?:ssl)?password)=[^&;]*", re.IGNORECASE)

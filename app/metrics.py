@@ -126,6 +126,11 @@ class _ServicesCollector(Collector):
         yield CounterMetricFamily(
             "opentime_store_read_keys", "Recipient ids asked for by profile store queries.", value=reads.keys
         )
+        yield CounterMetricFamily(
+            "opentime_events_rejected",
+            "Webhook requests refused (503) because too many events were waiting for the store.",
+            value=services.events.rejected,
+        )
         yield from _image_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)

@@ -12,8 +12,9 @@ import asyncio
 import os
 import secrets
 import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
@@ -119,3 +120,35 @@ def pg_url() -> Iterator[str]:
     """A fresh schema's URL for this test (see ``fresh_pg_url``)."""
     with fresh_pg_url() as url:
         yield url
+
+
+@asynccontextmanager
+async def open_transaction(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own inside an open transaction: what it writes holds its locks until the
+    test runs COMMIT or ROLLBACK on it (or the block ends: closed, so rolled back)."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute("BEGIN")
+        yield conn
+    finally:
+        await conn.close()
+
+
+def named(url: str, application_name: str) -> str:
+    """``url`` (made by ``with_schema``) whose sessions show ``application_name`` in pg_stat_activity."""
+    return f"{url}&application_name={application_name}"
+
+
+async def until_waiting_for_a_lock(application_name: str) -> None:
+    """Return once a session named ``application_name`` waits for a lock another one holds (10 s at most)."""
+    conn = await asyncpg.connect(base_url(), timeout=5)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            application_name,
+        ):
+            assert time.monotonic() < deadline, f"{application_name} never waited for a lock"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()

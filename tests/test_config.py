@@ -88,6 +88,12 @@ def test_unreadable_config_file() -> None:
 def test_database_password_is_masked() -> None:
     field = FIELDS_BY_NAME["database_url"]
     assert masked(field, "postgresql://app:s3cret@db/opentime") == "postgresql://app:****@db/opentime"
+    # Leak: asyncpg and libpq also take the password as a query parameter; it was printed as given.
+    assert (
+        masked(field, "postgresql://app@db/opentime?sslmode=require&password=s3cret&sslpassword=k3y")
+        == "postgresql://app@db/opentime?sslmode=require&password=****&sslpassword=****"
+    )
+    assert masked(field, "postgresql://app:a@db/x?PASSWORD=b") == "postgresql://app:****@db/x?PASSWORD=****"
     assert masked(FIELDS_BY_NAME["allowed_senders"], ("a@x.com", "b@y.com")) == "a@x.com, b@y.com"
 
 

@@ -158,3 +158,23 @@ async def test_a_poison_event_fails_alone_in_a_shared_transaction(store: SQLiteP
     assert await asyncio.gather(first, second) == [["applied", "failed"], ["applied"]]
     assert counting.transactions == 1
     assert await attributes(store, "r1") == {"a": 1, "c": 1}
+
+
+async def test_beyond_the_queue_bound_a_request_is_refused_at_once_and_counted(
+    store: SQLiteProfileStore,
+) -> None:
+    # Overload: with the store slow, queued webhook requests grew without bound (memory, and answers
+    # that come too late to matter). Past the bound a request gets StoreError (503) straight away.
+    counting = CountingEvents(store.events)
+    writer = EventWriter(counting, clock=lambda: NOW, invalidation=LocalInvalidation(), max_queued=4)
+    counting.gate.clear()
+    in_flight = asyncio.create_task(writer.write([ev("a", "r0")]))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(writer.write([ev(f"q{i}", "r1"), ev(f"p{i}", "r2")])) for i in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(StoreError, match="more than 4 events wait"):
+        await writer.write([ev("late")])
+    assert writer.rejected == 1
+    counting.gate.set()
+    assert await asyncio.gather(in_flight, *queued) == [["applied"], ["applied"] * 2, ["applied"] * 2]
+    assert await writer.write([ev("late")]) == ["applied"]  # room again

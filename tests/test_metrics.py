@@ -73,6 +73,7 @@ def test_metrics_after_some_opens(client: TestClient, signer: TokenSigner) -> No
     assert 'opentime_open_responses_total{kind="list",outcome="ok"} 2.0' in text
     assert 'opentime_data_age_seconds_count{kind="list"} 2.0' in text
     assert 'opentime_cache_hits_total{cache="lists"} 1.0' in text
+    assert "opentime_events_rejected_total 0.0" in text  # webhook requests refused: queue full
     assert 'opentime_cache_entries{cache="lists"} 1.0' in text
     assert "opentime_store_read_keys_total 1.0" in text  # one profile read: the second open was a hit
     assert "opentime_store_read_batches_total 1.0" in text

@@ -4,6 +4,11 @@ Requests that arrive while a transaction is being committed wait and go, all tog
 one: many small posts then cost one fsync per round instead of one each. Each request still learns
 the outcome of its own events. After a commit, and before any request is answered, the recipients
 whose events were applied are announced on the invalidation seam, so caches drop their old data.
+
+When the store fails (down, hung past its deadline), waiting helps nobody: a failed commit fails
+every request queued behind it too, at once (each answers 503 and its sender retries; nothing was
+acknowledged), instead of each batch waiting out one more deadline. And the queue is bounded: past
+``max_queued`` events waiting, a request is refused straight away (StoreError, 503) and counted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from app.store.base import EventRepository, EventStatus, StoreError
 logger = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_TRANSACTION = 5000
+MAX_QUEUED_EVENTS = 10_000
 
 
 @dataclass(slots=True)
@@ -44,19 +50,27 @@ class EventWriter:
         clock: Callable[[], float],
         invalidation: Invalidation,
         max_events: int = MAX_EVENTS_PER_TRANSACTION,
+        max_queued: int = MAX_QUEUED_EVENTS,
     ) -> None:
         self._events = events
         self._clock = clock
         self._invalidation = invalidation
         self._max_events = max_events
+        self._max_queued = max_queued
         self._queue: list[_Request] = []
+        self._queued = 0  # events in ``_queue``
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0
+        self.rejected = 0  # requests refused because the queue was full
 
     async def write(self, events: Sequence[Event]) -> list[EventStatus]:
         """Commit ``events``; returns one status per event. Raises ``StoreError``."""
+        if self._queue and self._queued + len(events) > self._max_queued:
+            self.rejected += 1
+            raise StoreError(f"more than {self._max_queued} events wait for the store: try again later")
         future: asyncio.Future[list[EventStatus]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(events, future))
+        self._queued += len(events)
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         # shield: a caller that goes away must not cancel a commit other callers wait for.
@@ -76,6 +90,7 @@ class EventWriter:
                 break
             taken, count = taken + 1, count + len(request.events)
         batch, self._queue = self._queue[:taken], self._queue[taken:]
+        self._queued -= count
         return batch
 
     async def _commit(self, batch: list[_Request]) -> None:
@@ -86,6 +101,8 @@ class EventWriter:
             error = exc if isinstance(exc, StoreError) else StoreError(f"events not saved: {exc!r}")
             if error is not exc:
                 logger.exception("applying events failed")
+            else:  # the store failed: the next commit would too, one deadline later; fail them all now
+                batch += self._take_all()
             for request in batch:
                 _settle(request.future, StoreError(str(error)))  # one per waiter: tracebacks grow
             return
@@ -95,6 +112,10 @@ class EventWriter:
         for request in batch:
             _settle(request.future, statuses[offset : offset + len(request.events)])
             offset += len(request.events)
+
+    def _take_all(self) -> list[_Request]:
+        queued, self._queue, self._queued = self._queue, [], 0
+        return queued
 
     async def _notify(self, events: list[Event], statuses: list[EventStatus]) -> None:
         changed = {e.recipient for e, s in zip(events, statuses, strict=True) if s == "applied"}

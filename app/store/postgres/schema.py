@@ -61,14 +61,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
     ),
 }
-_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+_VERSION_TABLE = "CREATE TABLE schema_version (version integer NOT NULL)"
+# Looked up first, in the schema CREATE would use: a role without CREATE can start on a current schema.
+_HAS_VERSION_TABLE = """
+SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_version')
+"""
 
 
 async def migrate(conn: asyncpg.Connection, label: str, *, upgrade: bool) -> tuple[int, int]:
     """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(_VERSION_TABLE)
+        if not await conn.fetchval(_HAS_VERSION_TABLE):
+            await conn.execute(_VERSION_TABLE)
         found = await conn.fetchval("SELECT max(version) FROM schema_version")
         version = int(found or 0)
         check_version(version, SCHEMA_VERSION, label, upgrade=upgrade, backup="the database")
