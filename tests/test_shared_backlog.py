@@ -7,7 +7,8 @@ import asyncio
 from app.shared.client import SharedRedis
 from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
-from app.shared.profiles import TOMBSTONE, profile_key
+from app.shared.keys import profile_key
+from app.shared.profiles import TOMBSTONE
 from tests.redis_tools import PrivateRedis
 
 
@@ -51,5 +52,5 @@ def test_changes_made_during_an_outage_are_announced_when_redis_answers_again(
     asyncio.run(scenario())
     assert heard == [frozenset({"r1", "r2"})]
     client = private_redis.client()
-    assert client.get(profile_key("backlog:", "r1")) == TOMBSTONE
+    assert client.get(profile_key("backlog:", 0, "r1")) == TOMBSTONE
     client.close()

@@ -13,7 +13,8 @@ import redis
 from app.shared.client import SharedRedis
 from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
-from app.shared.profiles import TOMBSTONE, TOMBSTONE_S, SharedProfiles, encode, profile_key
+from app.shared.keys import profile_key
+from app.shared.profiles import TOMBSTONE, SharedProfiles, encode
 from app.store import open_store
 from app.store.base import Profile, ProfileRepository, StoreError
 
@@ -66,8 +67,8 @@ def test_miss_fills_redis_then_hits_without_the_store(tmp_path: Path, shared_red
 
     asyncio.run(scenario())
     client = redis.Redis.from_url(url)
-    assert 0 < client.pttl(profile_key(prefix, "r1")) <= 60_000
-    assert client.get(profile_key(prefix, "nobody")) is None
+    assert 0 < client.pttl(profile_key(prefix, 0, "r1")) <= 60_000
+    assert client.get(profile_key(prefix, 0, "nobody")) is None
     client.close()
 
 
@@ -97,8 +98,8 @@ def test_a_writers_tombstone_is_a_miss_that_is_not_filled(
 
     asyncio.run(scenario())
     client = redis.Redis.from_url(url)
-    assert client.get(profile_key(prefix, "r1")) == TOMBSTONE
-    assert 0 < client.pttl(profile_key(prefix, "r1")) <= TOMBSTONE_S * 1000
+    assert client.get(profile_key(prefix, 0, "r1")) == TOMBSTONE
+    assert 0 < client.pttl(profile_key(prefix, 0, "r1")) <= config(url, prefix).tombstone_s * 1000
     client.close()
 
 
@@ -158,14 +159,14 @@ def test_a_reader_that_read_before_the_commit_cannot_fill_redis_with_the_old_row
 
     asyncio.run(scenario())
     client = redis.Redis.from_url(url)
-    assert client.get(profile_key(prefix, "r1")) == TOMBSTONE  # not the old row
+    assert client.get(profile_key(prefix, 0, "r1")) == TOMBSTONE  # not the old row
     client.close()
 
 
 def test_values_this_version_cannot_read_are_misses(tmp_path: Path, shared_redis: tuple[str, str]) -> None:
     url, prefix = shared_redis
     client = redis.Redis.from_url(url)
-    client.set(profile_key(prefix, "r1"), b"X-from-a-future-version", px=60_000)
+    client.set(profile_key(prefix, 0, "r1"), b"X-from-a-future-version", px=60_000)
     client.close()
 
     async def scenario() -> None:

@@ -55,6 +55,8 @@ def shared_config(config: Path | None) -> RedisConfig | None:
         read_setting("redis_key_prefix", config),
         read_setting("redis_timeout_ms", config) / 1000,
         read_setting("redis_profile_ttl_seconds", config),
+        # The servers' store deadline: their reads must not outlive this import's tombstones.
+        read_setting("database_timeout_ms", config) / 1000,
     )
 
 

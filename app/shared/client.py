@@ -1,6 +1,7 @@
 """Every Redis call of a process: aiocache's ``RedisCache`` (and the redis.asyncio client it wraps).
 
-Each call has a deadline (``redis_timeout_ms``) and goes through a circuit breaker
+Each call has a deadline (``redis_timeout_ms`` on the open-time path; ten times that for background and
+bulk work such as tombstoning an import batch, which nobody waits on) and goes through a circuit breaker
 (``app.upstream.breaker``): after a few failures in a row Redis is not asked at all for a moment, so an
 outage costs the open-time path nothing but one refused ``allow()``; then one probe finds out whether
 it is back. A failed or refused call answers ``None`` (or False) and is counted per operation: callers
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 
 from app.log_throttle import ThrottledLog
 from app.shared.config import RedisConfig
+from app.shared.keys import ProfileKeys
 from app.upstream.breaker import BreakerState, CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,14 @@ BREAKER_THRESHOLD = 3
 BREAKER_RESET_S = 1.0
 # SET NX PX for every key (ARGV[1] the TTL in ms, then one value per key): a fill never overwrites.
 ADD_MANY = "for i = 1, #KEYS do redis.call('set', KEYS[i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) end return 1"
+# Tombstones, unless the generation changed (KEYS[1] the generation key, ARGV[1] the generation the keys
+# were built with, ARGV[2] the TTL in ms, ARGV[3] the tombstone): answers the current generation.
+MARK_MANY = """
+local generation = redis.call('get', KEYS[1]) or '0'
+if generation ~= ARGV[1] then return generation end
+for i = 2, #KEYS do redis.call('set', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
+return generation
+"""
 # What Redis may answer with when it is not itself (a network error, a deadline, a refused command).
 FAILURES = (RedisError, TimeoutError, OSError)
 
@@ -47,6 +57,8 @@ class SharedRedis:
         self.config = config
         self.prefix = config.prefix
         self._timeout = config.timeout_s
+        self._bulk_timeout = config.bulk_timeout_s
+        self.keys = ProfileKeys(config.prefix)  # lookups and writers of this process use one generation
         self.breaker = CircuitBreaker(BREAKER_THRESHOLD, BREAKER_RESET_S)
         self.errors: Counter[str] = Counter()  # failed calls by operation
         self.refused: Counter[str] = Counter()  # calls the open breaker did not let through
@@ -54,6 +66,7 @@ class SharedRedis:
         self._cache: Any = _redis_cache(config)
         # EVALSHA, loading the script again after a Redis restart (NOSCRIPT) by itself.
         self._add_script: Any = self._cache.client.register_script(ADD_MANY)
+        self._mark_script: Any = self._cache.client.register_script(MARK_MANY)
 
     @property
     def closed(self) -> bool:
@@ -83,16 +96,34 @@ class SharedRedis:
         args = [_ms(ttl_s), *(value for _, value in items)]
         return await self._call("add", lambda: self._add_script(keys=keys, args=args)) is not None
 
-    async def set_many(self, keys: Sequence[str], value: bytes, ttl_s: float) -> bool:
-        """SET every key to ``value`` with a TTL, overwriting (MSET and PEXPIREs in one MULTI)."""
-        pairs = [(key, value) for key in keys]
-        return await self._call("set", lambda: self._cache.multi_set(pairs, ttl=float(ttl_s))) is True
+    async def mark_many(self, generation: int, keys: Sequence[str], value: bytes, ttl_s: float) -> int | None:
+        """SET each of ``keys`` (built with ``generation``) to ``value`` with a TTL, overwriting, in one
+        script call, unless Redis has moved to another generation: answers Redis's generation (the keys
+        were written when it equals ``generation``), None when Redis did not answer. A bulk call."""
+        call_keys = [self.keys.generation_key, *keys]
+        args = [generation, _ms(ttl_s), value]
+        answer = await self._call("mark", lambda: self._mark_script(keys=call_keys, args=args), bulk=True)
+        return None if answer is None else int(answer)
+
+    async def generation(self) -> int | None:
+        """The current generation of profile keys in Redis (None when Redis did not answer).
+
+        Asked even when the breaker is open: the subscriber asks right after Redis confirmed its
+        subscription, and the answer closes the breaker."""
+        return await self._call("generation", self._generation, bulk=True, force=True)
+
+    async def next_generation(self) -> int | None:
+        """Move every process to a new generation of profile keys (INCR); None when Redis did not answer."""
+        incr = self._cache.client.incr
+        answer = await self._call("generation", lambda: incr(self.keys.generation_key), bulk=True)
+        return None if answer is None else int(answer)
 
     async def delete(self, key: str) -> bool:
         return await self._call("delete", lambda: self._cache.delete(key)) is not None
 
     async def publish(self, channel: str, message: bytes) -> bool:
-        return await self._call("publish", lambda: self._cache.client.publish(channel, message)) is not None
+        publish = self._cache.client.publish
+        return await self._call("publish", lambda: publish(channel, message), bulk=True) is not None
 
     async def ping(self) -> bool:
         return await self._call("ping", lambda: self._cache.client.ping()) is not None
@@ -110,6 +141,9 @@ class SharedRedis:
         self.errors[op] += 1
         self._warnings.warning(op, "redis %s failed: %r", op, exc)
 
+    async def _generation(self) -> int:
+        return int(await self._cache.client.get(self.keys.generation_key) or 0)  # absent: generation 0
+
     async def _add(self, key: str, value: bytes, ttl_s: float) -> bool:
         try:
             await self._cache.add(key, value, ttl=float(ttl_s))
@@ -117,12 +151,14 @@ class SharedRedis:
             return False
         return True
 
-    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        if not self.breaker.allow():
+    async def _call(
+        self, op: str, call: Callable[[], Awaitable[T]], *, bulk: bool = False, force: bool = False
+    ) -> T | None:
+        if not (force or self.breaker.allow()):
             self.refused[op] += 1
             return None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._bulk_timeout if bulk else self._timeout):
                 result = await call()
         except FAILURES as exc:
             self.breaker.record_failure()

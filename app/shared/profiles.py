@@ -12,12 +12,18 @@ The stale-fill race, and why it cannot leave old data in Redis::
     writer:                                      commits v2 ── marks Redis ── announces
 
 A plain DEL by the writer would let the reader's late fill put v1 back for a whole TTL. So the writer
-*overwrites* the key with a tombstone that lives ``TOMBSTONE_S`` (``RedisInvalidation``), and fills are
-SET NX: a fill that comes after the tombstone finds the key taken and stores nothing. A reader that
-meets a tombstone treats it as a miss, reads the store, and does not fill. The tombstone only has to
-outlive the gap between a reader's store read and its fill: that gap is one store read and one Redis
-call, both bounded by deadlines far shorter than ``TOMBSTONE_S``. Once it expires, the next miss
-fills Redis from the store, which by then holds v2.
+*overwrites* the key with a tombstone (``RedisInvalidation``), and fills are SET NX: a fill that comes
+after the tombstone finds the key taken and stores nothing. A reader that meets a tombstone treats it
+as a miss, reads the store, and does not fill. The tombstone only has to outlive the gap between a
+reader's store read and its fill, so its lifetime (``RedisConfig.tombstone_s``) is derived from the
+deadlines that bound that gap: at least 10 s, and at least two store deadlines (``database_timeout_ms``:
+a read may wait behind one in flight) plus two Redis deadlines. Once it expires, the next miss fills
+Redis from the store, which by then holds v2.
+
+A fill goes to the key its lookup used, of the generation current when the read began
+(``app.shared.keys``): a read that began before a "drop everything" can only fill the old generation,
+which nobody reads any more. After ``aclose`` a store read that finishes still answers its waiters but
+fills nothing.
 """
 
 from __future__ import annotations
@@ -41,8 +47,6 @@ Callback = Callable[[Profile | StoreError | None], None]
 HEADER = struct.Struct(">cqd")  # marker, version, updated_at; then the encoded attributes
 PROFILE = b"P"
 TOMBSTONE = b"T"
-# Far longer than a store read plus a Redis call (both have deadlines of milliseconds to seconds).
-TOMBSTONE_S = 10.0
 
 
 @dataclass(slots=True)
@@ -52,10 +56,6 @@ class TierStats:
     tombstones: int = 0  # lookups that met a writer's mark: read from the store, not filled
     unavailable: int = 0  # lookups that went straight to the store: Redis was down or did not answer
     fills: int = 0  # store reads written to Redis (SET NX: a tombstone or a newer fill wins)
-
-
-def profile_key(prefix: str, recipient: str) -> str:
-    return f"{prefix}p:{recipient}"
 
 
 def encode(profile: Profile) -> bytes:
@@ -76,15 +76,16 @@ class SharedProfiles:
     def __init__(self, redis: SharedRedis, store: ProfileRepository) -> None:
         self._redis = redis
         self._store = store
-        self._prefix = redis.prefix
+        self._keys = redis.keys
         self._ttl = redis.config.profile_ttl_s
         self._asked: dict[str, list[Callback]] = {}
         self._fills: list[tuple[str, bytes]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
         self.stats = TierStats()
 
     def fetch(self, recipient: str, callback: Callback) -> None:
-        if self._redis.open:  # Redis failed lately: don't wait on it, and don't fill it
+        if self._redis.open or self._closed:  # Redis failed lately: don't wait on it, and don't fill it
             self.stats.unavailable += 1
             self._store.fetch(recipient, callback)
             return
@@ -93,26 +94,33 @@ class SharedProfiles:
         self._asked.setdefault(recipient, []).append(callback)
 
     async def aclose(self) -> None:
+        self._closed = True  # store reads still in flight answer, but fill nothing
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _ask(self) -> None:
         asked, self._asked = self._asked, {}
-        keys = [profile_key(self._prefix, recipient) for recipient in asked]
-        self._track(self._redis.get_many(keys), partial(self._got, asked))
+        if self._closed:
+            for recipient, callbacks in asked.items():
+                self._store.fetch(recipient, partial(_answer, callbacks))
+            return
+        keys = [self._keys.key(recipient) for recipient in asked]
+        self._track(self._redis.get_many(keys), partial(self._got, asked, keys))
 
-    def _got(self, asked: dict[str, list[Callback]], task: asyncio.Task[list[bytes | None] | None]) -> None:
+    def _got(
+        self, asked: dict[str, list[Callback]], keys: list[str], task: asyncio.Task[list[bytes | None] | None]
+    ) -> None:
         values = None if task.cancelled() else task.result()
         if values is None:  # no answer from Redis: the store answers, and Redis is not filled
             self.stats.unavailable += len(asked)
             for recipient, callbacks in asked.items():
                 self._store.fetch(recipient, partial(_answer, callbacks))
             return
-        for (recipient, callbacks), value in zip(asked.items(), values, strict=True):
+        for (recipient, callbacks), key, value in zip(asked.items(), keys, values, strict=True):
             if value is None:
                 self.stats.misses += 1
-                self._store.fetch(recipient, partial(self._read, callbacks, recipient))
+                self._store.fetch(recipient, partial(self._read, callbacks, key))
                 continue
             profile = decode(recipient, value)
             if profile is None:  # a writer's tombstone: read the store, don't fill
@@ -122,15 +130,17 @@ class SharedProfiles:
                 self.stats.hits += 1
                 _answer(callbacks, profile)
 
-    def _read(self, callbacks: list[Callback], recipient: str, result: Profile | StoreError | None) -> None:
+    def _read(self, callbacks: list[Callback], key: str, result: Profile | StoreError | None) -> None:
         _answer(callbacks, result)
-        if isinstance(result, Profile):
+        if isinstance(result, Profile) and not self._closed:
             if not self._fills:
                 asyncio.get_running_loop().call_soon(self._fill)
-            self._fills.append((profile_key(self._prefix, recipient), encode(result)))
+            self._fills.append((key, encode(result)))
 
     def _fill(self) -> None:
         fills, self._fills = self._fills, []
+        if self._closed:
+            return
         self.stats.fills += len(fills)
         self._track(self._redis.add_many(fills, self._ttl), None)
 

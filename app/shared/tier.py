@@ -32,7 +32,7 @@ class SharedTier:
         return self.invalidation.connected and (self.redis.closed or await self.redis.ping())
 
     async def aclose(self) -> None:
-        await self.invalidation.aclose()
+        await self.invalidation.aclose()  # tries to announce the backlog first, for a bounded time
         await self.profiles.aclose()
         await self.redis.aclose()
 
@@ -51,10 +51,11 @@ def open_shared(config: RedisConfig, store: ProfileRepository, tolerance_s: floa
 @asynccontextmanager
 async def announcer(config: RedisConfig) -> AsyncIterator[RedisInvalidation]:
     """Invalidation for a writer that runs in its own process (``opentime import``): it tombstones and
-    publishes like a server's, hears nothing, and on the way out tries once more to announce what
-    Redis missed (``backlog`` then says how many recipients are still unannounced)."""
+    publishes like a server's, hears nothing, announces what Redis missed after each change that
+    reaches it, and on the way out tries once more (``backlog`` then says how many recipients are
+    still unannounced)."""
     redis = SharedRedis(config)
-    invalidation = RedisInvalidation(redis)
+    invalidation = RedisInvalidation(redis, drains=True)
     try:
         yield invalidation
     finally:
