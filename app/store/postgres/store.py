@@ -58,6 +58,19 @@ _SECRET_PARAMETERS = ("password", "sslpassword")
 T = TypeVar("T")
 
 
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that goes back to the pool without asyncpg's reset query.
+
+    That query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more round trip
+    on every release, so on every batched open-time read (about 25% more CPU per batch here). Nothing
+    of ours outlives a transaction: advisory locks are transaction locks, and there is no SET, LISTEN or
+    cursor. asyncpg still rolls back a transaction left open before the connection is reused.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresStore(BatchedLookups):
     """A ``Store`` in one PostgreSQL database (the schema the URL's ``search_path`` names first).
 
@@ -106,6 +119,7 @@ class PostgresStore(BatchedLookups):
                     max_size=self._pool_size,
                     timeout=self._timeout,  # connecting
                     command_timeout=self._timeout,
+                    connection_class=_PooledConnection,
                 )
         except (*_ERRORS, ValueError) as exc:
             raise self._error(exc) from None
