@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from app.errors import ConfigError
 from app.ingest.event_types import EventTypesError, with_custom_types
 from app.ingest.events import Rule
+from app.shipped import shipped
 
 ENV_PREFIX = "OPENTIME_"
 CONFIG_ENV = "OPENTIME_CONFIG"
@@ -286,11 +287,11 @@ class Settings:
         metadata=about(_positive_int, "PostgreSQL: most connections one process opens."),
     )
     templates_dir: Path = field(
-        default=PROJECT_ROOT / "amp_templates",
+        default=shipped("amp_templates"),
         metadata=about(_path, "Folder of campaigns (amp_templates/<campaign>/blocks.toml)."),
     )
     static_dir: Path = field(
-        default=PROJECT_ROOT / "static", metadata=about(_path, "Folder of static fallback assets.")
+        default=shipped("static"), metadata=about(_path, "Folder of static fallback assets.")
     )
     cache_max_bytes: int = field(
         default=32 * 1024 * 1024,

@@ -5,10 +5,13 @@ passed to them through ``OPENTIME_CONFIG``; checking keys and campaigns here fir
 deployment into a clear message and exit code 2 instead of a crash loop of workers.
 
 ``--demo`` runs from a temporary folder (key ring, profile store, settings file) that is deleted when
-the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. It ignores ``OPENTIME_*`` settings except
-``OPENTIME_REDIS_*`` (URL, key prefix, timeouts), which ``--workers`` above 1 needs. Its preview API
-key is minted at start-up into that folder's store: a fresh random key per run, never a built-in
-secret, gone with the folder.
+the server stops, on Ctrl+C (SIGINT) and on SIGTERM alike. It reads settings as every other mode does
+(``--config``/``OPENTIME_CONFIG``, ``OPENTIME_*``, flags) except the ones in ``DEMO_OWNED``, which it
+sets itself and says so on stderr when one is given: they would point a throwaway run at a real
+deployment's key ring, store or secrets. ``public_base_url`` defaults to the bound host and port. Its
+preview API key is minted at start-up into that folder's store: a fresh random key per run, never a
+built-in secret, gone with the folder. Workers read the demo's settings file only (its ``OPENTIME_*``
+variables are removed), so what it resolved is what they serve.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import shlex
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +38,7 @@ from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
 from app.cli.common import config_option, fail, read_settings
 from app.cli.preview import preview_url
-from app.config import CONFIG_ENV, FIELDS, Settings, check_serving, load_settings
+from app.config import CONFIG_ENV, ENV_PREFIX, FIELDS, Settings, check_serving, load_setting, load_settings
 from app.demo import DEMO_SENDER, demo_rows, recipient_id
 from app.errors import CampaignError, ConfigError
 from app.security.apikeys import create_key
@@ -48,6 +51,13 @@ from app.worker_metrics import WORKER_METRICS_ENV
 DEMO_RECIPIENTS = 1000
 DEMO_CAMPAIGN = "demo"
 PREVIEW_USER = "demo"  # the Basic auth user name in the printed preview link (any name is accepted)
+# The settings the demo sets itself, whatever is given, and what it uses instead.
+DEMO_OWNED = {
+    "keys_file": "a throwaway key ring in its temporary folder",
+    "database_url": "a SQLite store of synthetic recipients in its temporary folder",
+    "allowed_senders": f"the demo sender {DEMO_SENDER}",
+    "webhook_secrets": "a fresh random webhook secret",
+}
 
 
 @click.command()
@@ -118,14 +128,26 @@ def run_demo(config_file: Path | None, overrides: dict[str, Any]) -> None:
     """Serve the demo campaign with throwaway keys and synthetic recipients from a temp folder."""
     with sigterm_as_ctrl_c(), tempfile.TemporaryDirectory(prefix="opentime-demo-") as tmp:
         folder = Path(tmp)
-        settings = demo_settings(folder, overrides)
+        settings = demo_settings(folder, config_file, overrides, os.environ)
+        campaign = demo_campaign(settings)
         ring = new_keyring(datetime.now(UTC))
         save_keyring(ring, settings.keys_file, overwrite=False)
         preview_key = asyncio.run(load_demo_data(settings.database_url))
         config = write_toml(folder / "opentime.toml", settings)
-        banner = DemoBanner(settings, load_campaigns_for(settings)[DEMO_CAMPAIGN], TokenSigner(ring))
-        banner.print(config, preview_key)
+        for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+            del os.environ[name]  # an OPENTIME_* variable would win over the file in the workers
+        DemoBanner(settings, campaign, TokenSigner(ring)).print(config, preview_key)
         run_server(settings, config)
+
+
+def demo_campaign(settings: Settings) -> Campaign:
+    try:
+        campaigns = load_campaigns_for(settings)
+    except CampaignError as exc:
+        fail(str(exc))
+    if DEMO_CAMPAIGN not in campaigns:
+        fail(f"the demo needs the campaign {DEMO_CAMPAIGN!r}, which is not in {settings.templates_dir}")
+    return campaigns[DEMO_CAMPAIGN]
 
 
 @contextmanager
@@ -144,25 +166,27 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def demo_settings(folder: Path, overrides: dict[str, Any]) -> Settings:
-    host = overrides.get("host", "127.0.0.1")
-    port = overrides.get("port", 8000)
-    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only a display choice
-    env = {"OPENTIME_PUBLIC_BASE_URL": f"http://{url_host}:{port}"}
-    # The settings the demo takes from the environment: several workers need a shared tier.
-    for row in FIELDS:
-        if row.name.startswith("redis_") and os.environ.get(row.env_var):
-            env[row.env_var] = os.environ[row.env_var]
+def demo_settings(
+    folder: Path, config_file: Path | None, overrides: dict[str, Any], env: Mapping[str, str]
+) -> Settings:
+    """The settings given (file, ``env``, ``overrides``) with the ``DEMO_OWNED`` ones set to ``folder``'s."""
+    owned: dict[str, Any] = {
+        "keys_file": str(folder / "keys.json"),
+        "database_url": f"sqlite:///{folder / 'demo.db'}",
+        "allowed_senders": DEMO_SENDER,
+        "webhook_secrets": secrets.token_urlsafe(24),
+    }
     try:
-        return load_settings(
-            env,
-            None,
-            keys_file=str(folder / "keys.json"),
-            allowed_senders=DEMO_SENDER,
-            webhook_secrets=secrets.token_urlsafe(24),
-            database_url=f"sqlite:///{folder / 'demo.db'}",
-            **overrides,
-        ).settings
+        for name, instead in DEMO_OWNED.items():
+            source = load_setting(name, env, config_file, needed=False, **overrides)[1]
+            if source not in ("not set", "default"):
+                click.echo(f"note: the demo ignores {name} ({source}); it uses {instead}", err=True)
+        if load_setting("public_base_url", env, config_file, needed=False, **overrides)[0] is None:
+            host = load_setting("host", env, config_file, **overrides)[0]
+            port = load_setting("port", env, config_file, **overrides)[0]
+            url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only a display choice
+            owned["public_base_url"] = f"http://{url_host}:{port}"
+        return load_settings(env, config_file, **owned, **overrides).settings
     except ConfigError as exc:
         fail(str(exc))
 
