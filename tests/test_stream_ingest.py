@@ -196,3 +196,24 @@ def test_store_down_is_not_poison_and_an_unacked_message_survives_sigkill(
         wait_for(lambda: counts(queue_name)[0] == 0, "the queue to drain")
         assert terminate(process) == 0
     assert profile(db, "dave") == {**(profile(db, "dave") or {}), "totals": {"orders": 1, "spent": 5.0}}
+
+
+def test_sigterm_finishes_the_message_in_flight_before_exiting(tmp_path: Path, queue_name: str) -> None:
+    path = tmp_path / "p.db"
+    db = f"sqlite:///{path}"
+    applied(db, [])
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the commit waits (SQLite's busy timeout) while the lock is held
+    publish(queue_name, [event("order-7", "erin", total=7.0)])
+    with consumer(tmp_path, db, queue_name) as process:
+        wait_for(lambda: counts(queue_name)[0] == 0, "the message taken")
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None  # still committing what it took
+        lock.execute("ROLLBACK")
+        lock.close()
+        assert process.wait(timeout=30) == 0
+    assert profile(db, "erin") is not None
+    assert counts(queue_name) == (0, 0)  # acked: not delivered again
+    assert "stopped: messages 1, events applied 1" in log_text(tmp_path)
