@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from app.config import Settings
+from app.demo import recipient_id
+from app.security.tokens import TokenSigner
 from app.store import open_store
 from tests.amqp_tools import BROKER_URL, counts, publish, queue_name, take_all, url_via
-from tests.servers import OPENTIME, clean_env
+from tests.redis_tools import wait_until
+from tests.servers import OPENTIME, clean_env, free_port, running
 from tests.tcp_proxy import TcpProxy
+from tests.test_shared_server import picks, recommending, redis_up, write_config
 
 __all__ = ["queue_name"]  # the fixture
 
@@ -217,3 +223,24 @@ def test_sigterm_finishes_the_message_in_flight_before_exiting(tmp_path: Path, q
     assert profile(db, "erin") is not None
     assert counts(queue_name) == (0, 0)  # acked: not delivered again
     assert "stopped: messages 1, events applied 1" in log_text(tmp_path)
+
+
+@pytest.mark.server
+def test_a_running_server_drops_its_cached_copy_when_an_event_arrives_by_queue(
+    settings: Settings, signer: TokenSigner, tmp_path: Path, shared_redis: tuple[str, str], queue_name: str
+) -> None:
+    port = free_port()
+    config = write_config(settings, port, tmp_path / "opentime.toml", *shared_redis)
+    base = f"http://127.0.0.1:{port}"
+    recipient = recipient_id(5)
+    with running(["serve", "--config", str(config)], port, tmp_path / "server.log"):
+        wait_until(lambda: redis_up(base), 10.0, "redis not up")
+        assert len(picks(base, signer, recipient)) == 4  # cached for cache_ttl_seconds (300 s)
+        publish(queue_name, [event("streamed-1", recipient, "profile.updated", **recommending("Streamed"))])
+        db = settings.database_url
+        with consumer(tmp_path, db, queue_name, BROKER_URL, "--config", str(config)) as process:
+            wait_for(lambda: "messages 1," in log_text(tmp_path), "the message acked")
+            wait_until(
+                lambda: picks(base, signer, recipient) == ["Streamed"], 1.0, "the server kept old data"
+            )
+            assert terminate(process) == 0
