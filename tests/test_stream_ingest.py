@@ -115,10 +115,13 @@ def test_events_reach_the_store_once_and_poison_goes_to_the_dead_letter_queue(
             b"this is not JSON",
             event("bad-1", "carol", total=-1),  # invalid payload
             event("odd-1", "carol", "spaceship.launched"),  # unknown type
+            event("big-1", "carol", "profile.updated", note="x" * 3000),  # over webhook_max_body_bytes
         ],
     )
-    with consumer(tmp_path, db, queue_name) as process:
-        wait_for(lambda: counts(queue_name + ".dead")[0] == 3, "three dead-lettered messages")
+    config = tmp_path / "opentime.toml"
+    config.write_text("webhook_max_body_bytes = 2000\n")
+    with consumer(tmp_path, db, queue_name, BROKER_URL, "--config", str(config)) as process:
+        wait_for(lambda: counts(queue_name + ".dead")[0] == 4, "four dead-lettered messages")
         wait_for(lambda: counts(queue_name)[0] == 0, "the queue to drain")
         assert terminate(process) == 0
 
@@ -131,8 +134,10 @@ def test_events_reach_the_store_once_and_poison_goes_to_the_dead_letter_queue(
     assert reasons[b"this is not JSON"].startswith("not valid JSON")
     assert "payload.total" in reasons[orjson.dumps(event("bad-1", "carol", total=-1))]
     assert "type: must be one of" in reasons[orjson.dumps(event("odd-1", "carol", "spaceship.launched"))]
+    big = orjson.dumps(event("big-1", "carol", "profile.updated", note="x" * 3000))
+    assert reasons[big] == "body larger than 2000 bytes"
     log = (tmp_path / "ingest.log").read_text()
-    assert "stopped: messages 6, events applied 3, duplicates 1, dead-lettered 3, retried 0" in log
+    assert "stopped: messages 7, events applied 3, duplicates 1, dead-lettered 4, retried 0" in log
 
 
 def applied(url: str, recipients: list[str]) -> int:

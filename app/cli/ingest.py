@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -54,12 +55,24 @@ def ingest(
         source = AmqpSource(source_url, queue, prefetch=prefetch)
     except SourceError as exc:
         fail(str(exc))
-    rules = read_rules(read_setting("event_types_file", config, needed=False))
-    timeout_ms = read_setting("database_timeout_ms", config)
+    options = Options(
+        rules=read_rules(read_setting("event_types_file", config, needed=False)),
+        database_timeout_ms=read_setting("database_timeout_ms", config),
+        max_body_bytes=read_setting("webhook_max_body_bytes", config),
+        progress_every=progress_every,
+    )
     try:
-        asyncio.run(run_ingest(source, url, rules, timeout_ms, shared_config(config), progress_every))
+        asyncio.run(run_ingest(source, url, options, shared_config(config)))
     except StoreError as exc:
         fail(str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    rules: dict[str, Rule]  # the servers' event types
+    database_timeout_ms: int
+    max_body_bytes: int  # as for a webhook body
+    progress_every: int
 
 
 def read_rules(path: Path | None) -> dict[str, Rule]:
@@ -71,26 +84,21 @@ def read_rules(path: Path | None) -> dict[str, Rule]:
 
 
 async def run_ingest(
-    source: EventSource,
-    database_url: str,
-    rules: dict[str, Rule],
-    timeout_ms: int,
-    redis: RedisConfig | None,
-    progress_every: int,
+    source: EventSource, database_url: str, options: Options, redis: RedisConfig | None
 ) -> Counts:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    store = open_store(database_url, timeout_ms=timeout_ms)
+    store = open_store(database_url, timeout_ms=options.database_timeout_ms)
     await store.open()
     try:
         if redis is None:
-            return await _consume(source, store.events, LocalInvalidation(), rules, progress_every, stop)
+            return await _consume(source, store.events, LocalInvalidation(), options, stop)
         from app.shared.tier import announcer  # only with Redis: see app.shared.config
 
         async with announcer(redis) as invalidation:
-            return await _consume(source, store.events, invalidation, rules, progress_every, stop)
+            return await _consume(source, store.events, invalidation, options, stop)
     finally:
         await store.close()
 
@@ -99,8 +107,7 @@ async def _consume(
     source: EventSource,
     events: EventRepository,
     invalidation: Invalidation,
-    rules: dict[str, Rule],
-    progress_every: int,
+    options: Options,
     stop: asyncio.Event,
 ) -> Counts:
     writer = EventWriter(events, clock=time.time, invalidation=invalidation)
@@ -108,8 +115,9 @@ async def _consume(
         source,
         writer,
         clock=time.time,
-        rules=rules,
-        progress_every=progress_every,
+        rules=options.rules,
+        max_body_bytes=options.max_body_bytes,
+        progress_every=options.progress_every,
         progress=lambda line: click.echo(f"ingest: {line}", err=True),
     )
     return await consumer.run(stop)

@@ -58,6 +58,7 @@ class StreamConsumer:
         *,
         clock: Callable[[], float],
         rules: Mapping[str, Rule] | None = None,
+        max_body_bytes: int | None = None,
         progress_every: int = 1000,
         progress: Callable[[str], None] = logger.info,
     ) -> None:
@@ -65,6 +66,7 @@ class StreamConsumer:
         self._writer = writer
         self._clock = clock
         self._rules = rules
+        self._max_body_bytes = max_body_bytes
         self._progress_every = progress_every
         self._progress = progress
         self._slots = asyncio.Semaphore(source.prefetch)
@@ -104,6 +106,8 @@ class StreamConsumer:
 
     async def handle(self, delivery: Delivery) -> None:
         """Settle one delivery: ack after commit, dead-letter poison, retry on a store failure."""
+        if self._max_body_bytes is not None and len(delivery.body) > self._max_body_bytes:
+            return await self._park(delivery, f"body larger than {self._max_body_bytes} bytes")
         try:
             events, errors = parse_batch(orjson.loads(delivery.body), now=self._clock(), rules=self._rules)
         except orjson.JSONDecodeError as exc:
