@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL and Redis the tests use, when they are down (the commands this machine
-# kind documents); a no-op when both answer. Tests never skip because a service is down: CI starts it.
+# Start the local PostgreSQL, Redis and RabbitMQ the tests use, when they are down (the commands this machine
+# kind documents); a no-op when all answer. Tests never skip because a service is down: CI starts it.
 set -euo pipefail
 
 wait_for() {  # wait_for <what> <command...>: up to 30 s
@@ -21,4 +21,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+fi
+
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    echo "starting RabbitMQ"
+    rabbitmq-server -detached
+    wait_for RabbitMQ rabbitmqctl status
+    wait_for "RabbitMQ port 5672" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672'
 fi

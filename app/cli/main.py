@@ -13,6 +13,7 @@ from app.cli.check_config import check_config
 from app.cli.db import db
 from app.cli.events import events
 from app.cli.import_profiles import import_
+from app.cli.ingest import ingest
 from app.cli.keys import keys, sign, tokens, verify
 from app.cli.preview import preview
 from app.cli.render import render
@@ -32,6 +33,7 @@ COMMANDS: list[click.Command] = [
     validate,
     apikeys,
     events,
+    ingest,
     serve,
 ]
 
