@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -10,10 +11,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from app.config import PROJECT_ROOT
+from app.cli.serve import write_toml
+from app.config import PROJECT_ROOT, Settings
 
 OPENTIME = [sys.executable, "-m", "app"]
 
@@ -23,6 +26,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def server_config(settings: Settings, port: int, path: Path, **changes: Any) -> Path:
+    """``settings`` (with ``changes``) as the TOML file of a server on 127.0.0.1:``port``: written by
+    ``write_toml``, the writer ``serve --demo`` and the benchmarks use, so it reads back the same."""
+    served = dataclasses.replace(settings, public_base_url=f"http://127.0.0.1:{port}", port=port, **changes)
+    return write_toml(path, served)
 
 
 def clean_env() -> dict[str, str]:

@@ -10,20 +10,13 @@ import pytest
 
 from app.config import Settings
 from tests.conftest import SENDER
-from tests.servers import OPENTIME, clean_env, free_port, running
+from tests.servers import OPENTIME, clean_env, free_port, running, server_config
 
 pytestmark = pytest.mark.server
 
 
 def write_config(settings: Settings, port: int, path: Path) -> Path:
-    path.write_text(
-        f'public_base_url = "http://127.0.0.1:{port}"\n'
-        f'keys_file = "{settings.keys_file}"\n'
-        f'database_url = "{settings.database_url}"\n'
-        f'allowed_senders = ["{SENDER}", "https://mail.yahoo.example"]\n'
-        f"port = {port}\n"
-    )
-    return path
+    return server_config(settings, port, path, allowed_senders=(SENDER, "https://mail.yahoo.example"))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

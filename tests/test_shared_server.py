@@ -17,24 +17,15 @@ from app.security.tokens import TokenSigner
 from app.security.webhook_auth import sign_header
 from tests.conftest import SENDER
 from tests.redis_tools import wait_until
-from tests.servers import OPENTIME, clean_env, free_port, running
+from tests.servers import OPENTIME, clean_env, free_port, running, server_config
 
 pytestmark = pytest.mark.server
 SECRET = "whsec-e2e-redis-0123456789"
 
 
 def write_config(settings: Settings, port: int, path: Path, url: str, prefix: str) -> Path:
-    path.write_text(
-        f'public_base_url = "http://127.0.0.1:{port}"\n'
-        f'keys_file = "{settings.keys_file}"\n'
-        f'database_url = "{settings.database_url}"\n'
-        f'allowed_senders = ["{SENDER}"]\n'
-        f'webhook_secrets = ["{SECRET}"]\n'
-        f'redis_url = "{url}"\n'
-        f'redis_key_prefix = "{prefix}"\n'
-        f"port = {port}\n"
-    )
-    return path
+    changes = {"allowed_senders": (SENDER,), "webhook_secrets": (SECRET,)}
+    return server_config(settings, port, path, redis_url=url, redis_key_prefix=prefix, **changes)
 
 
 def picks(base: str, signer: TokenSigner, recipient: str) -> list[str]:

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.demo import recipient_id
 from app.security.tokens import TokenSigner
 from tests.conftest import SENDER
-from tests.servers import free_port, running
+from tests.servers import free_port, running, server_config
 from tests.webhook_load import Poster, wait_for_acks
 
 pytestmark = pytest.mark.server
@@ -27,15 +27,7 @@ KILL_AFTER = 150  # acknowledged events before the SIGKILL
 
 
 def write_config(settings: Settings, port: int, path: Path) -> Path:
-    path.write_text(
-        f'public_base_url = "http://127.0.0.1:{port}"\n'
-        f'keys_file = "{settings.keys_file}"\n'
-        f'database_url = "{settings.database_url}"\n'
-        f'allowed_senders = ["{SENDER}"]\n'
-        f'webhook_secrets = ["{SECRET}"]\n'
-        f"port = {port}\n"
-    )
-    return path
+    return server_config(settings, port, path, allowed_senders=(SENDER,), webhook_secrets=(SECRET,))
 
 
 def stored_ids(settings: Settings) -> set[str]:
