@@ -141,7 +141,7 @@ async def running_services(
             invalidation=invalidation,
             replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
             images=images,
-            cache_policy=CachePolicy(ring.signing_key.secret),
+            cache_policy=CachePolicy.for_ring(ring),
             open_stats=OpenStats(),
             upstream=upstream,
             event_rules=rules,

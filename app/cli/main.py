@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from app.cli.apikeys import apikeys
+from app.cli.cdn import cdn
 from app.cli.check_config import check_config
 from app.cli.db import db
 from app.cli.events import events
@@ -32,6 +33,7 @@ COMMANDS: list[click.Command] = [
     preview,
     validate,
     apikeys,
+    cdn,
     events,
     ingest,
     serve,

@@ -8,7 +8,10 @@ serve it when the origin errs. Degraded output is kept for a few seconds only. a
 ``private, no-store`` (it depends on the requesting sender). See ../shared/design.md section 6.
 
 ``Surrogate-Key`` tags per-recipient images with a keyed hash of the recipient id (no personal data
-in headers a CDN logs), so an event for that recipient can purge every CDN copy.
+in headers a CDN logs), so an event for that recipient can purge every CDN copy, and every image of
+a campaign with ``c-<campaign>``. The hash is keyed by the ring's signing key (``for_ring``): after a
+key rotation, copies cached before it carry the old key's hash until they expire (``opentime cdn key
+--all-keys`` prints both).
 
 A running countdown is true to the second: its URL is the same at every open, so a copy kept by our CDN
 must not outlive one second (``live_timer``), and no stale copy is served when the origin errs (it would
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from app.security import crypto
+from app.security.keyring import KeyRing
 
 Header = tuple[bytes, bytes]
 ResponseKind = Literal["image", "shared-image", "fallback-image", "amp-json", "no-store"]
@@ -61,23 +65,30 @@ class CachePolicy:
         self._fallback_ttl = fallback_cdn_ttl_seconds
         self._stale = stale_if_error_seconds
 
+    @classmethod
+    def for_ring(cls, ring: KeyRing) -> CachePolicy:
+        """The policy the server uses: surrogate keys hashed with the ring's signing key."""
+        return cls(ring.signing_key.secret)
+
     def surrogate_key(self, recipient: str) -> str:
         """``r-<keyed hash>``: what a purge for this recipient names."""
         return "r-" + self._surrogate.mac(recipient.encode(), SURROGATE_KEY_BYTES).hex()
 
     def image(self, recipient: str, campaign: str) -> list[Header]:
         """A per-recipient image: no copy outside our CDN, a short one inside it."""
-        keys = f"{self.surrogate_key(recipient)} c-{campaign}"
+        keys = f"{self.surrogate_key(recipient)} {campaign_key(campaign)}"
         return [*self._cdn(NO_CACHE, self._image_ttl), (b"surrogate-key", keys.encode())]
 
     def shared_image(self, campaign: str, shared_until: float) -> list[Header]:
         """Same for everyone (e.g. an ended countdown): the CDN keeps it for ``shared_until`` seconds."""
         ttl = max(int(shared_until), 0)
-        return [*self._cdn(NO_CACHE, ttl), (b"surrogate-key", f"c-{campaign}".encode())]
+        return [*self._cdn(NO_CACHE, ttl), (b"surrogate-key", campaign_key(campaign).encode())]
 
     def live_timer(self, campaign: str, recipient: str | None) -> list[Header]:
         """A running countdown (``recipient``: the deadline is theirs): a second in our CDN, never stale."""
-        keys = f"c-{campaign}" if recipient is None else f"{self.surrogate_key(recipient)} c-{campaign}"
+        keys = campaign_key(campaign)
+        if recipient is not None:
+            keys = f"{self.surrogate_key(recipient)} {keys}"
         return [
             *self._cdn(NO_CACHE, LIVE_TIMER_CDN_TTL_SECONDS, stale=False),
             (b"surrogate-key", keys.encode()),
@@ -101,6 +112,11 @@ class CachePolicy:
         value = f"max-age={ttl}, stale-if-error={self._stale}" if stale else f"max-age={ttl}"
         encoded = value.encode()
         return [(b"cache-control", browser), (b"cdn-cache-control", encoded), (b"surrogate-control", encoded)]
+
+
+def campaign_key(campaign: str) -> str:
+    """``c-<campaign>``: what a purge of every image of a campaign names."""
+    return f"c-{campaign}"
 
 
 def etag_for(content_key: str) -> bytes:
