@@ -71,13 +71,20 @@ class Node:
         self.runs = 0
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         log = (self.folder / f"{self.name}-{self.runs}.log").open("w")
         self.runs += 1
         env = {**clean_env(), "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "app", "serve", "--config", str(self.config)]
         with log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        wait_ready(self.base, self.process)
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        wait_ready(self.base, self.process, timeout=60.0)  # three starting at once on a busy machine
 
     def kill(self) -> None:
         """A crash: no shutdown, connections dropped mid-flight."""
@@ -172,8 +179,10 @@ class Topology:
     def __enter__(self) -> Topology:
         with ExitStack() as stack:
             stack.callback(self.close)
+            for node in self.nodes:  # started side by side: each takes seconds to import and open
+                node.launch()
             for node in self.nodes:
-                node.start()
+                node.wait_ready()
             self.varnish.start()
             wait_until(lambda: all(self.varnish.healthy().values()), 10.0, "varnish never saw every node")
             stack.pop_all()
