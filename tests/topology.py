@@ -221,11 +221,15 @@ def by_hand() -> Iterator[Topology]:
 
 
 def main() -> None:
+    # `kill` stops it like Ctrl-C: the nodes, varnishd and the schema go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with by_hand() as topology:
         print(f"CDN (varnish): {topology.base}   purge token: {topology.purge_token}")
         for node in topology.nodes:
             print(f"{node.name}: {node.base}   config: {node.config}")
         print(f"files and logs: {topology.folder}; Ctrl-C stops everything")
+        config = topology.nodes[0].config
+        print(f"URLs: opentime sign --config {config} --campaign demo --recipient cust-0000001")
         try:
             while True:
                 time.sleep(3600)
