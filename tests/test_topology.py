@@ -30,7 +30,15 @@ from app.security.webhook_auth import sign_header
 from tests.conftest import SENDER
 from tests.pg import fresh_pg_url
 from tests.redis_tools import SHARED_URL, answers, unavailable, wait_until
-from tests.topology import OTHER_SENDER, WEBHOOK_SECRET, Topology, load_demo, new_keys, varnishd_path
+from tests.topology import (
+    OTHER_SENDER,
+    WEBHOOK_SECRET,
+    Topology,
+    load_demo,
+    new_keys,
+    start_all,
+    varnishd_path,
+)
 
 pytestmark = pytest.mark.server
 CDN_ONLY = {"surrogate-key", "surrogate-control", "cdn-cache-control"}
@@ -173,6 +181,7 @@ def test_amp_list_json_is_never_shared_across_recipients_or_senders(
 ) -> None:
     post_event(topology, 5, {"recommendations": [pick("Only for five")]})
     four, five = personal(signer, 4), personal(signer, 5)
+    wait_until(lambda: names(picks(topology.base, five, SENDER)) == ["Only for five"], 1.0, "five is stale")
     direct = topology.nodes[0].base
     for token in (four, five, four, five):
         for sender in (SENDER, OTHER_SENDER):
@@ -181,7 +190,6 @@ def test_amp_list_json_is_never_shared_across_recipients_or_senders(
             assert answer.headers["x-cache"] == "PASS" and answer.headers["age"] == "0"
             assert answer.headers["amp-email-allow-sender"] == sender  # never another sender's echo
             assert answer.headers["cache-control"] == "private, no-store"
-    wait_until(lambda: names(picks(topology.base, five, SENDER)) == ["Only for five"], 1.0, "five is stale")
     assert "Only for five" not in names(picks(topology.base, four, SENDER))
 
     # A sender not allowed is refused however often an allowed one asked for the same URL.
@@ -198,17 +206,17 @@ def test_amp_list_json_is_never_shared_across_recipients_or_senders(
         assert answer.headers["amp-access-control-allow-source-origin"] == SENDER
 
 
-def test_an_event_shows_through_the_cdn_within_the_promised_freshness(
+def test_an_event_shows_within_the_promised_freshness_and_stale_copies_only_while_no_node_answers(
     topology: Topology, signer: TokenSigner
 ) -> None:
-    token = personal(signer, 6)
-    cached = image(topology, token)
+    token, bystander = personal(signer, 6), personal(signer, 9)
+    cached, kept = image(topology, token), image(topology, bystander)
     assert image(topology, token).headers["x-cache"] == "HIT"
     post_event(topology, 6, {"first_name": "Zora", "recommendations": [pick("Fresh")]})
     posted = time.monotonic()
     # amp-list JSON is never cached: the next open shows the event.
     assert names(picks(topology.base, token, SENDER)) == ["Fresh"]
-    # The image: the CDN's copy until its 30 s are over, then the new one.
+    # The image: the CDN's copy until its 30 s are over, then the new one (not the stale copy).
     assert image(topology, token).headers["etag"] == cached.headers["etag"]
     wait_until(
         lambda: image(topology, token).headers["etag"] != cached.headers["etag"],
@@ -216,6 +224,20 @@ def test_an_event_shows_through_the_cdn_within_the_promised_freshness(
         "the new image never showed through the CDN",
     )
     assert time.monotonic() - posted <= IMAGE_CDN_TTL_SECONDS + 1
+
+    # stale-if-error: the bystander's copy has expired too; with every node down, the CDN serves it
+    # rather than an error, and a URL it never kept gets the error it cannot avoid.
+    for node in topology.nodes:
+        node.kill()
+    try:
+        wait_until(lambda: not any(topology.varnish.healthy().values()), 10.0, "probes missed the outage")
+        stale = image(topology, bystander)
+        assert stale.content == kept.content and int(stale.headers["age"]) > IMAGE_CDN_TTL_SECONDS
+        assert get(f"{topology.base}/v1/{personal(signer, 11)}/img/banner@2x.png").status_code == 503
+    finally:
+        start_all(topology.nodes)
+        topology.wait_healthy()
+    assert image(topology, bystander).headers["x-cache"] == "MISS"  # healthy again: no stale copy
 
 
 def test_a_purge_by_recipient_or_campaign_evicts_exactly_those_copies(

@@ -179,14 +179,14 @@ class Topology:
     def __enter__(self) -> Topology:
         with ExitStack() as stack:
             stack.callback(self.close)
-            for node in self.nodes:  # started side by side: each takes seconds to import and open
-                node.launch()
-            for node in self.nodes:
-                node.wait_ready()
+            start_all(self.nodes)
             self.varnish.start()
-            wait_until(lambda: all(self.varnish.healthy().values()), 10.0, "varnish never saw every node")
+            self.wait_healthy()
             stack.pop_all()
         return self
+
+    def wait_healthy(self) -> None:
+        wait_until(lambda: all(self.varnish.healthy().values()), 10.0, "varnish never saw every node")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -195,6 +195,14 @@ class Topology:
         self.varnish.stop()
         for node in self.nodes:
             node.stop()
+
+
+def start_all(nodes: Sequence[Node]) -> None:
+    """Side by side: each takes seconds to import and open its store."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_ready()
 
 
 def new_keys(folder: Path) -> Path:

@@ -135,6 +135,8 @@ sub opentime_targeted_ttl {
     set beresp.ttl = std.duration(
         regsub(beresp.http.Opentime-Cdn-Policy, "^(?:.*[,\s])?max-age=([0-9]+).*$", "\1s"), 0s);
     set beresp.grace = 0s;
+    # A day of stale-if-error keeps expired copies in storage that long: the -s size bounds it, and
+    # Varnish evicts the least recently used first when it is full.
     if (beresp.http.Opentime-Cdn-Policy ~ "stale-if-error=[0-9]+") {
         set beresp.grace = std.duration(
             regsub(beresp.http.Opentime-Cdn-Policy, "^.*stale-if-error=([0-9]+).*$", "\1s"), 0s);
