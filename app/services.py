@@ -19,6 +19,7 @@ from app.content.images import ImageContent
 from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
+from app.ingest.background import ServerIngest, amqp_source, running_ingest
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
 from app.metrics import OpenStats
@@ -59,6 +60,7 @@ class Services:
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
     shared: SharedTier | None = None  # the Redis shared tier (redis_url set): for /readyz and /metrics
+    ingest: ServerIngest | None = None  # the stream consumer (ingest_url set): for /readyz and /metrics
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -126,28 +128,30 @@ async def running_services(
         shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
     try:
-        yield Services(
-            settings=settings,
-            verifier=TokenVerifier(ring),
-            signer=signer,
-            campaigns=campaigns,
-            store=store,
-            lists=lists,
-            templates=templates,
-            sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
-            api_key_cache=ApiKeyCache(),
-            clock=clock,
-            events=events,
-            invalidation=invalidation,
-            replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
-            images=images,
-            cache_policy=CachePolicy(ring.signing_key.secret),
-            open_stats=OpenStats(),
-            upstream=upstream,
-            event_rules=rules,
-            worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
-            shared=shared,
-        )
+        async with streaming(settings, events, rules, clock) as ingest:
+            yield Services(
+                settings=settings,
+                verifier=TokenVerifier(ring),
+                signer=signer,
+                campaigns=campaigns,
+                store=store,
+                lists=lists,
+                templates=templates,
+                sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
+                api_key_cache=ApiKeyCache(),
+                clock=clock,
+                events=events,
+                invalidation=invalidation,
+                replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
+                images=images,
+                cache_policy=CachePolicy(ring.signing_key.secret),
+                open_stats=OpenStats(),
+                upstream=upstream,
+                event_rules=rules,
+                worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
+                shared=shared,
+                ingest=ingest,
+            )
     finally:
         if shared is not None:
             await shared.aclose()
@@ -156,6 +160,26 @@ async def running_services(
         if upstream is not None:
             await upstream.aclose()
         await store.close()
+
+
+@asynccontextmanager
+async def streaming(
+    settings: Settings, events: EventWriter, rules: Mapping[str, Rule], clock: Callable[[], float]
+) -> AsyncIterator[ServerIngest | None]:
+    """With ``ingest_url``, the stream consumer runs (in the background) while the block does."""
+    if not settings.ingest_url:
+        yield None
+        return
+    source = amqp_source(settings.ingest_url, settings.ingest_queue, settings.ingest_prefetch)
+    async with running_ingest(
+        source,
+        settings.ingest_queue,
+        events,
+        rules=rules,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        clock=clock,
+    ) as ingest:
+        yield ingest
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig | None:
