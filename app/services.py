@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -127,32 +127,34 @@ async def running_services(
         shared.invalidation.on_reset(partial(_forget_all, lists, images, upstream))
         shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
+    background = AsyncExitStack()  # stopped first on the way out, while the store is still open
     try:
-        async with streaming(settings, events, rules, clock) as ingest:
-            yield Services(
-                settings=settings,
-                verifier=TokenVerifier(ring),
-                signer=signer,
-                campaigns=campaigns,
-                store=store,
-                lists=lists,
-                templates=templates,
-                sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
-                api_key_cache=ApiKeyCache(),
-                clock=clock,
-                events=events,
-                invalidation=invalidation,
-                replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
-                images=images,
-                cache_policy=CachePolicy(ring.signing_key.secret),
-                open_stats=OpenStats(),
-                upstream=upstream,
-                event_rules=rules,
-                worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
-                shared=shared,
-                ingest=ingest,
-            )
+        ingest = await background.enter_async_context(streaming(settings, events, rules, clock))
+        yield Services(
+            settings=settings,
+            verifier=TokenVerifier(ring),
+            signer=signer,
+            campaigns=campaigns,
+            store=store,
+            lists=lists,
+            templates=templates,
+            sendtime=SendTime(templates, campaigns, signer, settings.public_base_url, clock),
+            api_key_cache=ApiKeyCache(),
+            clock=clock,
+            events=events,
+            invalidation=invalidation,
+            replay_guard=ReplayGuard(tolerance) if shared is None else shared.replay_guard,
+            images=images,
+            cache_policy=CachePolicy(ring.signing_key.secret),
+            open_stats=OpenStats(),
+            upstream=upstream,
+            event_rules=rules,
+            worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
+            shared=shared,
+            ingest=ingest,
+        )
     finally:
+        await background.aclose()
         if shared is not None:
             await shared.aclose()
         images.close()
