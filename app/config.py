@@ -221,6 +221,32 @@ def _redis_url(value: Any) -> str:
     return url
 
 
+def _amqp_url(value: Any) -> str:
+    url = _optional_str(value)
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("amqp", "amqps") or not parts.hostname):
+        raise ValueError(
+            "must be an amqp:// or amqps:// URL such as amqp://user:password@rabbitmq:5672/vhost,"
+            f" got {masked_url(url)!r}"
+        )
+    return url
+
+
+def _queue_name(value: Any) -> str:
+    name = _optional_str(value)
+    if len(name.encode()) > 250 or name.startswith("amq.") or any(c.isspace() for c in name):
+        # 250, not 255: the dead-letter queue's name adds ".dead".
+        raise ValueError("must be a queue name of at most 250 bytes, without spaces, not starting amq.")
+    return name
+
+
+def _prefetch(value: Any) -> int:
+    number = _positive_int(value)
+    if number > 10_000:
+        raise ValueError(f"must be at most 10000, got {number}")
+    return number
+
+
 def _key_prefix(value: Any) -> str:
     prefix = _str(value)
     if len(prefix) > 64 or any(c.isspace() for c in prefix):
@@ -440,6 +466,24 @@ class Settings:
         metadata=about(_positive_float, "How long a profile read from the store is kept in Redis."),
     )
 
+    ingest_url: str = field(
+        default="",
+        metadata=about(
+            _amqp_url,
+            "Broker the server consumes events from, beside serving, e.g. amqp://user:password@host:5672/"
+            " (empty: no stream ingest; `opentime ingest` is the stand-alone consumer).",
+            sensitive=True,
+        ),
+    )
+    ingest_queue: str = field(
+        default="",
+        metadata=about(_queue_name, "Durable queue consumed with ingest_url; poison goes to <queue>.dead."),
+    )
+    ingest_prefetch: int = field(
+        default=100,
+        metadata=about(_prefetch, "Messages a server process holds unacknowledged at once (ingest_url)."),
+    )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -499,6 +543,7 @@ def load_settings(env: Mapping[str, str], config_file: Path | None = None, **ove
     settings = Settings(**values)
     _check_upstream(settings, sources)
     _check_redis(settings, sources)
+    _check_ingest(settings, sources)
     return Loaded(settings, sources)
 
 
@@ -605,6 +650,14 @@ def _check_redis(settings: Settings, sources: dict[str, str]) -> None:
     used = [name for name in tunables if sources[name] != "default"]
     if used and not settings.redis_url:
         raise ConfigError(f"setting {used[0]} ({sources[used[0]]}) needs redis_url")
+
+
+def _check_ingest(settings: Settings, sources: dict[str, str]) -> None:
+    if settings.ingest_url and not settings.ingest_queue:
+        raise ConfigError(f"setting ingest_url ({sources['ingest_url']}) also needs ingest_queue")
+    used = [name for name in ("ingest_queue", "ingest_prefetch") if sources[name] != "default"]
+    if used and not settings.ingest_url:
+        raise ConfigError(f"setting {used[0]} ({sources[used[0]]}) needs ingest_url")
 
 
 def _parse(row: Field, value: Any, source: str) -> Any:

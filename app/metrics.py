@@ -17,6 +17,7 @@ Families::
     opentime_store_read_batches_total, opentime_store_read_keys_total
                                                    profile queries and the recipient ids they asked for
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
+    opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
 
 With several worker processes (``opentime serve`` with ``workers > 1``), the worker that answers a
 scrape adds up every worker's families: see ``app.worker_metrics`` for how.
@@ -46,6 +47,7 @@ from app.upstream.breaker import BreakerState
 from app.worker_metrics import Family, Snapshot, merge, publishing
 
 if TYPE_CHECKING:
+    from app.ingest.background import ServerIngest
     from app.services import Services
     from app.shared.tier import SharedTier
 
@@ -136,6 +138,8 @@ class _ServicesCollector(Collector):
             yield from _breaker_families(services)
         if services.shared is not None:
             yield from _redis_families(services.shared)
+        if services.ingest is not None:
+            yield from _ingest_families(services.ingest)
 
 
 class _CacheView(NamedTuple):
@@ -240,6 +244,36 @@ def _redis_families(shared: SharedTier) -> Iterator[Metric]:
         "opentime_redis_replay_local_only",
         "Webhooks checked by the local replay guard alone (Redis did not answer).",
         value=replay.local_only,
+    )
+
+
+def _ingest_families(ingest: ServerIngest) -> Iterator[Metric]:
+    """opentime_ingest_messages_total{outcome} (acked, dead_lettered, retried); _events_total{status}
+    (applied, duplicate); _reconnects_total; _connected (1 while consuming); _in_flight (taken, not
+    settled). The queue's depth (the lag) is the broker's own metric, e.g. RabbitMQ's
+    rabbitmq_queue_messages_ready: a consumer would have to ask the broker for it on every scrape."""
+    counts = ingest.counts
+    messages = CounterMetricFamily(
+        "opentime_ingest_messages", "Queue messages settled, by outcome.", labels=["outcome"]
+    )
+    messages.add_metric(["acked"], counts.messages - counts.dead_lettered)
+    messages.add_metric(["dead_lettered"], counts.dead_lettered)
+    messages.add_metric(["retried"], counts.retried)
+    yield messages
+    events = CounterMetricFamily(
+        "opentime_ingest_events", "Events from the queue committed, by status.", labels=["status"]
+    )
+    events.add_metric(["applied"], counts.applied)
+    events.add_metric(["duplicate"], counts.duplicates)
+    yield events
+    yield CounterMetricFamily(
+        "opentime_ingest_reconnects", "Broker connections re-opened after a loss.", value=ingest.reconnects
+    )
+    yield GaugeMetricFamily(
+        "opentime_ingest_connected", "1 while consuming from the broker.", value=ingest.state == "consuming"
+    )
+    yield GaugeMetricFamily(
+        "opentime_ingest_in_flight", "Messages taken and not settled yet.", value=ingest.consumer.in_flight
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from app.content.images import ImageContent
 from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
+from app.ingest.background import ServerIngest, amqp_source, running_ingest
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
 from app.metrics import OpenStats
@@ -59,6 +60,7 @@ class Services:
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
     shared: SharedTier | None = None  # the Redis shared tier (redis_url set): for /readyz and /metrics
+    ingest: ServerIngest | None = None  # the stream consumer (ingest_url set): for /readyz and /metrics
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -125,7 +127,9 @@ async def running_services(
         shared.invalidation.on_reset(partial(_forget_all, lists, images, upstream))
         shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
+    background = AsyncExitStack()  # stopped first on the way out, while the store is still open
     try:
+        ingest = await background.enter_async_context(streaming(settings, events, rules, clock))
         yield Services(
             settings=settings,
             verifier=TokenVerifier(ring),
@@ -147,8 +151,10 @@ async def running_services(
             event_rules=rules,
             worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
             shared=shared,
+            ingest=ingest,
         )
     finally:
+        await background.aclose()
         if shared is not None:
             await shared.aclose()
         images.close()
@@ -156,6 +162,26 @@ async def running_services(
         if upstream is not None:
             await upstream.aclose()
         await store.close()
+
+
+@asynccontextmanager
+async def streaming(
+    settings: Settings, events: EventWriter, rules: Mapping[str, Rule], clock: Callable[[], float]
+) -> AsyncIterator[ServerIngest | None]:
+    """With ``ingest_url``, the stream consumer runs (in the background) while the block does."""
+    if not settings.ingest_url:
+        yield None
+        return
+    source = amqp_source(settings.ingest_url, settings.ingest_queue, settings.ingest_prefetch)
+    async with running_ingest(
+        source,
+        settings.ingest_queue,
+        events,
+        rules=rules,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        clock=clock,
+    ) as ingest:
+        yield ingest
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig | None:

@@ -26,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,10 +119,23 @@ async def throughput(port: int, batch: int, posters: int, duration: float) -> di
     return {"events_per_s": counts[0] / elapsed, "requests_per_s": counts[1] / elapsed, "events": counts[0]}
 
 
-async def visible(base: str, signer: TokenSigner, samples: int) -> dict[str, float]:
+Send = Callable[[httpx.AsyncClient, bytes], Awaitable[None]]
+
+
+async def post_webhook(client: httpx.AsyncClient, body: bytes) -> None:
+    """Deliver one event by signed webhook; returns once it is committed (the 200)."""
+    response = await client.post("/webhooks/events", content=body, headers=signed(body))
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+
+async def visible(
+    base: str, signer: TokenSigner, samples: int, send: Send = post_webhook
+) -> dict[str, float]:
+    """Event-to-visible latencies; ``send`` delivers the event (by webhook unless told otherwise)."""
     latencies: list[float] = []
     amp = {"AMP-Email-Sender": DEMO_SENDER}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         for i in range(samples):
             recipient = recipient_id(RECIPIENTS - i)
             url = f"{base}/v1/{signer.sign('demo', recipient, now=int(time.time()))}/list/picks.json"
@@ -131,9 +145,7 @@ async def visible(base: str, signer: TokenSigner, samples: int) -> dict[str, flo
             event = {**make_event("profile.updated", recommendations=[item]), "recipient": recipient}
             body = orjson.dumps(event)
             start = time.perf_counter()
-            response = await client.post(f"{base}/webhooks/events", content=body, headers=signed(body))
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+            await send(client, body)
             while marker not in (await client.get(url, headers=amp)).text:
                 pass
             latencies.append((time.perf_counter() - start) * 1000)
@@ -151,10 +163,14 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-def prepare(folder: Path, port: int) -> tuple[Path, TokenSigner]:
+def prepare(
+    folder: Path, port: int, database_url: str | None = None, extra: str = ""
+) -> tuple[Path, TokenSigner]:
+    """Key ring, ``RECIPIENTS`` demo profiles in the store (a SQLite file in ``folder`` unless
+    ``database_url`` names one) and the server's config, with ``extra`` TOML lines at its end."""
     ring = new_keyring(datetime.now(UTC))
     save_keyring(ring, folder / "keys.json", overwrite=False)
-    database_url = f"sqlite:///{folder / 'bench.db'}"
+    database_url = database_url or f"sqlite:///{folder / 'bench.db'}"
 
     async def load() -> None:
         store = open_store(database_url)
@@ -169,7 +185,7 @@ def prepare(folder: Path, port: int) -> tuple[Path, TokenSigner]:
     config.write_text(
         f'public_base_url = "http://127.0.0.1:{port}"\nkeys_file = "{folder / "keys.json"}"\n'
         f'database_url = "{database_url}"\nallowed_senders = ["{DEMO_SENDER}"]\n'
-        f'webhook_secrets = ["{SECRET}"]\nport = {port}\n'
+        f'webhook_secrets = ["{SECRET}"]\nport = {port}\n{extra}'
     )
     return config, TokenSigner(ring)
 

@@ -21,7 +21,7 @@ from app.cli.common import config_option, database_option, fail, read_setting, s
 from app.cli.import_profiles import shared_config
 from app.config import read_event_types
 from app.content.invalidation import Invalidation, LocalInvalidation
-from app.ingest.amqp import AmqpSource, SourceError
+from app.ingest.amqp import AmqpSource, SourceError, quiet_client_logs
 from app.ingest.consumer import Counts, StreamConsumer
 from app.ingest.event_types import with_custom_types
 from app.ingest.events import Rule
@@ -49,7 +49,7 @@ def ingest(
 ) -> None:
     """Consume events from a RabbitMQ queue until SIGTERM/SIGINT (acked once durable)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiormq").setLevel(logging.ERROR)  # a lost connection: app.ingest.amqp says it once
+    quiet_client_logs()  # a lost connection: app.ingest.amqp says it once
     url = store_url(config, database_url)
     try:
         source = AmqpSource(source_url, queue, prefetch=prefetch)

@@ -30,6 +30,11 @@ MAX_BACKOFF_S = 30.0
 _LOST = (AMQPError, ChannelInvalidStateError, OSError, asyncio.TimeoutError)
 
 
+def quiet_client_logs() -> None:
+    """aiormq logs every failed connection attempt; ``deliveries()`` says it once per outage."""
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+
+
 class SourceError(OpentimeError):
     """The message source is misconfigured (not an outage: those are retried)."""
 
@@ -87,7 +92,16 @@ class AmqpSource:
         self._closed = asyncio.Event()
         self._connection: AbstractConnection | None = None
         self._backoff = FIRST_BACKOFF_S
-        self.connects = 0  # successful connections, for the log and tests
+        self._consuming = False
+        self._connects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._consuming
+
+    @property
+    def connects(self) -> int:
+        return self._connects
 
     @property
     def prefetch(self) -> int:
@@ -116,7 +130,8 @@ class AmqpSource:
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.declare_queue(self._queue, durable=True)
         await channel.declare_queue(self.dead_queue, durable=True)
-        self.connects += 1
+        self._connects += 1
+        self._consuming = True
         self._backoff = FIRST_BACKOFF_S  # connected: the next outage starts from a short wait again
         logger.info("consuming %s (prefetch %d)", self._queue, self._prefetch)
         async with queue.iterator() as messages:
@@ -132,6 +147,7 @@ class AmqpSource:
             await asyncio.wait_for(self._closed.wait(), seconds)
 
     async def _disconnect(self) -> None:
+        self._consuming = False
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(*_LOST):

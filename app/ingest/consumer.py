@@ -74,6 +74,11 @@ class StreamConsumer:
         self._store_backoff = STORE_RETRY_S
         self.counts = Counts()
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries taken and not settled yet."""
+        return len(self._tasks)
+
     async def run(self, stop: asyncio.Event) -> Counts:
         """Consume until ``stop`` is set; returns the counts."""
         taking = asyncio.create_task(self._take())

@@ -16,7 +16,8 @@ A delivery never settled (the process was killed, or stopped before the commit) 
 sources give at-least-once delivery, and event ids make a second delivery a no-op. ``deliveries()`` keeps
 yielding across broker outages (it reconnects, with backoff) until ``close()`` is called; a
 delivery settled after its connection was lost is a no-op (the broker redelivers it). ``prefetch``
-bounds how many deliveries may be unsettled at once.
+bounds how many deliveries may be unsettled at once. ``connected`` and ``connects`` are read by a server's
+``/readyz`` and ``/metrics`` (stream ingest inside ``opentime serve``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ class EventSource(Protocol):
     @property
     def prefetch(self) -> int:
         """At most this many deliveries are unsettled at once."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Consuming now (False while connecting or reconnecting)."""
+        ...
+
+    @property
+    def connects(self) -> int:
+        """Successful connections so far: the ones after the first are reconnects."""
         ...
 
     def deliveries(self) -> AsyncIterator[Delivery]:

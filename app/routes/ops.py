@@ -35,6 +35,10 @@ async def readyz(request: Request) -> JSONResponse:
 
     With ``redis_url``, the body also says ``"redis": "up"`` or ``"down"``; readiness does not depend on
     it (Redis is an optimisation: without it, answers come from the local caches and the store).
+    With ``ingest_url``, ``"ingest": {"state": "consuming" | "connecting" | "stopped", "queue": ...}``;
+    readiness does not depend on it either: opens are answered from the store whether or not the broker
+    is reachable, and the queue keeps the events until it is (a load balancer taking every node out
+    during a broker outage would turn a delay in freshness into failed opens).
     """
     services: Services = request.state.services
     try:
@@ -46,6 +50,8 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict[str, object] = {"status": "ready", "campaigns": sorted(services.campaigns)}
     if services.shared is not None:
         body["redis"] = "up" if await services.shared.check() else "down"
+    if services.ingest is not None:
+        body["ingest"] = services.ingest.report()
     return JSONResponse(body, headers=NO_STORE)
 
 
