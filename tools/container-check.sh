@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Build the Opentime image here and check it runs: the local Debian base (tools/build-base-image.sh, cached),
+# the project image (Docker's layer cache makes a rerun take seconds), then the demo in a container, checked
+# from the host: /healthz, an amp-list answer and an image answer (tools/container_probe.py), the server
+# running as the non-root user, Docker's HEALTHCHECK reporting healthy, and the pip CA bundle (a BuildKit
+# secret) nowhere in the image. Starts dockerd when it is down. Prints how long each step took.
+#
+#   tools/container-check.sh        (what .ci/run runs)
+#
+# Settings: BASE_IMAGE (default opentime-base:bookworm, built here), IMAGE (opentime:check),
+# PIP_CA_BUNDLE (default: the cert pip is configured with, `pip config list`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE="${BASE_IMAGE:-opentime-base:bookworm}"
+IMAGE="${IMAGE:-opentime:check}"
+DOCKERD_LOG="${DOCKERD_LOG:-/var/log/opentime-dockerd.log}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the probe imports app.demo from this checkout
+
+work=$(mktemp -d /var/tmp/opentime-container-check.XXXXXX)
+containers=()
+cleanup() {
+    local id
+    for id in "${containers[@]}"; do docker rm -f "$id" >/dev/null 2>&1 || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+started=$(date +%s.%N)
+step() {  # step <name> <command...>: run it, print its duration; a failure ends the script
+    local name=$1 t0 t1
+    shift
+    t0=$(date +%s.%N)
+    echo "== $name"
+    if ! "$@"; then
+        echo "container-check FAILED at: $name" >&2
+        exit 1
+    fi
+    t1=$(date +%s.%N)
+    printf '== %s: %.1f s\n' "$name" "$(echo "$t1 - $t0" | bc)"
+}
+
+start_dockerd() {
+    if docker info >/dev/null 2>&1; then
+        echo "dockerd is running"
+        return 0
+    fi
+    echo "starting dockerd (log: $DOCKERD_LOG)"
+    # Its own session, no terminal, output to a file: it outlives this script for the next run.
+    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    for _ in $(seq 120); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "dockerd did not come up in 60 s:" >&2
+    tail -n 30 "$DOCKERD_LOG" >&2
+    return 1
+}
+
+build_client() {  # a docker client that builds with BuildKit (RUN --mount, --secret)
+    if docker buildx version >/dev/null 2>&1; then
+        echo docker
+        return 0
+    fi
+    # Without buildx, Docker 20.10's own client (Debian's docker.io) hands the build to the engine's
+    # built-in BuildKit; newer clients refuse.
+    local client
+    for client in /usr/bin/docker docker; do
+        if "$client" version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+            echo "$client"
+            return 0
+        fi
+    done
+    echo "no docker client here builds with BuildKit (install buildx or Debian's docker.io client)" >&2
+    return 1
+}
+
+pip_ca_bundle() {  # the CA bundle pip is configured with, if any
+    if [[ -n "${PIP_CA_BUNDLE:-}" ]]; then
+        echo "$PIP_CA_BUNDLE"
+        return
+    fi
+    python3 -m pip config list 2>/dev/null | sed -n "s/^[a-z:]*\.cert='\(.*\)'$/\1/p" | head -n1
+}
+
+build_image() {
+    local client secret=()
+    client=$(build_client)
+    bundle=$(pip_ca_bundle)
+    if [[ -n "$bundle" ]]; then
+        echo "pip CA bundle $bundle handed to the build as secret pip_ca"
+        secret=(--secret "id=pip_ca,src=$bundle")
+    fi
+    DOCKER_BUILDKIT=1 "$client" build --progress=plain --build-arg "BASE_IMAGE=$BASE_IMAGE" "${secret[@]}" \
+        -t "$IMAGE" . >"$work/build.log" 2>&1 || { tail -n 60 "$work/build.log" >&2; return 1; }
+    grep -cE '^#[0-9]+ CACHED' "$work/build.log" | xargs printf '%s build steps from the layer cache\n'
+    docker image inspect --format "image $IMAGE: {{.Size}} bytes" "$IMAGE"
+}
+
+run_demo() {
+    local id
+    id=$(docker run -d --publish 127.0.0.1::8000 "$IMAGE" opentime serve --demo)
+    containers+=("$id")
+    echo "$id" >"$work/container"
+    port=$(docker port "$id" 8000/tcp | head -n1 | sed 's/.*://')
+    base="http://127.0.0.1:$port"
+    for _ in $(seq 120); do
+        # The banner is printed before uvicorn binds: wait for uvicorn's own word.
+        if docker logs "$id" 2>&1 | grep -q 'Application startup complete'; then
+            echo "demo answering on $base (container ${id:0:12})"
+            return 0
+        fi
+        [[ $(docker inspect --format '{{.State.Running}}' "$id") == true ]] || break
+        sleep 0.5
+    done
+    echo "the demo did not start:" >&2
+    docker logs "$id" >&2
+    return 1
+}
+
+probe_demo() {
+    docker logs "$(cat "$work/container")" >"$work/demo.log" 2>&1
+    python3 tools/container_probe.py demo "$base" "$work/demo.log"
+}
+
+check_user() {
+    local id uid pid1
+    id=$(cat "$work/container")
+    uid=$(docker exec "$id" id -u)
+    pid1=$(docker exec "$id" sh -c "awk '/^Uid:/ {print \$2}' /proc/1/status")
+    echo "docker exec id -u: $uid; the server (pid 1) runs as uid $pid1"
+    [[ "$uid" != 0 && "$pid1" != 0 ]] || { echo "the container runs as root" >&2; return 1; }
+}
+
+wait_healthy() {
+    local id status
+    id=$(cat "$work/container")
+    for _ in $(seq 90); do
+        status=$(docker inspect --format '{{.State.Health.Status}}' "$id")
+        case "$status" in
+            healthy) echo "docker health: healthy"; return 0 ;;
+            unhealthy) break ;;
+        esac
+        sleep 1
+    done
+    echo "docker health: $status" >&2
+    docker inspect --format '{{json .State.Health}}' "$id" >&2
+    return 1
+}
+
+check_no_secret() {
+    local id
+    [[ -n "$bundle" ]] || { echo "no pip CA bundle was handed to the build: nothing to look for"; return 0; }
+    id=$(docker create "$IMAGE")
+    containers+=("$id")
+    mkdir -p "$work/rootfs"
+    docker export "$id" | tar -x -C "$work/rootfs" 2>/dev/null
+    { docker history --no-trunc "$IMAGE"; docker image inspect "$IMAGE"; } >"$work/history"
+    python3 tools/container_probe.py no-secret "$bundle" "$work/rootfs" "$work/history"
+}
+
+bundle=""
+base=""
+step "dockerd" start_dockerd
+step "base image $BASE_IMAGE" bash tools/build-base-image.sh
+step "image $IMAGE" build_image
+step "start the demo container" run_demo
+step "healthz, amp-list and image from the host" probe_demo
+step "non-root user" check_user
+step "HEALTHCHECK healthy" wait_healthy
+step "CA bundle not in the image" check_no_secret
+printf 'container-check passed in %.1f s\n' "$(echo "$(date +%s.%N) - $started" | bc)"
