@@ -14,7 +14,6 @@ cd "$(dirname "$0")/.."
 
 BASE_IMAGE="${BASE_IMAGE:-opentime-base:bookworm}"
 IMAGE="${IMAGE:-opentime:check}"
-DOCKERD_LOG="${DOCKERD_LOG:-/var/log/opentime-dockerd.log}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the probe imports app.demo from this checkout
 
 work=$(mktemp -d /var/tmp/opentime-container-check.XXXXXX)
@@ -27,74 +26,11 @@ cleanup() {
 trap cleanup EXIT
 
 started=$(date +%s.%N)
-step() {  # step <name> <command...>: run it, print its duration; a failure ends the script
-    local name=$1 t0 t1
-    shift
-    t0=$(date +%s.%N)
-    echo "== $name"
-    if ! "$@"; then
-        echo "container-check FAILED at: $name" >&2
-        exit 1
-    fi
-    t1=$(date +%s.%N)
-    printf '== %s: %.1f s\n' "$name" "$(echo "$t1 - $t0" | bc)"
-}
-
-start_dockerd() {
-    if docker info >/dev/null 2>&1; then
-        echo "dockerd is running"
-        return 0
-    fi
-    echo "starting dockerd (log: $DOCKERD_LOG)"
-    # Its own session, no terminal, output to a file: it outlives this script for the next run.
-    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
-    for _ in $(seq 120); do
-        docker info >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    echo "dockerd did not come up in 60 s:" >&2
-    tail -n 30 "$DOCKERD_LOG" >&2
-    return 1
-}
-
-build_client() {  # a docker client that builds with BuildKit (RUN --mount, --secret)
-    if docker buildx version >/dev/null 2>&1; then
-        echo docker
-        return 0
-    fi
-    # Without buildx, Docker 20.10's own client (Debian's docker.io) hands the build to the engine's
-    # built-in BuildKit; newer clients refuse.
-    local client
-    for client in /usr/bin/docker docker; do
-        if "$client" version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
-            echo "$client"
-            return 0
-        fi
-    done
-    echo "no docker client here builds with BuildKit (install buildx or Debian's docker.io client)" >&2
-    return 1
-}
-
-pip_ca_bundle() {  # the CA bundle pip is configured with, if any
-    if [[ -n "${PIP_CA_BUNDLE:-}" ]]; then
-        echo "$PIP_CA_BUNDLE"
-        return
-    fi
-    python3 -m pip config list 2>/dev/null | sed -n "s/^[a-z:]*\.cert='\(.*\)'$/\1/p" | head -n1
-}
+# shellcheck source=tools/docker-lib.sh
+source tools/docker-lib.sh
 
 build_image() {
-    local client secret=()
-    client=$(build_client)
-    bundle=$(pip_ca_bundle)
-    if [[ -n "$bundle" ]]; then
-        echo "pip CA bundle $bundle handed to the build as secret pip_ca"
-        secret=(--secret "id=pip_ca,src=$bundle")
-    fi
-    DOCKER_BUILDKIT=1 "$client" build --progress=plain --build-arg "BASE_IMAGE=$BASE_IMAGE" "${secret[@]}" \
-        -t "$IMAGE" . >"$work/build.log" 2>&1 || { tail -n 60 "$work/build.log" >&2; return 1; }
-    grep -cE '^#[0-9]+ CACHED' "$work/build.log" | xargs printf '%s build steps from the layer cache\n'
-    docker image inspect --format "image $IMAGE: {{.Size}} bytes" "$IMAGE"
+    build_opentime_image "$IMAGE" "$BASE_IMAGE" "$work/build.log"
 }
 
 run_demo() {
@@ -149,7 +85,8 @@ wait_healthy() {
 }
 
 check_no_secret() {
-    local id
+    local id bundle
+    bundle=$(pip_ca_bundle)
     [[ -n "$bundle" ]] || { echo "no pip CA bundle was handed to the build: nothing to look for"; return 0; }
     id=$(docker create "$IMAGE")
     containers+=("$id")
@@ -159,14 +96,13 @@ check_no_secret() {
     python3 tools/container_probe.py no-secret "$bundle" "$work/rootfs" "$work/history"
 }
 
-bundle=""
 base=""
-step "dockerd" start_dockerd
-step "base image $BASE_IMAGE" bash tools/build-base-image.sh
-step "image $IMAGE" build_image
-step "start the demo container" run_demo
-step "healthz, amp-list and image from the host" probe_demo
-step "non-root user" check_user
-step "HEALTHCHECK healthy" wait_healthy
-step "CA bundle not in the image" check_no_secret
+timed_step "dockerd" start_dockerd
+timed_step "base image $BASE_IMAGE" bash tools/build-base-image.sh
+timed_step "image $IMAGE" build_image
+timed_step "start the demo container" run_demo
+timed_step "healthz, amp-list and image from the host" probe_demo
+timed_step "non-root user" check_user
+timed_step "HEALTHCHECK healthy" wait_healthy
+timed_step "CA bundle not in the image" check_no_secret
 printf 'container-check passed in %.1f s\n' "$(echo "$(date +%s.%N) - $started" | bc)"
