@@ -39,7 +39,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-started=$(date +%s.%N)
+started=$(date +%s%N)
 # shellcheck source=tools/docker-lib.sh
 source tools/docker-lib.sh
 
@@ -148,4 +148,4 @@ timed_step "import a profile and sign its URLs (one-shot containers)" load_profi
 timed_step "amp-list and image through the proxy" opens_through_proxy
 timed_step "node2 killed: opens still answer" kill_a_node
 timed_step "node2 started again: it rejoins" restart_the_node
-printf 'compose-check passed in %.1f s\n' "$(echo "$(date +%s.%N) - $started" | bc)"
+echo "compose-check passed in $(seconds_since "$started") s"

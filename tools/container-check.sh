@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-started=$(date +%s.%N)
+started=$(date +%s%N)
 # shellcheck source=tools/docker-lib.sh
 source tools/docker-lib.sh
 
@@ -105,4 +105,4 @@ timed_step "healthz, amp-list and image from the host" probe_demo
 timed_step "non-root user" check_user
 timed_step "HEALTHCHECK healthy" wait_healthy
 timed_step "CA bundle not in the image" check_no_secret
-printf 'container-check passed in %.1f s\n' "$(echo "$(date +%s.%N) - $started" | bc)"
+echo "container-check passed in $(seconds_since "$started") s"

@@ -60,14 +60,19 @@ build_opentime_image() {  # build_opentime_image <tag> <base image> <log file>
     docker image inspect --format "image $tag: {{.Size}} bytes" "$tag"
 }
 
+seconds_since() {  # seconds_since <date +%s%N>: "12.3"
+    local ms=$((($(date +%s%N) - $1) / 1000000))
+    printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
 timed_step() {  # timed_step <name> <command...>: run it, print its duration; a failure ends the script
     local name=$1 t0
     shift
-    t0=$(date +%s.%N)
+    t0=$(date +%s%N)
     echo "== $name"
     if ! "$@"; then
         echo "FAILED at: $name" >&2
         exit 1
     fi
-    printf '== %s: %.1f s\n' "$name" "$(echo "$(date +%s.%N) - $t0" | bc)"
+    echo "== $name: $(seconds_since "$t0") s"
 }
