@@ -44,6 +44,8 @@ RUN /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir 
     && /opt/opentime/bin/pip uninstall --quiet --yes pip setuptools
 
 FROM ${BASE_IMAGE} AS runtime
+# Lets tools/container-check.sh remove its own superseded builds (and nobody else's).
+LABEL org.opentime.image=server
 ENV PATH=/opt/opentime/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -57,6 +57,8 @@ build_opentime_image() {  # build_opentime_image <tag> <base image> <log file>
     DOCKER_BUILDKIT=1 "$client" build --progress=plain --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
         -t "$tag" . >"$log" 2>&1 || { tail -n 60 "$log" >&2; return 1; }
     grep -cE '^#[0-9]+ CACHED' "$log" | xargs printf '%s build steps from the layer cache\n'
+    # Earlier builds of the tag, now untagged: reruns would pile them up (the layer cache stays).
+    docker image prune --force --filter label=org.opentime.image=server >/dev/null
     docker image inspect --format "image $tag: {{.Size}} bytes" "$tag"
 }
 
