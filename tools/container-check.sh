@@ -20,7 +20,7 @@ work=$(mktemp -d /var/tmp/opentime-container-check.XXXXXX)
 containers=()
 cleanup() {
     local id
-    for id in "${containers[@]}"; do docker rm -f "$id" >/dev/null 2>&1 || true; done
+    for id in "${containers[@]}"; do docker rm -f -v "$id" >/dev/null 2>&1 || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
