@@ -142,7 +142,9 @@ def test_the_printed_preview_link_and_key_open_the_preview(demo: Demo, tmp_path:
     link, key = demo.preview_link, demo.preview_key
     parts = urlsplit(link)
     assert (parts.username, parts.password) == ("demo", key)
-    page = httpx.get(link)  # httpx, like a browser, sends the link's user:password as Basic auth
+    # httpx, like a browser, sends the link's user:password as Basic auth. The first preview starts the AMP
+    # validator (node + wasm), which takes seconds on a loaded machine: the test is about what it shows.
+    page = httpx.get(link, timeout=30)
     assert page.status_code == 200, page.text
     assert '<span class="badge verdict ok">PASS</span>' in page.text
     assert f"Validated with URLs on <code>{PLACEHOLDER_BASE_URL}</code>" in page.text
