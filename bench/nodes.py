@@ -20,7 +20,8 @@ services where they are, sharing both CPUs). Per round:
    then the measured wrk run over them; then every "tier" path once (fills Redis with their profiles);
 3. node B, a fresh process: a warm-up set once (code paths), then each "tier" path exactly once: a
    local miss answered from Redis (checked: B's store reads for them stay at zero); then each "cold"
-   path exactly once: never seen by any node, so local miss, Redis miss, PostgreSQL read, Redis fill.
+   path exactly once: never seen by any node, so local miss, Redis miss, PostgreSQL read, Redis fill
+   (checked: B's store reads for them are at least one per path).
 
 Then, with A and B both up: event -> visible across nodes (POST a signed event to A, poll B until the
 list shows it; p50/p99 over ``--samples``). The 1M-profile import into PostgreSQL has its own script,
@@ -310,7 +311,12 @@ def run_round(setup: Setup, args: argparse.Namespace, index: int) -> dict[str, A
         figures["redis_hit_store_reads"] = reads
         if reads > n * 0.01:
             raise BenchError(f"B read {reads:,.0f} profiles from PostgreSQL for {n:,} Redis-tier opens")
+        before = store_reads(node_b)
         figures["cold_pg"] = once(node_b, setup.paths[f"cold_{index}"], n, args, "B: cold (PostgreSQL)")
+        reads = store_reads(node_b)[1] - before[1]
+        figures["cold_store_reads"] = reads
+        if reads < n:  # every cold open must have missed both tiers and read its profile
+            raise BenchError(f"B read {reads:,.0f} profiles from PostgreSQL for {n:,} cold opens")
     finally:
         stop_server(node_b)
     return figures
