@@ -17,7 +17,9 @@ services where they are, sharing both CPUs). Per round:
 
 1. baseline: the warm paths against the bare route;
 2. node A, local hit: every warm path once (fills A's in-process cache and Redis), again (all hits),
-   then the measured wrk run over them; then every "tier" path once (fills Redis with their profiles);
+   then the measured wrk run over them; then every "tier" path once (fills Redis with their profiles),
+   and once more through a fresh node (fills that Redis timed out on, on a busy machine, or that were
+   in flight when A stopped);
 3. node B, a fresh process: a warm-up set once (code paths), then each "tier" path exactly once: a
    local miss answered from Redis (checked: B's store reads for them stay at zero); then each "cold"
    path exactly once: never seen by any node, so local miss, Redis miss, PostgreSQL read, Redis fill
@@ -302,6 +304,13 @@ def run_round(setup: Setup, args: argparse.Namespace, index: int) -> dict[str, A
         once(node_a, setup.paths[f"tier_{index}"], n, args, "A: fill Redis with the tier set")
     finally:
         stop_server(node_a)
+    # Fills Redis timed out on (a busy machine) or that were in flight when A stopped: a fresh node's
+    # pass over the set puts them in (a Redis hit, or a store read and a fill, for each path).
+    top_up = start_node(setup, f"t{index}", args)
+    try:
+        once(top_up, setup.paths[f"tier_{index}"], n, args, "A2: top up Redis with the tier set")
+    finally:
+        stop_server(top_up)
     node_b = start_node(setup, f"b{index}", args)
     try:
         once(node_b, setup.paths[f"warmup_{index}"], n, args, "B: code warm-up (cold)")
