@@ -79,8 +79,14 @@ class SharedRedis:
         return self.breaker.state is BreakerState.OPEN
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
-        """The values of ``keys`` (None where absent), or None when Redis did not answer."""
-        return await self._call("get", lambda: self._cache.multi_get(list(keys)))
+        """The values of ``keys`` (None where absent), or None when Redis did not answer.
+
+        One MGET on aiocache's client itself: ``RedisCache.multi_get`` adds three wrapper coroutines
+        (timeout, enabled, plugins), a key rebuild and a decode call per key, and no behaviour of ours
+        (our deadline, breaker and error counts are in ``_call``). It runs after every local miss.
+        """
+        execute = self._cache.client.execute_command
+        return await self._call("get", lambda: execute("MGET", *keys))
 
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool | None:
         """SET NX with a TTL: True if stored, False if the key exists, None when Redis did not answer."""
