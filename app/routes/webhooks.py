@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.errors import OpentimeError
 from app.ingest.events import BatchError, Event, EventError, parse_batch
+from app.ingest.values import loads
 from app.ingest.writer import statuses_json
 from app.routes.responses import json_response, read_limited
 from app.security.webhook_auth import HEADER, SignatureError, Verified, verify
@@ -84,7 +85,7 @@ async def _authenticate(request: Request, services: Services, body: bytes) -> Ve
 
 async def _ingest(services: Services, body: bytes) -> Response:
     try:
-        events, errors = parse_batch(orjson.loads(body), now=services.clock(), rules=services.event_rules)
+        events, errors = parse_batch(loads(body), now=services.clock(), rules=services.event_rules)
     except orjson.JSONDecodeError as exc:
         raise Refused(400, f"body is not valid JSON: {exc}") from None
     except BatchError as exc:
