@@ -325,6 +325,20 @@ class Settings:
     access_log: bool = field(
         default=False, metadata=about(_bool, "Log every request (halves throughput; off by default).")
     )
+    request_read_timeout_seconds: float = field(
+        default=10.0,
+        metadata=about(
+            _positive_float,
+            "Deadline to receive a whole request, headers and body (408 and closed after; also idle"
+            " new connections).",
+        ),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=about(
+            _positive_int, "Open connections one worker keeps; one more is answered 503 and closed."
+        ),
+    )
     webhook_secrets: tuple[str, ...] = field(
         default=(),
         metadata=about(

@@ -184,7 +184,9 @@ def test_chunked_body_over_the_limit_is_413(hooks: TestClient) -> None:
         for _ in range(100):
             yield b" " * 1024
 
-    headers = {"content-type": "application/json", "opentime-signature": "t=1,v1=00"}
+    # A well-formed, fresh header: only then is the body read (and its size counted).
+    signature = sign_header([SECRET], int(time.time()), b"not this body")
+    headers = {"content-type": "application/json", "opentime-signature": signature}
     assert hooks.post(URL, content=chunks(), headers=headers).status_code == 413
 
 

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
-import uvicorn
 
 from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
@@ -45,6 +44,7 @@ from app.security.apikeys import create_key
 from app.security.keyring import KeyRingError, load_keyring, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for
+from app.serving import run_uvicorn
 from app.store import open_store
 from app.worker_metrics import WORKER_METRICS_ENV
 
@@ -105,23 +105,6 @@ def worker_metrics_folder(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[WORKER_METRICS_ENV]
-
-
-def run_uvicorn(settings: Settings) -> None:
-    uvicorn.run(
-        "app.app:serve_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        server_header=False,
-    )
 
 
 def run_demo(config_file: Path | None, overrides: dict[str, Any]) -> None:
