@@ -275,6 +275,14 @@ class Settings:
             sensitive=True,
         ),
     )
+    create_database: bool = field(
+        default=False,
+        metadata=about(
+            _bool,
+            "Let `opentime serve` create an empty store when the database is missing (false: refuse"
+            " to start; create it with `opentime db init`).",
+        ),
+    )
     database_timeout_ms: int = field(
         default=DATABASE_TIMEOUT_MS,
         metadata=about(

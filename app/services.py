@@ -96,7 +96,10 @@ async def running_services(
     templates = load_templates(settings, campaigns)
     signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
     store = open_store(
-        settings.database_url, timeout_ms=settings.database_timeout_ms, pool_size=settings.database_pool_size
+        settings.database_url,
+        create=settings.create_database,
+        timeout_ms=settings.database_timeout_ms,
+        pool_size=settings.database_pool_size,
     )
     await store.open()
     config = upstream_config(settings)
