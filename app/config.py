@@ -361,6 +361,13 @@ class Settings:
     webhook_max_body_bytes: int = field(
         default=1024 * 1024, metadata=about(_positive_int, "Largest webhook body accepted (413 beyond).")
     )
+    webhook_concurrent_bodies: int = field(
+        default=32,
+        metadata=about(
+            _positive_int,
+            "Webhook bodies one worker reads at once (each up to webhook_max_body_bytes); one more: 503.",
+        ),
+    )
     upstream_url: str = field(
         default="",
         metadata=about(

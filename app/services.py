@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -59,6 +60,9 @@ class Services:
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
     shared: SharedTier | None = None  # the Redis shared tier (redis_url set): for /readyz and /metrics
+    # Webhook bodies being read: a header that looks signed gets its body read before the signature
+    # can be checked, so this bounds the memory such requests hold (webhook_concurrent_bodies).
+    webhook_bodies: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -150,6 +154,7 @@ async def running_services(
             event_rules=rules,
             worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
             shared=shared,
+            webhook_bodies=asyncio.Semaphore(settings.webhook_concurrent_bodies),
         )
     finally:
         if shared is not None:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.server
 SECRET = "whsec-slow-test-0123456789"
 READ_TIMEOUT = 2.0
 MAX_CONNECTIONS = 150
+CONCURRENT_BODIES = 4
 BODY = 1024 * 1024 - 1  # just under webhook_max_body_bytes
 
 
@@ -54,6 +55,7 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
         webhook_secrets=(SECRET,),
         request_read_timeout_seconds=READ_TIMEOUT,
         max_connections=MAX_CONNECTIONS,
+        webhook_concurrent_bodies=CONCURRENT_BODIES,
     )
     with running(["serve", "--config", str(config)], port, tmp_path / "server.log") as process:
         yield Server(port, process)
@@ -176,3 +178,20 @@ def test_connections_past_the_cap_get_503_at_once(server: Server) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         reply, _ = read_until_closed(sock, 5)
     assert reply.startswith(b"HTTP/1.1 200 ")
+
+
+def test_bodies_behind_plausible_headers_are_read_a_few_at_a_time(server: Server) -> None:
+    # A well-formed, fresh header with a made-up HMAC: its body must be read before the signature can
+    # be checked. Without a bound, max_connections such requests would hold a MiB each.
+    fake = sign_header([SECRET], int(time.time()), b"another body")
+    with ExitStack() as stack:
+        readers = [stack.enter_context(server.connect()) for _ in range(CONCURRENT_BODIES)]
+        for sock in readers:
+            sock.sendall(webhook_head(BODY, fake) + b"[")  # and then nothing: the read is held open
+        time.sleep(0.5)
+        with server.connect() as extra:
+            extra.sendall(webhook_head(BODY, fake))
+            reply, _ = read_until_closed(extra, 2.0)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"too many webhook bodies" in reply, reply[:120]
+        answers = [read_until_closed(sock, READ_TIMEOUT + 3)[0] for sock in readers]
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers)

@@ -3,7 +3,8 @@
 Checks, in order: webhooks configured (503), ``Content-Type: application/json`` (415), declared
 body size (413, from Content-Length), signature header and timestamp (401): all before a byte of the
 body is read, and answered with ``Connection: close`` so the body is never read. Then the body,
-within ``request_read_timeout_seconds`` (408) and the size cap (413), the signature against it and
+if fewer than ``webhook_concurrent_bodies`` are being read (else 503), within
+``request_read_timeout_seconds`` (408) and the size cap (413), the signature against it and
 replay (401), JSON (400), each event (reported per index and field). Valid events are committed through the
 group-committing ``EventWriter``, then the recipients' cached outputs are dropped.
 
@@ -72,7 +73,12 @@ async def _receive(request: Request, services: Services) -> Response:
     # Header and timestamp first: a request that cannot be authentic costs no body read (an
     # unauthenticated client must not make the server hold its body in memory).
     signed = _signed_header(request, services)
-    body = await read_body(request, settings.webhook_max_body_bytes, settings.request_read_timeout_seconds)
+    if services.webhook_bodies.locked():
+        raise Refused(503, "too many webhook bodies are being received at once: retry", close=True)
+    async with services.webhook_bodies:
+        body = await read_body(
+            request, settings.webhook_max_body_bytes, settings.request_read_timeout_seconds
+        )
     verified = await _authenticate(services, signed, body)
     try:
         return await _ingest(services, body)
