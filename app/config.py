@@ -301,6 +301,14 @@ class Settings:
             sensitive=True,
         ),
     )
+    create_database: bool = field(
+        default=False,
+        metadata=about(
+            _bool,
+            "Let `opentime serve` create an empty store when the database is missing (false: refuse"
+            " to start; create it with `opentime db init`).",
+        ),
+    )
     database_timeout_ms: int = field(
         default=DATABASE_TIMEOUT_MS,
         metadata=about(
@@ -351,6 +359,20 @@ class Settings:
     access_log: bool = field(
         default=False, metadata=about(_bool, "Log every request (halves throughput; off by default).")
     )
+    request_read_timeout_seconds: float = field(
+        default=10.0,
+        metadata=about(
+            _positive_float,
+            "Deadline to receive a whole request, headers and body (408 and closed after; also idle"
+            " new connections).",
+        ),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=about(
+            _positive_int, "Open connections one worker keeps; one more is answered 503 and closed."
+        ),
+    )
     webhook_secrets: tuple[str, ...] = field(
         default=(),
         metadata=about(
@@ -364,6 +386,13 @@ class Settings:
     )
     webhook_max_body_bytes: int = field(
         default=1024 * 1024, metadata=about(_positive_int, "Largest webhook body accepted (413 beyond).")
+    )
+    webhook_concurrent_bodies: int = field(
+        default=32,
+        metadata=about(
+            _positive_int,
+            "Webhook bodies one worker reads at once (each up to webhook_max_body_bytes); one more: 503.",
+        ),
     )
     upstream_url: str = field(
         default="",

@@ -12,6 +12,7 @@ Exception tree (defined here unless a module is named)::
     │   │   └── BasicAuthRequired     app.security.api_auth: the preview page's browser login
     │   ├── Forbidden           403  the API key lacks the endpoint's scope
     │   ├── NotFound            404
+    │   ├── RequestTimeout      408  the body did not arrive within the read deadline (closes)
     │   ├── PayloadTooLarge     413
     │   ├── UnsupportedMediaType 415
     │   └── Unprocessable       422  well-formed but unusable (e.g. a campaign template fails)
@@ -89,6 +90,11 @@ class Forbidden(HTTPError):
 
 class NotFound(HTTPError):
     status_code = 404
+
+
+class RequestTimeout(HTTPError):
+    status_code = 408
+    headers = {"Connection": "close"}
 
 
 class PayloadTooLarge(HTTPError):

@@ -15,6 +15,7 @@ Families::
     opentime_upstream_breaker_failures             consecutive upstream failures
                                                    (gauges: across workers, one per worker, label worker)
     opentime_store_read_batches_total, opentime_store_read_keys_total
+    opentime_store_problem{reason}                 1 when the SQLite file was deleted, replaced, corrupted
                                                    profile queries and the recipient ids they asked for
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
@@ -128,6 +129,15 @@ class _ServicesCollector(Collector):
         yield CounterMetricFamily(
             "opentime_store_read_keys", "Recipient ids asked for by profile store queries.", value=reads.keys
         )
+        problem = GaugeMetricFamily(
+            "opentime_store_problem",
+            "1 when the store refuses everything until a restart (its SQLite file deleted, replaced or"
+            " corrupt), by reason.",
+            labels=["reason"],
+        )
+        for reason in ("deleted", "replaced", "corrupt"):
+            problem.add_metric([reason], 1 if services.store.problem == reason else 0)
+        yield problem
         yield CounterMetricFamily(
             "opentime_events_rejected",
             "Webhook requests refused (503) because too many events were waiting for the store.",

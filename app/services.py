@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -61,6 +62,9 @@ class Services:
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
     shared: SharedTier | None = None  # the Redis shared tier (redis_url set): for /readyz and /metrics
     ingest: ServerIngest | None = None  # the stream consumer (ingest_url set): for /readyz and /metrics
+    # Webhook bodies being read: a header that looks signed gets its body read before the signature
+    # can be checked, so this bounds the memory such requests hold (webhook_concurrent_bodies).
+    webhook_bodies: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -98,7 +102,10 @@ async def running_services(
     templates = load_templates(settings, campaigns)
     signer = TokenSigner(ring, default_ttl_seconds=settings.token_ttl_days * 86400)
     store = open_store(
-        settings.database_url, timeout_ms=settings.database_timeout_ms, pool_size=settings.database_pool_size
+        settings.database_url,
+        create=settings.create_database,
+        timeout_ms=settings.database_timeout_ms,
+        pool_size=settings.database_pool_size,
     )
     await store.open()
     config = upstream_config(settings)
@@ -152,6 +159,7 @@ async def running_services(
             worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),
             shared=shared,
             ingest=ingest,
+            webhook_bodies=asyncio.Semaphore(settings.webhook_concurrent_bodies),
         )
     finally:
         await background.aclose()

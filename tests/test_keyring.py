@@ -32,6 +32,7 @@ def make_key(kid: str = "a1b2c3", created: datetime = T0) -> Key:
 
 def write_doc(path: Path, doc: Any) -> Path:
     path.write_text(json.dumps(doc))
+    path.chmod(0o600)
     return path
 
 
@@ -224,6 +225,7 @@ def test_load_directory(tmp_path: Path) -> None:
 def test_load_not_json(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     path.write_text('{"version": 1, "keys": [' + SECRET_B64)
+    path.chmod(0o600)
     with pytest.raises(KeyRingError, match=r"is not valid JSON \(line 1, column") as info:
         load_keyring(path)
     assert str(path) in str(info.value)
@@ -260,3 +262,45 @@ def test_load_errors_name_the_file_and_the_problem(tmp_path: Path, doc: Any, mes
         load_keyring(path)
     assert str(info.value).startswith(f"key ring file {path}: ")
     assert SECRET_B64 not in str(info.value)
+
+
+# Attack: a key ring another local user can read lets them mint a valid token for any recipient (and
+# read their personal data through it); one they can write lets them put in a key of their own.
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o660, 0o620, 0o602, 0o666, 0o777])
+def test_load_refuses_a_key_ring_others_can_read_or_change(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "keys.json"
+    save_keyring(new_keyring(T0), path, overwrite=False)
+    path.chmod(mode)
+    with pytest.raises(KeyRingError) as info:
+        load_keyring(path)
+    message = str(info.value)
+    assert str(path) in message and f"mode {mode:04o}" in message and f"chmod 600 {path}" in message
+
+
+def test_load_refuses_a_loose_file_behind_a_symlink(tmp_path: Path) -> None:
+    # Kubernetes mounts secrets as symlinks: the target's mode is what counts.
+    target = tmp_path / "data" / "keys.json"
+    target.parent.mkdir()
+    save_keyring(new_keyring(T0), target, overwrite=False)
+    target.chmod(0o644)
+    link = tmp_path / "keys.json"
+    link.symlink_to(target)
+    with pytest.raises(KeyRingError, match="readable or writable by other users"):
+        load_keyring(link)
+    target.chmod(0o400)
+    assert len(load_keyring(link)) == 1
+
+
+def test_load_warns_when_the_group_can_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.json"
+    ring = new_keyring(T0)
+    save_keyring(ring, path, overwrite=False)
+    path.chmod(0o640)
+    with caplog.at_level("WARNING", logger="app.security.keyring"):
+        assert list(load_keyring(path)) == list(ring)
+    assert f"{path} is readable by its group (mode 0640)" in caplog.text and "chmod 600" in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    with caplog.at_level("WARNING", logger="app.security.keyring"):
+        load_keyring(path)
+    assert caplog.text == ""

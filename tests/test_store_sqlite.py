@@ -299,3 +299,31 @@ def test_the_server_refuses_to_start_on_an_older_schema(settings: Settings, tmp_
     app = create_app(replace(settings, database_url=f"sqlite:///{path}"))
     with pytest.raises(StoreError, match="run `opentime db upgrade`"), TestClient(app):
         pass
+
+
+async def test_writes_into_a_deleted_file_are_refused(tmp_path: Path) -> None:
+    # Incident: a file deleted under the running store took writes (into an inode nobody opens again).
+    path = tmp_path / "gone.db"
+    store = SQLiteProfileStore(path)
+    await store.open()
+    try:
+        assert await store.upsert_many([("r1", b"{}")]) == 1
+        path.unlink()
+        with pytest.raises(StoreError, match="the database file was deleted"):
+            await store.upsert_many([("r2", b"{}")])
+        with pytest.raises(StoreError):
+            await store.ping()
+        assert store.problem == "deleted"
+    finally:
+        await store.close()
+
+
+async def test_a_missing_or_empty_file_is_refused_without_create(tmp_path: Path) -> None:
+    missing = SQLiteProfileStore(tmp_path / "missing.db", create=False)
+    with pytest.raises(StoreError, match="does not exist: create it with `opentime db init`"):
+        await missing.open()
+    assert not (tmp_path / "missing.db").exists()
+    (tmp_path / "empty.db").touch()
+    empty = SQLiteProfileStore(tmp_path / "empty.db", create=False)
+    with pytest.raises(StoreError, match="holds no Opentime store"):
+        await empty.open()

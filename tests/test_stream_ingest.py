@@ -34,6 +34,12 @@ __all__ = ["queue_name"]  # the fixture
 WHEN = "2024-05-01T10:00:00Z"
 
 
+HUGE = (
+    b'{"id": "huge-1", "type": "profile.updated", "recipient": "carol", "occurred_at": "2024-05-01T10:00:00Z",'
+    b' "payload": {"points": 18446744073709551616}}'
+)
+
+
 def event(event_id: str, recipient: str, event_type: str = "purchase", **payload: Any) -> dict[str, Any]:
     payload = payload or {"total": 10.0}
     return {
@@ -116,12 +122,13 @@ def test_events_reach_the_store_once_and_poison_goes_to_the_dead_letter_queue(
             event("bad-1", "carol", total=-1),  # invalid payload
             event("odd-1", "carol", "spaceship.launched"),  # unknown type
             event("big-1", "carol", "profile.updated", note="x" * 3000),  # over webhook_max_body_bytes
+            HUGE,  # an integer past 64 bits: refused, not stored as a float
         ],
     )
     config = tmp_path / "opentime.toml"
     config.write_text("webhook_max_body_bytes = 2000\n")
     with consumer(tmp_path, db, queue_name, BROKER_URL, "--config", str(config)) as process:
-        wait_for(lambda: counts(queue_name + ".dead")[0] == 4, "four dead-lettered messages")
+        wait_for(lambda: counts(queue_name + ".dead")[0] == 5, "five dead-lettered messages")
         wait_for(lambda: counts(queue_name)[0] == 0, "the queue to drain")
         assert terminate(process) == 0
 
@@ -136,8 +143,9 @@ def test_events_reach_the_store_once_and_poison_goes_to_the_dead_letter_queue(
     assert "type: must be one of" in reasons[orjson.dumps(event("odd-1", "carol", "spaceship.launched"))]
     big = orjson.dumps(event("big-1", "carol", "profile.updated", note="x" * 3000))
     assert reasons[big] == "body larger than 2000 bytes"
+    assert "signed 64 bits" in reasons[HUGE]
     log = (tmp_path / "ingest.log").read_text()
-    assert "stopped: messages 7, events applied 3, duplicates 1, dead-lettered 4, retried 0" in log
+    assert "stopped: messages 8, events applied 3, duplicates 1, dead-lettered 5, retried 0" in log
 
 
 def applied(url: str, recipients: list[str]) -> int:

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.demo import recipient_id
 from app.security.tokens import TokenSigner
 from app.security.webhook_auth import sign_header
-from tests.conftest import BASE_URL, SENDER
+from tests.conftest import BASE_URL, SENDER, load_rows
 
 SECRET = "whsec-test-0123456789abcdef"
 OLD_SECRET = "whsec-old-0123456789abcdef"
@@ -187,7 +187,9 @@ def test_chunked_body_over_the_limit_is_413(hooks: TestClient) -> None:
         for _ in range(100):
             yield b" " * 1024
 
-    headers = {"content-type": "application/json", "opentime-signature": "t=1,v1=00"}
+    # A well-formed, fresh header: only then is the body read (and its size counted).
+    signature = sign_header([SECRET], int(time.time()), b"not this body")
+    headers = {"content-type": "application/json", "opentime-signature": signature}
     assert hooks.post(URL, content=chunks(), headers=headers).status_code == 413
 
 
@@ -347,3 +349,78 @@ def test_committed_events_reach_the_invalidation_listeners(hooks: TestClient) ->
     assert seen == [frozenset({recipient_id(1), recipient_id(2)})]
     assert post(hooks, event("inv-1")).status_code == 200  # a duplicate changes nothing
     assert len(seen) == 1
+
+
+# -- nesting and numbers (issue 13, finding 3) -----------------------------------------------------
+
+
+def deep_event_text(event_id: str, depth: int, kind: str) -> bytes:
+    value = b"[" * depth + b"1" + b"]" * depth if kind == "list" else b'{"k": ' * depth + b"1" + b"}" * depth
+    return (
+        b'{"id": "'
+        + event_id.encode()
+        + b'", "type": "profile.updated", "recipient": "'
+        + recipient_id(1).encode()
+        + b'", "occurred_at": "2024-05-01T10:00:00Z", "payload": {"deep": '
+        + value
+        + b"}}"
+    )
+
+
+@pytest.mark.parametrize(("depth", "kind"), [(1000, "list"), (1000, "object"), (253, "list")])
+def test_a_deeply_nested_event_fails_alone(
+    hooks: TestClient, hook_settings: Settings, depth: int, kind: str
+) -> None:
+    # Attack: a signed event nested ~1,000 deep overflowed a recursive check (a 500 that failed the
+    # whole batch of 1,000); a list 253 deep was stored and then broke every later event of the
+    # recipient (orjson cannot encode more than 254 levels).
+    deep = deep_event_text("deep", depth, kind)
+    good = [orjson.dumps(event(f"good-{i}", recipient=recipient_id(2 + i % 5))) for i in range(99)]
+    body = b"[" + b",".join([*good[:50], deep, *good[50:]]) + b"]"
+    response = post(hooks, None, body=body)
+    assert response.status_code == 207, response.text
+    reply = response.json()
+    assert (reply["applied"], reply["rejected"]) == (99, 1)
+    [error] = reply["errors"]
+    assert error["index"] == 50 and error["id"] == "deep" and "nests deeper than 32" in error["error"]
+    assert error["field"].startswith("payload.deep")
+    assert stored_event_ids(hook_settings) == {f"good-{i}" for i in range(99)}
+    assert post(hooks, [event("after", payload={"first_name": "Ann"})]).status_code == 200
+
+
+def test_integers_past_64_bits_are_refused_not_stored_as_floats(
+    hooks: TestClient, hook_settings: Settings, signer: TokenSigner
+) -> None:
+    # Bug: orjson decodes 18446744073709551616 (2**64) as a float; it was stored as 1.8446744073709552e19.
+    big = (
+        b'{"id": "big", "type": "profile.updated", "recipient": "'
+        + recipient_id(1).encode()
+        + b'", "occurred_at": "2024-05-01T10:00:00Z", "payload": {"points": 18446744073709551616}}'
+    )
+    body = b"[" + big + b"," + orjson.dumps(event("fine")) + b"]"
+    response = post(hooks, None, body=body)
+    assert response.status_code == 207, response.text
+    [error] = response.json()["errors"]
+    assert (error["index"], error["field"], error["id"]) == (0, "payload.points", "big")
+    assert "signed 64 bits" in error["error"]
+    assert stored_event_ids(hook_settings) == {"fine"}
+
+
+def test_a_deep_value_stored_before_the_cap_is_repaired_by_the_documented_null(
+    hooks: TestClient, hook_settings: Settings
+) -> None:
+    # A list 253 deep in a stored profile (an import before the cap): every event of the recipient
+    # failed, the documented repair (profile.updated with "deep": null) too.
+    deep: Any = 1
+    for _ in range(253):
+        deep = [deep]
+    load_rows(hook_settings.database_url, [("deep-one", orjson.dumps({"deep": deep, "name": "Ann"}))])
+    response = post(hooks, [event("repair", recipient="deep-one", payload={"deep": None})])
+    assert response.status_code == 200, response.text
+    assert response.json()["applied"] == 1
+    conn = sqlite3.connect(hook_settings.database_url.removeprefix("sqlite:///"))
+    try:
+        [(stored,)] = conn.execute("SELECT attributes FROM profiles WHERE recipient_id = 'deep-one'")
+    finally:
+        conn.close()
+    assert orjson.loads(stored) == {"name": "Ann"}

@@ -1,11 +1,14 @@
-"""``opentime db upgrade`` and ``opentime db copy``: a store's schema, and moving to another store.
+"""``opentime db init``, ``upgrade`` and ``copy``: a store's schema, and moving to another store.
 
+``init`` creates the configured store, empty, at this release's schema (the server does not: a
+missing or empty database at start-up is refused, unless ``create_database``, since an empty store
+where data was expected would answer every open with fallbacks and acknowledge events into it).
 ``upgrade`` brings the configured store's schema to this release's version.
 
 A server (and every other command) refuses a store whose schema is older than its own, with a message
 naming this command: migrating a store that several processes share is an operator's step, done
-once, after a backup, not a side effect of whichever process starts first. A new, empty store needs
-no step: it is created at the newest schema.
+once, after a backup, not a side effect of whichever process starts first. Other commands (import,
+apikeys) create a new store at the newest schema as ``init`` does.
 
 ``copy`` copies every table of one store into another, e.g. from SQLite to PostgreSQL when a second
 server node needs a shared store (``app.store.copying``).
@@ -30,6 +33,22 @@ def db() -> None:
     """The profile store's schema."""
 
 
+@db.command("init")
+@config_option
+@database_option
+def init(config: Path | None, database_url: str | None) -> None:
+    """Create the store (empty, at the newest schema); a store that exists is left as it is."""
+    url = store_url(config, database_url)
+    try:
+        found, now = asyncio.run(_open_schema(url, upgrade=False))
+    except (StoreError, ValueError) as exc:
+        fail(str(exc))
+    if found == 0:
+        click.echo(f"new store created at schema version {now}")
+    else:
+        click.echo(f"the store exists already (schema version {found}): left as it is")
+
+
 @db.command("upgrade")
 @config_option
 @database_option
@@ -37,7 +56,7 @@ def upgrade(config: Path | None, database_url: str | None) -> None:
     """Apply the schema migrations this release has and the store lacks (each in one transaction)."""
     url = store_url(config, database_url)
     try:
-        found, now = asyncio.run(_upgrade(url))
+        found, now = asyncio.run(_open_schema(url, upgrade=True))
     except (StoreError, ValueError) as exc:
         fail(str(exc))
     if found == now:
@@ -48,8 +67,8 @@ def upgrade(config: Path | None, database_url: str | None) -> None:
         click.echo(f"schema version {found} -> {now}: upgraded")
 
 
-async def _upgrade(database_url: str) -> tuple[int, int]:
-    store = open_store(database_url, upgrade=True)
+async def _open_schema(database_url: str, *, upgrade: bool) -> tuple[int, int]:
+    store = open_store(database_url, upgrade=upgrade)
     await store.open()
     try:
         assert store.schema is not None  # set by open()

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
-import uvicorn
 
 from app.campaigns.loader import Campaign
 from app.campaigns.urls import html_url, img_url, list_url, mint, sending_base_url, shared_token, view_url
@@ -45,7 +44,9 @@ from app.security.apikeys import create_key
 from app.security.keyring import KeyRingError, load_keyring, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.services import load_campaigns_for
+from app.serving import run_uvicorn
 from app.store import open_store
+from app.store.base import StoreError
 from app.worker_metrics import WORKER_METRICS_ENV
 
 DEMO_RECIPIENTS = 1000
@@ -82,7 +83,8 @@ def run_server(settings: Settings, config_file: Path | None) -> None:
         check_serving(settings)
         load_keyring(settings.keys_file)
         campaigns = load_campaigns_for(settings)
-    except (ConfigError, KeyRingError, CampaignError) as exc:
+        asyncio.run(check_store(settings))
+    except (ConfigError, KeyRingError, CampaignError, StoreError, ValueError) as exc:
         fail(str(exc))
     if not campaigns:
         click.echo(f"warning: no campaigns in {settings.templates_dir}", err=True)
@@ -90,6 +92,19 @@ def run_server(settings: Settings, config_file: Path | None) -> None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
     with worker_metrics_folder(settings.workers):
         run_uvicorn(settings)
+
+
+async def check_store(settings: Settings) -> None:
+    """The store opens as a worker will open it: a missing or empty one is refused here, with one clear
+    message, unless ``create_database`` (then the first worker creates it)."""
+    store = open_store(
+        settings.database_url,
+        create=settings.create_database,
+        timeout_ms=settings.database_timeout_ms,
+        pool_size=1,
+    )
+    await store.open()
+    await store.close()
 
 
 @contextmanager
@@ -105,23 +120,6 @@ def worker_metrics_folder(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[WORKER_METRICS_ENV]
-
-
-def run_uvicorn(settings: Settings) -> None:
-    uvicorn.run(
-        "app.app:serve_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        server_header=False,
-    )
 
 
 def run_demo(config_file: Path | None, overrides: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from app.ingest import values
 from app.ingest.events import BatchError, Rule, parse_batch
 from app.ingest.source import Delivery, EventSource
 from app.ingest.writer import EventWriter
@@ -114,7 +115,7 @@ class StreamConsumer:
         if self._max_body_bytes is not None and len(delivery.body) > self._max_body_bytes:
             return await self._park(delivery, f"body larger than {self._max_body_bytes} bytes")
         try:
-            events, errors = parse_batch(orjson.loads(delivery.body), now=self._clock(), rules=self._rules)
+            events, errors = parse_batch(values.loads(delivery.body), now=self._clock(), rules=self._rules)
         except orjson.JSONDecodeError as exc:
             return await self._park(delivery, f"not valid JSON: {exc}")
         except BatchError as exc:

@@ -25,11 +25,11 @@ from app.ingest.events import (
     add_numbers,
     covered,
     dicts,
-    is_number,
     newest_first,
     set_path,
     write_field,
 )
+from app.ingest.values import is_number
 
 # -- custom types ----------------------------------------------------------------------------------
 #

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from app.errors import OpentimeError
+from app.ingest.values import INT_MAX, INT_MIN, BadValue, check_value, is_number
 
 Attributes = dict[str, Any]
 FieldTimes = dict[str, list[str]]  # dotted path -> [occurred_at, event id]
@@ -40,7 +41,6 @@ MAX_RECENTLY_VIEWED = 20
 MAX_CART_ITEMS = 100
 MAX_DEPTH = 8
 MAX_FIELDS = 1000  # leaves per profile.updated: bounds the writer's work per event
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what the stored JSON (orjson) can hold, with room to add
 EVENT_FIELDS = ("id", "type", "recipient", "occurred_at", "payload")
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?P<fraction>\.\d+)?(?P<zone>[Zz]|[+-]\d{2}:\d{2})\Z"
@@ -133,6 +133,7 @@ def parse_event(item: Any, *, now: float, rules: Mapping[str, Rule] | None = Non
     for name in EVENT_FIELDS:
         if name not in item:
             raise Invalid(name, "is required")
+        check_numbers(item[name], name)  # iteratively, before any rule walks the value
     for name in ("id", "recipient"):
         if not _is_id(item[name]):
             raise Invalid(name, f"must be 1-{MAX_ID_LENGTH} characters without control characters")
@@ -143,7 +144,6 @@ def parse_event(item: Any, *, now: float, rules: Mapping[str, Rule] | None = Non
     payload = item["payload"]
     if not isinstance(payload, dict):
         raise Invalid("payload", "must be a JSON object")
-    check_numbers(payload, "payload")
     rule.validate(payload)
     custom = None if RULES.get(item["type"]) is rule else rule
     return Event(item["id"], item["type"], item["recipient"], occurred_at, payload, custom)
@@ -175,25 +175,12 @@ def _is_id(value: Any) -> bool:
     )
 
 
-def is_number(value: Any) -> bool:
-    """A finite float or an integer within signed 64 bits (what the stored JSON can hold)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return INT_MIN <= value <= INT_MAX
-    return isinstance(value, float) and math.isfinite(value)
-
-
 def check_numbers(value: Any, path: str) -> None:
-    """Refuse a number the store could not save or add to, anywhere in ``value``."""
-    if isinstance(value, dict):
-        for key, child in value.items():
-            check_numbers(child, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            check_numbers(child, f"{path}[{index}]")
-    elif isinstance(value, int | float) and not isinstance(value, bool) and not is_number(value):
-        raise Invalid(path, "numbers must be finite; integers within signed 64 bits")
+    """Refuse a number the store could not save or add to, or nesting too deep, anywhere in ``value``."""
+    try:
+        check_value(value, path)
+    except BadValue as exc:
+        raise Invalid(exc.path, exc.error) from None
 
 
 def add_numbers(current: Any, amount: int | float) -> int | float:
@@ -247,7 +234,10 @@ def apply_event(
     attributes: Attributes, field_times: FieldTimes, event: Event
 ) -> tuple[Attributes, FieldTimes]:
     """The profile after ``event``: new objects, the arguments are left untouched."""
-    new_attributes, new_times = orjson.loads(orjson.dumps([attributes, field_times]))
+    # Copied one by one: wrapped in a list, a value stored at orjson's deepest level (254) would not
+    # encode, and every later event of the recipient, even the null that deletes it, would fail.
+    new_attributes = orjson.loads(orjson.dumps(attributes))
+    new_times = orjson.loads(orjson.dumps(field_times))
     (event.rule or RULES[event.type]).apply(new_attributes, new_times, event)
     return new_attributes, new_times
 

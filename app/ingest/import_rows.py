@@ -16,6 +16,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from app.errors import OpentimeError
+from app.ingest.values import BadValue, check_value, loads
 
 MAX_ID_LENGTH = 200
 MAX_ATTRIBUTES_BYTES = 64 * 1024
@@ -85,7 +86,7 @@ def encode_attributes(attributes: dict[str, Any]) -> bytes:
 def parse_jsonl_line(line: bytes) -> tuple[str, bytes]:
     """One JSONL line → ``(recipient_id, encoded attributes)``, or RowError."""
     try:
-        obj = orjson.loads(line)
+        obj = loads(line)
     except orjson.JSONDecodeError as exc:
         raise RowError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     if not isinstance(obj, dict):
@@ -94,7 +95,9 @@ def parse_jsonl_line(line: bytes) -> tuple[str, bytes]:
         raise RowError("missing recipient_id")
     recipient_id = check_recipient_id(obj.pop("recipient_id"))
     try:
-        return recipient_id, encode_attributes(_jsonl_attributes(obj))
+        attributes = _jsonl_attributes(obj)
+        _check(attributes, "attributes")
+        return recipient_id, encode_attributes(attributes)
     except RowError as exc:
         exc.recipient_id = recipient_id
         raise
@@ -140,9 +143,22 @@ def _to_bool(cell: str) -> bool:
 
 def _to_json(cell: str) -> Any:
     try:
-        return orjson.loads(cell)
+        value = loads(cell)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON at column {exc.colno} ({exc.msg})") from None
+    try:
+        check_value(value, "value")
+    except BadValue as exc:
+        raise ValueError(f"{exc.path} {exc.error}") from None
+    return value
+
+
+def _check(attributes: dict[str, Any], path: str) -> None:
+    """Nesting and numbers as events allow them: an imported value must not fail later events."""
+    try:
+        check_value(attributes, path)
+    except BadValue as exc:
+        raise RowError(f"{exc.path}: {exc.error}") from None
 
 
 _CASTS: dict[str, Callable[[str], Any] | None] = {

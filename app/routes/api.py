@@ -32,6 +32,7 @@ from app.errors import (
     CampaignError,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     Unprocessable,
     UnsupportedMediaType,
 )
@@ -46,7 +47,7 @@ from app.render.email import (
     to_message,
 )
 from app.render.templates import TemplateError
-from app.routes.responses import json_response, read_limited
+from app.routes.responses import BodyTimeout, json_response, read_limited
 from app.security.api_auth import require_scope
 from app.security.tokens import check_recipient
 from app.services import Services
@@ -140,7 +141,12 @@ def _eml_item(
 async def read_json(request: Request) -> Any:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise UnsupportedMediaType("send a JSON body with Content-Type: application/json")
-    body = await read_limited(request, MAX_BODY_BYTES)
+    services: Services = request.state.services
+    within = services.settings.request_read_timeout_seconds
+    try:
+        body = await read_limited(request, MAX_BODY_BYTES, within)
+    except BodyTimeout:
+        raise RequestTimeout(f"the body was not received within {within:g} s") from None
     if body is None:
         raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
     try:

@@ -44,9 +44,12 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await services.store.profiles.ping()
     except StoreError:
-        # No details: this endpoint is public, and the error names files and hosts.
+        # No details: this endpoint is public, and the error names files and hosts. The reason is a
+        # code: "store", or "store-deleted" / "store-replaced" / "store-corrupt" (the SQLite file).
         logger.warning("readiness check: the profile store does not answer", exc_info=True)
-        return JSONResponse({"status": "unavailable", "reason": "store"}, 503, headers=NO_STORE)
+        problem = services.store.problem
+        reason = "store" if problem is None else f"store-{problem}"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=NO_STORE)
     body: dict[str, object] = {"status": "ready", "campaigns": sorted(services.campaigns)}
     if services.shared is not None:
         body["redis"] = "up" if await services.shared.check() else "down"

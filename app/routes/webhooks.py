@@ -1,8 +1,11 @@
 """``POST /webhooks/events``: signed customer-data events, acknowledged only once committed.
 
-Checks, in order: webhooks configured (503), ``Content-Type: application/json`` (415), body size
-(413, from Content-Length before reading, and while reading), signature and timestamp (401), replay
-(401), JSON (400), each event (reported per index and field). Valid events are committed through the
+Checks, in order: webhooks configured (503), ``Content-Type: application/json`` (415), declared
+body size (413, from Content-Length), signature header and timestamp (401): all before a byte of the
+body is read, and answered with ``Connection: close`` so the body is never read. Then the body,
+if fewer than ``webhook_concurrent_bodies`` are being read (else 503), within
+``request_read_timeout_seconds`` (408) and the size cap (413), the signature against it and
+replay (401), JSON (400), each event (reported per index and field). Valid events are committed through the
 group-committing ``EventWriter``, then the recipients' cached outputs are dropped.
 
 Answers: 200 when every event was applied or was a duplicate, 207 when some were rejected (the body
@@ -23,9 +26,16 @@ from starlette.routing import Route
 
 from app.errors import OpentimeError
 from app.ingest.events import BatchError, Event, EventError, parse_batch
+from app.ingest.values import loads
 from app.ingest.writer import statuses_json
-from app.routes.responses import json_response, read_limited
-from app.security.webhook_auth import HEADER, SignatureError, Verified, verify
+from app.routes.responses import (
+    BodyTimeout,
+    closing_json_response,
+    declared_too_large,
+    json_response,
+    read_limited,
+)
+from app.security.webhook_auth import HEADER, SignatureError, SignedHeader, Verified, check_body, check_header
 from app.services import Services
 from app.store.base import EventStatus, StoreError
 
@@ -33,11 +43,14 @@ logger = logging.getLogger(__name__)
 
 
 class Refused(OpentimeError):
-    """An event batch answered with a 4xx/5xx JSON error; nothing was stored."""
+    """An event batch answered with a 4xx/5xx JSON error; nothing was stored.
 
-    def __init__(self, status: int, error: str, **extra: Any) -> None:
+    ``close``: refused before the body was read, so the connection is closed after the answer."""
+
+    def __init__(self, status: int, error: str, *, close: bool = False, **extra: Any) -> None:
         super().__init__(error)
         self.status = status
+        self.close = close
         self.body = {"error": error, **extra}
 
 
@@ -46,17 +59,27 @@ async def receive_events(request: Request) -> Response:
     try:
         return await _receive(request, services)
     except Refused as exc:
-        return json_response(exc.body, exc.status)
+        return (closing_json_response if exc.close else json_response)(exc.body, exc.status)
 
 
 async def _receive(request: Request, services: Services) -> Response:
     settings = services.settings
     if not settings.webhook_secrets:
-        raise Refused(503, "webhooks are disabled: set webhook_secrets to enable them")
+        raise Refused(503, "webhooks are disabled: set webhook_secrets to enable them", close=True)
     if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
-        raise Refused(415, "send the events with Content-Type: application/json")
-    body = await read_body(request, settings.webhook_max_body_bytes)
-    verified = await _authenticate(request, services, body)
+        raise Refused(415, "send the events with Content-Type: application/json", close=True)
+    if declared_too_large(request, settings.webhook_max_body_bytes):
+        raise Refused(413, _too_large(settings.webhook_max_body_bytes), close=True)
+    # Header and timestamp first: a request that cannot be authentic costs no body read (an
+    # unauthenticated client must not make the server hold its body in memory).
+    signed = _signed_header(request, services)
+    if services.webhook_bodies.locked():
+        raise Refused(503, "too many webhook bodies are being received at once: retry", close=True)
+    async with services.webhook_bodies:
+        body = await read_body(
+            request, settings.webhook_max_body_bytes, settings.request_read_timeout_seconds
+        )
+    verified = await _authenticate(services, signed, body)
     try:
         return await _ingest(services, body)
     except BaseException:
@@ -66,17 +89,21 @@ async def _receive(request: Request, services: Services) -> Response:
         raise
 
 
-async def _authenticate(request: Request, services: Services, body: bytes) -> Verified:
-    now = services.clock()
+def _signed_header(request: Request, services: Services) -> SignedHeader:
     try:
-        verified = verify(
+        return check_header(
             request.headers.get(HEADER),
-            body,
-            services.settings.webhook_secrets,
-            now=now,
+            now=services.clock(),
             tolerance=services.settings.webhook_tolerance_seconds,
         )
-        await services.replay_guard.admit(verified, now)
+    except SignatureError as exc:
+        raise Refused(401, str(exc), close=True, reason=exc.reason) from None
+
+
+async def _authenticate(services: Services, signed: SignedHeader, body: bytes) -> Verified:
+    try:
+        verified = check_body(signed, body, services.settings.webhook_secrets)
+        await services.replay_guard.admit(verified, services.clock())
     except SignatureError as exc:
         raise Refused(401, str(exc), reason=exc.reason) from None
     return verified
@@ -84,7 +111,7 @@ async def _authenticate(request: Request, services: Services, body: bytes) -> Ve
 
 async def _ingest(services: Services, body: bytes) -> Response:
     try:
-        events, errors = parse_batch(orjson.loads(body), now=services.clock(), rules=services.event_rules)
+        events, errors = parse_batch(loads(body), now=services.clock(), rules=services.event_rules)
     except orjson.JSONDecodeError as exc:
         raise Refused(400, f"body is not valid JSON: {exc}") from None
     except BatchError as exc:
@@ -125,11 +152,18 @@ def _unapplied(events: list[tuple[int, Event]], statuses: list[EventStatus]) -> 
     ]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    body = await read_limited(request, limit)
+async def read_body(request: Request, limit: int, within: float) -> bytes:
+    try:
+        body = await read_limited(request, limit, within)
+    except BodyTimeout:
+        raise Refused(408, f"the body was not received within {within:g} s", close=True) from None
     if body is None:
-        raise Refused(413, f"body larger than {limit} bytes; send smaller batches")
+        raise Refused(413, _too_large(limit), close=True)
     return body
+
+
+def _too_large(limit: int) -> str:
+    return f"body larger than {limit} bytes; send smaller batches"
 
 
 routes = [Route("/webhooks/events", receive_events, methods=["POST"])]

@@ -11,9 +11,12 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
+import shlex
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +43,14 @@ SECRET_SIZE = 32
 _KID_RE = re.compile(r"[0-9a-f]{6}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _FIELDS = ("kid", "created", "secret")
+# Anyone who can write the ring can mint tokens for every recipient, and anyone who can read it can
+# too: those bits refuse the file. Group read only warns: a file owned by root and readable by the
+# service's group (0640, as TLS keys under /etc/ssl/private, or a Kubernetes secret with fsGroup) is
+# a deliberate set-up, not a mistake.
+_REFUSED_BITS = stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+_WARNED_BITS = stat.S_IRGRP
+
+logger = logging.getLogger(__name__)
 
 
 class KeyRingError(OpentimeError):
@@ -181,7 +192,9 @@ def _install(tmp_name: str, path: Path, *, overwrite: bool) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            _check_mode(path, os.fstat(file.fileno()).st_mode)  # the file read, not a swapped path
+            text = file.read().decode("utf-8")
     except FileNotFoundError:
         raise KeyRingError(f"key ring file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -194,6 +207,25 @@ def _read_json(path: Path) -> Any:
         raise KeyRingError(
             f"key ring file {path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    """Refuse a key ring others can read or anyone but its owner can change; warn on group read."""
+    if not stat.S_ISREG(mode):
+        return  # a directory or device fails on reading, with its own message
+    if mode & _REFUSED_BITS:
+        raise KeyRingError(
+            f"key ring file {path} is readable or writable by other users (mode {stat.S_IMODE(mode):04o});"
+            f" anyone who can read or change it can mint tokens: run `chmod 600 {shlex.quote(str(path))}`"
+        )
+    if mode & _WARNED_BITS:
+        logger.warning(
+            "key ring file %s is readable by its group (mode %04o): every member can mint tokens;"
+            " run `chmod 600 %s` unless that group is the server's own",
+            path,
+            stat.S_IMODE(mode),
+            shlex.quote(str(path)),
+        )
 
 
 def _parse_document(document: Any) -> list[Key]:

@@ -93,20 +93,39 @@ def parse_header(value: str | None) -> tuple[int, list[str]]:
     return timestamp, candidates
 
 
+@dataclass(frozen=True, slots=True)
+class SignedHeader:
+    """A well-formed header with a fresh timestamp: what can be checked before the body is read."""
+
+    timestamp: int
+    candidates: list[str]
+
+
+def check_header(header: str | None, *, now: float, tolerance: float) -> SignedHeader:
+    """The header's form and timestamp; raises a ``SignatureError`` subclass. Needs no body, so a
+    request without a plausible signature is refused before a byte of its body is read."""
+    timestamp, candidates = parse_header(header)
+    if abs(now - timestamp) > tolerance:
+        raise StaleTimestamp(f"timestamp is more than {tolerance:g} s from the server clock")
+    return SignedHeader(timestamp, candidates)
+
+
+def check_body(signed: SignedHeader, body: bytes, secrets: Sequence[str]) -> Verified:
+    """Does a ``v1`` value match ``body`` under a secret? Raises ``BadSignature`` if none does."""
+    expected = [signature(secret, signed.timestamp, body) for secret in secrets]
+    for candidate in signed.candidates:
+        # Every expected value is compared (no early exit on the secret that matched first).
+        matched = [hmac.compare_digest(candidate.encode("ascii"), e.encode("ascii")) for e in expected]
+        if any(matched):
+            return Verified(signed.timestamp, candidate, hashlib.sha256(body).hexdigest())
+    raise BadSignature("no signature matches the body with a configured secret")
+
+
 def verify(
     header: str | None, body: bytes, secrets: Sequence[str], *, now: float, tolerance: float
 ) -> Verified:
     """Check the header against every secret; raises a ``SignatureError`` subclass."""
-    timestamp, candidates = parse_header(header)
-    if abs(now - timestamp) > tolerance:
-        raise StaleTimestamp(f"timestamp is more than {tolerance:g} s from the server clock")
-    expected = [signature(secret, timestamp, body) for secret in secrets]
-    for candidate in candidates:
-        # Every expected value is compared (no early exit on the secret that matched first).
-        matched = [hmac.compare_digest(candidate.encode("ascii"), e.encode("ascii")) for e in expected]
-        if any(matched):
-            return Verified(timestamp, candidate, hashlib.sha256(body).hexdigest())
-    raise BadSignature("no signature matches the body with a configured secret")
+    return check_body(check_header(header, now=now, tolerance=tolerance), body, secrets)
 
 
 class RequestMemory(Protocol):

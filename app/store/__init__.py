@@ -26,6 +26,7 @@ def open_store(
     *,
     clock: Callable[[], float] = time.time,
     upgrade: bool = False,
+    create: bool = True,
     timeout_ms: int = DATABASE_TIMEOUT_MS,
     pool_size: int = DATABASE_POOL_SIZE,
 ) -> Store:
@@ -36,6 +37,8 @@ def open_store(
     asyncpg's, where other query parameters (e.g. ``?search_path=opentime``) are server settings.
     ``timeout_ms`` and ``pool_size`` apply to PostgreSQL. A new (empty) store is created at the newest
     schema; an older schema is refused unless ``upgrade`` (``opentime db upgrade``), a newer one always.
+    Without ``create`` (a server, unless ``create_database``) a missing or empty store is refused
+    instead of created: ``opentime db init`` creates one.
     """
     scheme, sep, rest = database_url.partition("://")
     # Only the scheme is echoed back: a PostgreSQL URL may carry a password.
@@ -47,14 +50,19 @@ def open_store(
         from app.store.postgres.store import PostgresStore
 
         return PostgresStore(
-            database_url, clock=clock, upgrade=upgrade, timeout_seconds=timeout_ms / 1000, pool_size=pool_size
+            database_url,
+            clock=clock,
+            upgrade=upgrade,
+            create=create,
+            timeout_seconds=timeout_ms / 1000,
+            pool_size=pool_size,
         )
     if scheme != "sqlite":
         raise ValueError(
             f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/opentime.db"
             " or postgresql://user@host/db"
         )
-    return SQLiteProfileStore(_sqlite_path(rest), clock=clock, upgrade=upgrade)
+    return SQLiteProfileStore(_sqlite_path(rest), clock=clock, upgrade=upgrade, create=create)
 
 
 def _sqlite_path(rest: str) -> Path:

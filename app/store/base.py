@@ -174,6 +174,12 @@ class Store(Protocol):
 
     schema: tuple[int, int] | None  # (schema version found, version now), once open
 
+    @property
+    def problem(self) -> str | None:
+        """Why the store refuses every operation until restarted (SQLite: its file was deleted,
+        replaced or corrupted under the server), or None: /readyz and /metrics report it."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

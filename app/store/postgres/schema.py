@@ -68,15 +68,19 @@ SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND t
 """
 
 
-async def migrate(conn: asyncpg.Connection, label: str, *, upgrade: bool) -> tuple[int, int]:
-    """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now)."""
+async def migrate(
+    conn: asyncpg.Connection, label: str, *, upgrade: bool, create: bool = True
+) -> tuple[int, int]:
+    """Bring the schema to ``SCHEMA_VERSION``; returns (version found, version now). Without
+    ``create``, a database with no Opentime schema is refused before anything is created in it."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         if not await conn.fetchval(_HAS_VERSION_TABLE):
+            check_version(0, SCHEMA_VERSION, label, upgrade=upgrade, create=create)
             await conn.execute(_VERSION_TABLE)
         found = await conn.fetchval("SELECT max(version) FROM schema_version")
         version = int(found or 0)
-        check_version(version, SCHEMA_VERSION, label, upgrade=upgrade, backup="the database")
+        check_version(version, SCHEMA_VERSION, label, upgrade=upgrade, backup="the database", create=create)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)

@@ -83,6 +83,7 @@ class PostgresStore(BatchedLookups):
         *,
         clock: Callable[[], float] = time.time,
         upgrade: bool = False,
+        create: bool = True,
         timeout_seconds: float = 5.0,
         pool_size: int = 10,
     ) -> None:
@@ -92,6 +93,8 @@ class PostgresStore(BatchedLookups):
         self._secrets = _secrets(url)
         self._clock = clock
         self._upgrade = upgrade
+        self._create = create
+        self.problem: str | None = None  # PostgreSQL reports its own failures on every query
         self._timeout = timeout_seconds
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -125,7 +128,7 @@ class PostgresStore(BatchedLookups):
             raise self._error(exc) from None
         try:
             async with self.connection() as conn:
-                self.schema = await migrate(conn, self.label, upgrade=self._upgrade)
+                self.schema = await migrate(conn, self.label, upgrade=self._upgrade, create=self._create)
         except BaseException:
             await self.close()
             raise

@@ -20,9 +20,10 @@ from app.store.base import Profile, StoreError
 from app.store.batching import BatchedLookups, Waiters
 from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
+from app.store.sqlite.file_guard import FileGuard
 from app.store.sqlite.forms import SQLiteForms
 from app.store.sqlite.transfer import SQLiteTransfer
-from app.store.versions import check_version
+from app.store.versions import NOT_CREATED, check_version
 
 T = TypeVar("T")
 
@@ -107,9 +108,13 @@ class SQLiteProfileStore(BatchedLookups):
         busy_timeout: float = 5.0,
         mmap_size: int = 0,
         upgrade: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__()
         self.path = path
+        # False for a server: a missing file is an error, not a new empty store (``opentime db init``).
+        self._create = create
+        self._guard: FileGuard | None = None  # the file opened, watched (app.store.sqlite.file_guard)
         # An empty file is created at the newest schema; an older schema is refused unless ``upgrade``
         # (``opentime db upgrade``): migrating a shared store is an operator's step, not a side effect.
         self._upgrade = upgrade
@@ -124,6 +129,11 @@ class SQLiteProfileStore(BatchedLookups):
         self.forms = SQLiteForms(self)
         self.api_keys = SQLiteApiKeys(self)
         self.transfer = SQLiteTransfer(self)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store refuses everything (its file deleted, replaced or corrupt), or None."""
+        return None if self._guard is None else self._guard.problem
 
     @property
     def profiles(self) -> SQLiteProfileStore:
@@ -198,6 +208,7 @@ class SQLiteProfileStore(BatchedLookups):
 
     def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = _require(self._wconn)
+        self._check_file()
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
@@ -205,7 +216,12 @@ class SQLiteProfileStore(BatchedLookups):
         except BaseException:
             _rollback(conn)
             raise
+        self._check_file()  # committed into the file the path still names: only then acknowledged
         return result
+
+    def _check_file(self) -> None:
+        if self._guard is not None:
+            self._guard.check()
 
     # -- batching: the reader thread runs each batch -------------------------------------------
 
@@ -227,13 +243,18 @@ class SQLiteProfileStore(BatchedLookups):
             loop.call_soon_threadsafe(self._deliver, batch, outcome)
 
     def _open_writer(self) -> None:
+        if not self._create and not self.path.exists():
+            raise StoreError(f"sqlite {self.path}: the database file does not exist: {NOT_CREATED}")
         conn = self._connect()
         try:
+            if not self._create:
+                _check_not_empty(conn, self.path)  # before WAL mode writes a header into it
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"sqlite {self.path}: cannot enable WAL (journal_mode={mode})")
             conn.execute("PRAGMA synchronous=FULL")
             self.schema = _migrate(conn, self.path, upgrade=self._upgrade)
+            self._guard = FileGuard(self.path)
         except BaseException:
             conn.close()
             raise
@@ -262,8 +283,12 @@ class SQLiteProfileStore(BatchedLookups):
 
     def _close_writer(self) -> None:
         conn, self._wconn = self._wconn, None
+        guard, self._guard = self._guard, None
         if conn is not None:
             conn.close()
+        if guard is not None:
+            # Last: closing any descriptor of the file drops this process's POSIX locks on it.
+            guard.close()
 
     def _select(self, ids: list[str]) -> dict[str, Profile]:
         conn = _require(self._rconn)
@@ -282,11 +307,13 @@ class SQLiteProfileStore(BatchedLookups):
         return count
 
     def _ping(self) -> None:
+        self._check_file()
         _require(self._rconn).execute("SELECT 1 FROM profiles LIMIT 1").fetchall()
 
     def _upsert(self, rows: Sequence[tuple[str, bytes]], now: float) -> int:
         conn = _require(self._wconn)
         before = conn.total_changes
+        self._check_file()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_UPSERT, [(rid, attributes, now) for rid, attributes in rows])
@@ -294,6 +321,7 @@ class SQLiteProfileStore(BatchedLookups):
         except BaseException:
             _rollback(conn)
             raise
+        self._check_file()
         return conn.total_changes - before
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -311,7 +339,18 @@ class SQLiteProfileStore(BatchedLookups):
         try:
             return fn(*args)
         except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None) or 0
+            if self._guard is not None and code & 0xFF in _CORRUPT_CODES:
+                self._guard.corrupt()
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _check_not_empty(conn: sqlite3.Connection, path: Path) -> None:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    check_version(version, SCHEMA_VERSION, f"sqlite {path}", upgrade=False, create=False)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, *, upgrade: bool) -> tuple[int, int]:

@@ -1,0 +1,114 @@
+"""How uvicorn runs the app: its options, and the HTTP protocol with read deadlines and a connection cap.
+
+uvicorn (httptools) gives a connection no deadline until its first response: a client that connects
+and sends nothing, or sends its headers or body a byte at a time (slowloris), holds the connection and
+its buffers for as long as it likes, and ``limit_concurrency`` only answers 503 once a request's
+headers are complete, which a slow client never reaches. ``DeadlineProtocol`` adds what is missing:
+
+- one deadline per request, ``request_read_timeout_seconds`` from its first byte (from the opening of
+  the connection for the first request) to its last: past it the client gets a 408 with
+  ``Connection: close`` if no response has started, and the connection is closed either way;
+- a cap: a connection opened while ``max_connections`` are open gets a 503 and is closed at once,
+  before anything is read. Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any, cast
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.config import Settings
+
+
+def _raw_response(status: bytes, message: str, *headers: bytes) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, written before or instead of the app."""
+    body = b'{"error": "' + message.encode() + b'"}'
+    head = [b"HTTP/1.1 " + status, b"content-type: application/json", b"content-length: %d" % len(body)]
+    return b"\r\n".join([*head, *headers, b"connection: close", b"", body])
+
+
+_TIMED_OUT = _raw_response(b"408 Request Timeout", "the request was not sent in time")
+_BUSY = _raw_response(b"503 Service Unavailable", "too many connections, try again", b"retry-after: 1")
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on reading each request and a connection cap."""
+
+    def __init__(self, *args: Any, read_timeout: float, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timeout = read_timeout
+        self._max_connections = max_connections
+        self._read_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._max_connections:
+            self.logger.warning("connection refused: %d connections are open", len(self.connections))
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._read_deadline is None:
+            self._arm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self) -> None:
+        self._read_deadline = self.loop.call_later(self._read_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _timed_out(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_TIMED_OUT)
+        if self.cycle is not None:
+            self.cycle.disconnected = True  # the app's receive() says so; its sends are dropped
+            self.cycle.message_event.set()
+        self.transport.close()
+
+
+def protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """The protocol class for ``settings``; a partial of a module-level class, so worker processes
+    (uvicorn pickles its config for them) rebuild it by reference."""
+    made = partial(
+        DeadlineProtocol,
+        read_timeout=settings.request_read_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
+    return cast("type[asyncio.Protocol]", made)  # uvicorn only calls it, as it would a class
+
+
+def run_uvicorn(settings: Settings) -> None:
+    uvicorn.run(
+        "app.app:serve_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http=protocol(settings),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        server_header=False,
+    )
