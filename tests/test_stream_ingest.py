@@ -35,8 +35,8 @@ WHEN = "2024-05-01T10:00:00Z"
 
 
 HUGE = (
-    b'{"id": "huge-1", "type": "profile.updated", "recipient": "carol", "occurred_at": "2024-05-01T10:00:00Z",'
-    b' "payload": {"points": 18446744073709551616}}'
+    b'{"id": "huge-1", "type": "profile.updated", "recipient": "carol",'
+    b' "occurred_at": "2024-05-01T10:00:00Z", "payload": {"points": 18446744073709551616}}'
 )
 
 
