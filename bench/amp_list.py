@@ -460,11 +460,14 @@ def run_wrk(
     limit: int = 0,
     label: str = "",
     server_pid: int | None = None,
+    delay_ms: int = 0,
 ) -> WrkResult:
-    """One wrk run; with ``limit``, it ends as soon as ``limit`` responses have arrived."""
+    """One wrk run; with ``limit``, it ends as soon as ``limit`` responses have arrived; with
+    ``delay_ms``, each connection waits that long before each request (a paced load)."""
     env = {**os.environ, "WRK_PATHS": str(paths), "WRK_SENDER": DEMO_SENDER}
     env["WRK_CHECK"] = "1" if check else "0"
     env["WRK_LIMIT"] = str(limit)
+    env["WRK_DELAY_MS"] = str(delay_ms)
     args = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     args += ["--timeout", "5s", "-s", str(LUA), url]
     cpu_before = None if server_pid is None else cpu_seconds(server_pid)

@@ -6,6 +6,8 @@
 --   WRK_CHECK   "1": count non-200 responses and X-Opentime-Fallback headers (costs wrk CPU)
 --   WRK_LIMIT   N > 0: stop after N responses (each of the first N paths requested once) and
 --               print "opentime-bench: exhausted" so the caller can end wrk early (SIGINT)
+--   WRK_DELAY_MS N > 0: each connection waits N ms before each request (a paced load, as bench/soak.py
+--               uses: about connections * 1000 / (N + latency) requests/s; latency excludes the wait)
 --
 -- done() prints one line "opentime-bench-json {...}" with exact latency percentiles (microseconds),
 -- counters, and (with WRK_LIMIT) the request rate measured between the first request and the
@@ -31,6 +33,7 @@ end
 local check = os.getenv("WRK_CHECK") == "1"
 local limit = tonumber(os.getenv("WRK_LIMIT") or "0") or 0
 local sender = os.getenv("WRK_SENDER") or "news@example.com"
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0") or 0
 
 -- Per-thread state (each wrk thread has its own Lua state); read from done() with thread:get().
 requests_built = {}
@@ -98,6 +101,12 @@ end
 
 if check or limit > 0 then
   response = on_response
+end
+
+if delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
 end
 
 function done(summary, latency, requests)
