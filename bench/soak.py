@@ -205,7 +205,7 @@ def next_delay(delay_ms: int, target: float, achieved: float) -> int:
     if achieved <= 0:
         return delay_ms
     correction = CONNECTIONS * 1000 * (1 / target - 1 / achieved)
-    return max(0, round(delay_ms + correction))
+    return max(0, round(delay_ms + correction / 2))  # half a step: a busy slice must not make the next burst
 
 
 def soak(url: str, pid: int, mix: Path, target: float, args: argparse.Namespace, database: Path) -> Soak:
