@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -50,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from app.content.cache import CacheStats
 from app.counting import AGE_BUCKETS, Histogram
+from app.store.base import EventStatus
 from app.upstream.breaker import BreakerState
 from app.worker_metrics import Family, Snapshot, merge, publishing
 
@@ -208,7 +209,7 @@ def _event_families(events: EventWriter, now: float) -> Iterator[Metric]:
     committed = CounterMetricFamily(
         "opentime_events_committed", "Events in committed transactions, by status.", labels=["status"]
     )
-    for status in ("applied", "duplicate", "failed", "unreadable-profile"):
+    for status in get_args(EventStatus):  # every one, counted or not yet
         committed.add_metric([status], events.committed[status])
     yield committed
     yield CounterMetricFamily(
