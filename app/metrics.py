@@ -1,13 +1,16 @@
 """``GET /metrics`` in the Prometheus text format; the only module that imports ``prometheus_client``.
 
-The open-time path only bumps plain counters in ``OpenStats`` (a dict increment and a bisect, well
-under a microsecond); the Prometheus families are built from those counters and the services' own
-statistics (caches, images, upstream breaker) when the endpoint is scraped, never per request.
+The open-time path only bumps plain counters in ``OpenStats`` (a dict increment and two bisects, well
+under a microsecond; ``app.counting``); the Prometheus families are built from those counters and the
+services' own statistics (caches, images, upstream breaker) when the endpoint is scraped, never per
+request.
 
 Families::
 
     opentime_open_responses_total{kind,outcome}   open-time responses; outcome "ok" or the fallback reason
     opentime_data_age_seconds{kind}                histogram: age of the profile data a response used
+    opentime_open_duration_seconds{kind}           histogram: arrival to answer ready, waiting included
+    opentime_open_budget_seconds                   the largest block budget (what p99 should stay under)
     opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
                                                    (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
@@ -15,8 +18,11 @@ Families::
     opentime_upstream_breaker_failures             consecutive upstream failures
                                                    (gauges: across workers, one per worker, label worker)
     opentime_store_read_batches_total, opentime_store_read_keys_total
-    opentime_store_problem{reason}                 1 when the SQLite file was deleted, replaced, corrupted
                                                    profile queries and the recipient ids they asked for
+    opentime_store_problem{reason}                 1 when the SQLite file was deleted, replaced, corrupted
+    opentime_events_committed_total{status}, opentime_events_failed_total, opentime_events_rejected_total
+    opentime_events_queued, opentime_events_oldest_queued_seconds   (the group commit's backlog)
+    opentime_event_delay_seconds                   histogram: applied events, occurred_at to durable
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
 
@@ -26,12 +32,11 @@ scrape adds up every worker's families: see ``app.worker_metrics`` for how.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -44,58 +49,56 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app.content.cache import CacheStats
+from app.counting import AGE_BUCKETS, Histogram
+from app.store.base import EventStatus
 from app.upstream.breaker import BreakerState
 from app.worker_metrics import Family, Snapshot, merge, publishing
 
 if TYPE_CHECKING:
+    from app.campaigns.loader import Campaign
     from app.ingest.background import ServerIngest
+    from app.ingest.writer import EventWriter
     from app.services import Services
     from app.shared.tier import SharedTier
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Gauges that add up across worker processes (memory each one holds); the others are shown per worker.
 SUMMED_GAUGES = frozenset({"opentime_cache_bytes", "opentime_cache_entries"})
-# Seconds: from "just changed" to "a week old" (a profile loaded once and never touched again).
-AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
+# Seconds an open took: a cache hit (well under a millisecond) to past any budget (blocks allow 10 s at
+# most); dense around the budgets blocks use (150 ms by default, 300-500 ms for images).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 10.0)
 
 
-class AgeHistogram:
-    """Counts per bucket (upper bounds ``AGE_BUCKETS``, then +Inf) and the sum, without locks."""
+class AgeHistogram(Histogram):
+    """Ages of the data a response used, in ``AGE_BUCKETS``."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(AGE_BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, age: float) -> None:
-        self.counts[bisect_left(AGE_BUCKETS, age)] += 1
-        self.sum += age
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative, as Prometheus wants them."""
-        total, result = 0, []
-        for bound, count in zip((*map(str, AGE_BUCKETS), "+Inf"), self.counts, strict=True):
-            total += count
-            result.append((bound, float(total)))
-        return result
+        super().__init__(AGE_BUCKETS)
 
 
 class OpenStats:
-    """What the open-time pipeline counts, per kind: outcomes by fallback reason, and data ages."""
+    """What the open-time pipeline counts, per kind: outcomes by fallback reason, data ages and how long
+    the answer took (from the request's arrival to its answer being ready, waiting included)."""
 
     def __init__(self) -> None:
         # (kind, reason); reason None: served with the recipient's data
         self.outcomes: Counter[tuple[str, str | None]] = Counter()
         self.data_age: dict[str, AgeHistogram] = {}
+        self.duration: dict[str, Histogram] = {}
 
-    def served(self, kind: str, reason: str | None, age: float | None) -> None:
+    def served(self, kind: str, reason: str | None, age: float | None, duration: float) -> None:
         self.outcomes[kind, reason] += 1
         if age is not None:
             histogram = self.data_age.get(kind)
             if histogram is None:
                 histogram = self.data_age[kind] = AgeHistogram()
             histogram.observe(age)
+        timing = self.duration.get(kind)
+        if timing is None:
+            timing = self.duration[kind] = Histogram(DURATION_BUCKETS)
+        timing.observe(duration)
 
 
 class _ServicesCollector(Collector):
@@ -117,6 +120,7 @@ class _ServicesCollector(Collector):
         for kind, histogram in sorted(stats.data_age.items()):
             age.add_metric([kind], histogram.buckets(), histogram.sum)
         yield age
+        yield from _duration_families(services)
         lists = services.lists.cache
         caches = [_CacheView("lists", lists.stats, lists.bytes, len(lists))]
         if services.upstream is not None:
@@ -138,11 +142,7 @@ class _ServicesCollector(Collector):
         for reason in ("deleted", "replaced", "corrupt"):
             problem.add_metric([reason], 1 if services.store.problem == reason else 0)
         yield problem
-        yield CounterMetricFamily(
-            "opentime_events_rejected",
-            "Webhook requests refused (503) because too many events were waiting for the store.",
-            value=services.events.rejected,
-        )
+        yield from _event_families(services.events, services.clock())
         yield from _image_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
@@ -173,6 +173,63 @@ def _cache_families(caches: list[_CacheView]) -> Iterator[Metric]:
     yield from counters.values()
     yield size
     yield entries
+
+
+def _duration_families(services: Services) -> Iterator[Metric]:
+    duration = HistogramMetricFamily(
+        "opentime_open_duration_seconds",
+        "Seconds from an open-time request's arrival to its answer being ready.",
+        labels=["kind"],
+    )
+    for kind, histogram in sorted(services.open_stats.duration.items()):
+        duration.add_metric([kind], histogram.buckets(), histogram.sum)
+    yield duration
+    yield GaugeMetricFamily(
+        "opentime_open_budget_seconds",
+        "The largest open-time budget of any block (or default_budget_ms): what p99 should stay under.",
+        value=largest_budget(services.campaigns.values(), services.settings.default_budget_ms),
+    )
+
+
+def largest_budget(campaigns: Iterable[Campaign], default_budget_ms: int) -> float:
+    budgets = [default_budget_ms / 1000]
+    for campaign in campaigns:
+        for blocks in (campaign.lists, campaign.images, campaign.countdowns):
+            budgets += [block.budget_s for block in blocks.values()]
+    return max(budgets)
+
+
+def _event_families(events: EventWriter, now: float) -> Iterator[Metric]:
+    """Events from webhooks and stream ingest, through the group commit (``app.ingest.writer``)."""
+    yield CounterMetricFamily(
+        "opentime_events_rejected",
+        "Webhook requests refused (503) because too many events were waiting for the store.",
+        value=events.rejected,
+    )
+    committed = CounterMetricFamily(
+        "opentime_events_committed", "Events in committed transactions, by status.", labels=["status"]
+    )
+    for status in get_args(EventStatus):  # every one, counted or not yet
+        committed.add_metric([status], events.committed[status])
+    yield committed
+    yield CounterMetricFamily(
+        "opentime_events_failed",
+        "Events not saved because their transaction failed (the store): their senders retry.",
+        value=events.failed,
+    )
+    yield GaugeMetricFamily(
+        "opentime_events_queued", "Events accepted and not committed yet.", value=events.queued
+    )
+    yield GaugeMetricFamily(
+        "opentime_events_oldest_queued_seconds",
+        "Seconds the oldest event not committed yet has waited (0 when none waits).",
+        value=events.oldest_wait(now),
+    )
+    delay = HistogramMetricFamily(
+        "opentime_event_delay_seconds", "Applied events: seconds from their occurred_at to durable."
+    )
+    delay.add_metric([], events.delay.buckets(), events.delay.sum)
+    yield delay
 
 
 def _image_families(services: Services) -> Iterator[Metric]:

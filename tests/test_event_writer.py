@@ -178,3 +178,32 @@ async def test_beyond_the_queue_bound_a_request_is_refused_at_once_and_counted(
     counting.gate.set()
     assert await asyncio.gather(in_flight, *queued) == [["applied"], ["applied"] * 2, ["applied"] * 2]
     assert await writer.write([ev("late")]) == ["applied"]  # room again
+
+
+async def test_counts_what_metrics_show_committed_failed_waiting_and_late(tmp_path: Path) -> None:
+    store = SQLiteProfileStore(tmp_path / "p.db")
+    await store.open()
+    now = [NOW]
+    counting = CountingEvents(store.events)
+    writer = EventWriter(counting, clock=lambda: now[0], invalidation=LocalInvalidation())
+    assert (writer.queued, writer.oldest_wait(NOW)) == (0, 0.0)
+    counting.gate.clear()  # the first commit hangs: its events and the ones behind it wait
+    first = asyncio.create_task(writer.write([ev("a"), ev("b")]))
+    await asyncio.sleep(0.01)
+    now[0] = NOW + 5
+    second = asyncio.create_task(writer.write([ev("a"), ev("c")]))
+    await asyncio.sleep(0.01)
+    assert writer.queued == 4
+    assert writer.oldest_wait(NOW + 7) == 7.0  # the first request, in the transaction in flight
+    counting.gate.set()
+    assert await asyncio.gather(first, second) == [["applied", "applied"], ["duplicate", "applied"]]
+    assert (writer.queued, writer.oldest_wait(NOW + 8)) == (0, 0.0)
+    assert writer.committed == {"applied": 3, "duplicate": 1} and writer.failed == 0
+    # Occurred at 09:00, durable at 10:00:05 (the clock when the commits returned): just past an hour.
+    assert dict(writer.delay.buckets())["3600.0"] == 0 and dict(writer.delay.buckets())["21600.0"] == 3
+    assert writer.delay.sum == 3 * 3605.0
+    await store.run_write(lambda c: c.execute("ALTER TABLE events RENAME TO hidden"))
+    results = await asyncio.gather(writer.write([ev("d"), ev("e")]), return_exceptions=True)
+    assert isinstance(results[0], StoreError)
+    assert writer.failed == 2 and writer.committed["applied"] == 3 and writer.queued == 0
+    await store.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -13,6 +15,7 @@ from app.config import Settings
 from app.demo import recipient_id
 from app.metrics import AGE_BUCKETS, AgeHistogram, OpenStats
 from app.security.tokens import TokenSigner
+from app.security.webhook_auth import sign_header
 from tests.conftest import BASE_URL, SENDER
 
 AMP = {"AMP-Email-Sender": SENDER}
@@ -29,15 +32,55 @@ def test_age_histogram_buckets_are_cumulative() -> None:
 
 def test_open_stats_count_outcomes_and_ages() -> None:
     stats = OpenStats()
-    stats.served("list", None, 3.0)
-    stats.served("list", "budget-exceeded", None)
-    stats.served("image", "budget-exceeded", None)
+    stats.served("list", None, 3.0, 0.0004)
+    stats.served("list", "budget-exceeded", None, 0.151)
+    stats.served("image", "budget-exceeded", None, 0.3)
     assert stats.outcomes == {
         ("list", None): 1,
         ("list", "budget-exceeded"): 1,
         ("image", "budget-exceeded"): 1,
     }
     assert sum(stats.data_age["list"].counts) == 1 and "image" not in stats.data_age
+    durations = dict(stats.duration["list"].buckets())
+    assert (durations["0.001"], durations["0.15"], durations["0.2"], durations["+Inf"]) == (1, 1, 2, 2)
+    assert stats.duration["image"].sum == pytest.approx(0.3)
+
+
+def test_open_durations_and_the_largest_budget_are_exported(client: TestClient, signer: TokenSigner) -> None:
+    token = signer.sign("demo", recipient_id(5), now=int(time.time()))
+    for _ in range(3):
+        assert client.get(f"/v1/{token}/list/picks.json", headers=AMP).status_code == 200
+    text = client.get("/metrics").text
+    assert 'opentime_open_duration_seconds_count{kind="list"} 3.0' in text
+    assert 'opentime_open_duration_seconds_bucket{kind="list",le="10.0"} 3.0' in text
+    total = re.search(r'opentime_open_duration_seconds_sum\{kind="list"\} (\S+)', text)
+    assert total is not None and 0 < float(total[1]) < 3 * 10.0
+    # The demo's slowest block allows 500 ms (amp_templates/demo/blocks.toml); the default is 150 ms.
+    assert "opentime_open_budget_seconds 0.5" in text
+
+
+def test_committed_events_and_their_delay_are_exported(settings: Settings) -> None:
+    secret = "whsec-metrics-0123456789abcdef"
+    with TestClient(create_app(settings.replace(webhook_secrets=(secret,))), base_url=BASE_URL) as client:
+        text = client.get("/metrics").text
+        assert 'opentime_events_committed_total{status="applied"} 0.0' in text
+        assert "opentime_events_queued 0.0" in text and "opentime_events_oldest_queued_seconds 0.0" in text
+        ten_minutes_ago = datetime.fromtimestamp(time.time() - 600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"type": "profile.updated", "recipient": recipient_id(2), "occurred_at": ten_minutes_ago}
+        events = [{**event, "id": f"m{i}", "payload": {"n": i}} for i in range(2)]
+        body = orjson.dumps(events)
+        headers = {"content-type": "application/json"}
+        for attempt in range(2):  # the second time (signed anew, or it is a replay): duplicates
+            stamp = int(time.time()) - attempt
+            signed = {**headers, "opentime-signature": sign_header([secret], stamp, body)}
+            assert client.post("/webhooks/events", content=body, headers=signed).status_code == 200
+        text = client.get("/metrics").text
+    assert 'opentime_events_committed_total{status="applied"} 2.0' in text
+    assert 'opentime_events_committed_total{status="duplicate"} 2.0' in text
+    assert "opentime_events_failed_total 0.0" in text
+    # Ten minutes late: past the 300 s bucket, within the 900 s one.
+    assert 'opentime_event_delay_seconds_bucket{le="300.0"} 0.0' in text
+    assert 'opentime_event_delay_seconds_bucket{le="900.0"} 2.0' in text
 
 
 def test_every_kind_is_counted_with_its_fallbacks(client: TestClient, signer: TokenSigner) -> None:
