@@ -119,6 +119,9 @@ class _ServicesCollector(Collector):
         yield age
         lists = services.lists.cache
         caches = [_CacheView("lists", lists.stats, lists.bytes, len(lists))]
+        profiles = services.lists.profile_cache
+        if profiles is not None:
+            caches.append(_CacheView("profiles", profiles.stats, profiles.bytes, len(profiles)))
         if services.upstream is not None:
             caches.append(_CacheView("upstream", services.upstream.cache_stats))
         yield from _cache_families(caches)
