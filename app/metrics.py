@@ -17,6 +17,8 @@ Families::
     opentime_store_read_batches_total, opentime_store_read_keys_total
     opentime_store_problem{reason}                 1 when the SQLite file was deleted, replaced, corrupted
                                                    profile queries and the recipient ids they asked for
+    opentime_rate_limited_total{scope}             requests answered 429 (api, webhooks, preview)
+    opentime_rate_limit_local_only_total{scope}    limits decided by this process: Redis did not answer
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
 
@@ -147,6 +149,7 @@ class _ServicesCollector(Collector):
             value=services.events.rejected,
         )
         yield from _image_families(services)
+        yield from _limit_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
         if services.shared is not None:
@@ -186,6 +189,25 @@ def _image_families(services: Services) -> Iterator[Metric]:
         fetches.add_metric([fetch_class], count)
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+
+
+def _limit_families(services: Services) -> Iterator[Metric]:
+    limits = services.limits
+    limited = CounterMetricFamily(
+        "opentime_rate_limited", "Requests refused (429) by their rate limit, by scope.", labels=["scope"]
+    )
+    for scope, count in sorted(limits.limited.items()):
+        limited.add_metric([scope], count)
+    yield limited
+    if services.shared is not None:
+        local = CounterMetricFamily(
+            "opentime_rate_limit_local_only",
+            "Rate limits decided by this process alone because Redis did not answer, by scope.",
+            labels=["scope"],
+        )
+        for scope, count in sorted(limits.local_only.items()):
+            local.add_metric([scope], count)
+        yield local
 
 
 def _breaker_families(services: Services) -> Iterator[Metric]:
