@@ -27,6 +27,8 @@ from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
+from app.limits.http import rate_limited
+from app.limits.limiter import RateLimited
 from app.methods import allow_header, path_methods
 from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
@@ -93,6 +95,7 @@ def create_app(
             HTTPException: _http_exception,
             HTTPError: _opentime_error,
             StoreError: _store_error,
+            RateLimited: rate_limited,
         },
     )
     # A redirect is fatal to an AMP XHR (Gmail fails it): never add or strip slashes.

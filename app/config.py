@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from app.errors import ConfigError
 from app.ingest.event_types import EventTypesError, with_custom_types
 from app.ingest.events import Rule
+from app.limits.rate import Rate, parse_rate
 from app.shipped import shipped
 
 ENV_PREFIX = "OPENTIME_"
@@ -462,6 +463,25 @@ class Settings:
             "Bearer token GET /metrics requires (empty: open, for an internal network only).",
             sensitive=True,
         ),
+    )
+    rate_limit_api: Rate = field(
+        default=Rate(200.0, 1000),
+        metadata=about(
+            parse_rate,
+            'Requests one API key may make to /api/*: "N/s burst M" (or N/min; 0: no limit); 429 beyond.',
+        ),
+    )
+    rate_limit_webhooks: Rate = field(
+        default=Rate(1000.0, 5000),
+        metadata=about(
+            parse_rate,
+            "Requests (batches, not events) one webhook secret may make to /webhooks/*, counted after"
+            ' the signature is checked: "N/s burst M" (0: no limit).',
+        ),
+    )
+    rate_limit_preview: Rate = field(
+        default=Rate(5.0, 20),
+        metadata=about(parse_rate, 'Preview pages one API key may load: "N/s burst M" (0: no limit).'),
     )
     event_types_file: Path | None = field(
         default=None,

@@ -23,6 +23,8 @@ Families::
     opentime_events_committed_total{status}, opentime_events_failed_total, opentime_events_rejected_total
     opentime_events_queued, opentime_events_oldest_queued_seconds   (the group commit's backlog)
     opentime_event_delay_seconds                   histogram: applied events, occurred_at to durable
+    opentime_rate_limited_total{scope}             requests answered 429 (api, webhooks, preview)
+    opentime_rate_limit_local_only_total{scope}    limits decided by this process: Redis did not answer
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
 
@@ -123,6 +125,9 @@ class _ServicesCollector(Collector):
         yield from _duration_families(services)
         lists = services.lists.cache
         caches = [_CacheView("lists", lists.stats, lists.bytes, len(lists))]
+        profiles = services.lists.profile_cache
+        if profiles is not None:
+            caches.append(_CacheView("profiles", profiles.stats, profiles.bytes, len(profiles)))
         if services.upstream is not None:
             caches.append(_CacheView("upstream", services.upstream.cache_stats))
         yield from _cache_families(caches)
@@ -144,6 +149,7 @@ class _ServicesCollector(Collector):
         yield problem
         yield from _event_families(services.events, services.clock())
         yield from _image_families(services)
+        yield from _limit_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
         if services.shared is not None:
@@ -240,6 +246,25 @@ def _image_families(services: Services) -> Iterator[Metric]:
         fetches.add_metric([fetch_class], count)
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+
+
+def _limit_families(services: Services) -> Iterator[Metric]:
+    limits = services.limits
+    limited = CounterMetricFamily(
+        "opentime_rate_limited", "Requests refused (429) by their rate limit, by scope.", labels=["scope"]
+    )
+    for scope, count in sorted(limits.limited.items()):
+        limited.add_metric([scope], count)
+    yield limited
+    if services.shared is not None:
+        local = CounterMetricFamily(
+            "opentime_rate_limit_local_only",
+            "Rate limits decided by this process alone because Redis did not answer, by scope.",
+            labels=["scope"],
+        )
+        for scope, count in sorted(limits.local_only.items()):
+            local.add_metric([scope], count)
+        yield local
 
 
 def _breaker_families(services: Services) -> Iterator[Metric]:

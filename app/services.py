@@ -23,6 +23,7 @@ from app.content.profiles import ProfileLoader
 from app.ingest.background import ServerIngest, amqp_source, running_ingest
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
+from app.limits.limiter import RateLimiter
 from app.metrics import OpenStats
 from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
@@ -65,6 +66,8 @@ class Services:
     # Webhook bodies being read: a header that looks signed gets its body read before the signature
     # can be checked, so this bounds the memory such requests hold (webhook_concurrent_bodies).
     webhook_bodies: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
+    # Rate limits of /api, /webhooks and the preview (app.limits), shared through Redis with redis_url.
+    limits: RateLimiter = field(default_factory=lambda: RateLimiter({}))
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -160,6 +163,7 @@ async def running_services(
             shared=shared,
             ingest=ingest,
             webhook_bodies=asyncio.Semaphore(settings.webhook_concurrent_bodies),
+            limits=rate_limiter(settings, shared),
         )
     finally:
         await background.aclose()
@@ -190,6 +194,15 @@ async def streaming(
         clock=clock,
     ) as ingest:
         yield ingest
+
+
+def rate_limiter(settings: Settings, shared: SharedTier | None) -> RateLimiter:
+    rates = {
+        "api": settings.rate_limit_api,
+        "webhooks": settings.rate_limit_webhooks,
+        "preview": settings.rate_limit_preview,
+    }
+    return RateLimiter(rates, shared=None if shared is None else shared.limits)
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig | None:

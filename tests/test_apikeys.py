@@ -8,7 +8,7 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from app.cli.apikeys import apikeys
 from app.errors import HTTPError
+from app.limits.limiter import RateLimiter
 from app.security import apikeys as refusals  # the ApiKeyError subclasses
 from app.security.api_auth import require_scope
 from app.security.apikeys import (
@@ -289,6 +290,7 @@ def test_cli_errors(db_path: Path) -> None:
 class FakeServices:
     store: SQLiteProfileStore
     api_key_cache: ApiKeyCache
+    limits: RateLimiter = field(default_factory=lambda: RateLimiter({}))  # no limits here
 
 
 async def whoami(request: Request) -> JSONResponse:

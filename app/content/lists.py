@@ -8,8 +8,10 @@ store.
 
 A rendered entry keeps the time its data last changed (the profile's ``updated_at``, or when the
 upstream answered), so every response, cache hits too, can report the age of the data it used.
-``find`` serves the kinds that need the whole profile (images, the web view) through the same
-loader, coalesced per recipient and within their budget, but not cached.
+``find`` serves the kinds that need the whole profile (images, the web view, the personalization API)
+through the same loader, coalesced per recipient, within their budget, and cached (encoded, parsed
+per use) like the bodies: the same TTLs, forgotten by the same invalidations. So one token opened
+over and over costs one store read per TTL, whichever kind it asks for.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Rendered:
 # A cached entry is either the rendered body or the reason to serve the fallback (str).
 Entry = Rendered | str
 Key = tuple[str, str, str]
+# Whole profiles kept for ``find``: encoded, so a few KB each at most for typical profiles.
+PROFILE_CACHE_BYTES = 8 * 1024 * 1024
 
 
 class Found(NamedTuple):
@@ -83,11 +87,16 @@ class ListContent:
         self._deadlines = Deadlines()
         self._cache = cache  # read directly on the hot path; written only through _bodies
         self._bodies: SharedWork[Key, Rendered] = SharedWork(cache, self._deadlines)
-        self._profiles: SharedWork[str, Found] = SharedWork(None, self._deadlines)
+        profiles: BoundedCache[str, Loaded | str] = BoundedCache(PROFILE_CACHE_BYTES, size_of=_loaded_size)
+        self._profiles: SharedWork[str, Loaded] = SharedWork(profiles, self._deadlines)
 
     @property
     def cache(self) -> BoundedCache[Key, Entry]:
         return self._cache
+
+    @property
+    def profile_cache(self) -> BoundedCache[str, Loaded | str] | None:
+        return self._profiles.cache
 
     def cached(self, campaign: str, block: ListBlock, recipient: str) -> Entry | None:
         """The fast path: a cache hit answers without awaiting anything.
@@ -112,20 +121,25 @@ class ListContent:
 
     async def find(self, recipient: str, budget_s: float) -> Found | str:
         """The whole profile within the budget, or the reason there is none."""
-        waiter, first = self._profiles.join(recipient, budget_s)
-        if first:
-            self._loader.load(recipient, partial(self._found, recipient))
-        return await waiter
+        loaded = self._profiles.get(recipient)
+        if loaded is None:
+            waiter, first = self._profiles.join(recipient, budget_s)
+            if first:
+                self._loader.load(recipient, partial(self._found, recipient))
+            loaded = await waiter
+        return loaded if isinstance(loaded, str) else _parsed(loaded)
 
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
         for campaign in campaigns.values():
             for block in campaign.lists:
                 self._bodies.forget((campaign.name, block, recipient))
+        self._profiles.forget(recipient)
 
     def forget_all(self) -> None:
         """Drop every cached output (this process may have missed invalidations)."""
         self._bodies.forget_all()
+        self._profiles.forget_all()
 
     async def aclose(self) -> None:
         """Release opens still waiting on the store or the upstream (on shutdown)."""
@@ -159,8 +173,15 @@ class ListContent:
         return min(ttl, self._upstream_ttl) if pulled else ttl
 
     def _found(self, recipient: str, loaded: Loaded | str) -> None:
-        found = loaded if isinstance(loaded, str) else _parsed(loaded)
-        self._profiles.answer(recipient, found, None)
+        if isinstance(loaded, str):  # store and upstream failures are not kept: the next use asks again
+            ttl = self._negative_ttl if loaded == UNKNOWN else None
+        else:
+            ttl = min(self._ttl, self._upstream_ttl) if isinstance(loaded, Pulled) else self._ttl
+        self._profiles.answer(recipient, loaded, ttl)
+
+
+def _loaded_size(loaded: Loaded | str) -> int:
+    return len(loaded) if isinstance(loaded, str) else len(loaded.attributes)
 
 
 def _parsed(loaded: Loaded) -> Found | str:

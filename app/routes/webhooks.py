@@ -5,8 +5,9 @@ body size (413, from Content-Length), signature header and timestamp (401): all 
 body is read, and answered with ``Connection: close`` so the body is never read. Then the body,
 if fewer than ``webhook_concurrent_bodies`` are being read (else 503), within
 ``request_read_timeout_seconds`` (408) and the size cap (413), the signature against it and
-replay (401), JSON (400), each event (reported per index and field). Valid events are committed through the
-group-committing ``EventWriter``, then the recipients' cached outputs are dropped.
+replay (401), the sender's rate limit (429 with ``Retry-After``, per secret), JSON (400), each event
+(reported per index and field). Valid events are committed through the group-committing
+``EventWriter``, then the recipients' cached outputs are dropped.
 
 Answers: 200 when every event was applied or was a duplicate, 207 when some were rejected (the body
 says which), 400 when none was valid, 503 when the store could not commit (nothing acknowledged:
@@ -81,6 +82,9 @@ async def _receive(request: Request, services: Services) -> Response:
         )
     verified = await _authenticate(services, signed, body)
     try:
+        # After the signature: unsigned junk cannot spend a sender's budget. Within the try: a 429
+        # is not acknowledged, so the replay guard forgets the request and the sender may retry it.
+        await services.limits.admit("webhooks", verified.sender)
         return await _ingest(services, body)
     except BaseException:
         # Not acknowledged: the same request may be retried. Shielded: a client that went away must

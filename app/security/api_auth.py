@@ -5,6 +5,10 @@ The key comes from ``Authorization: Bearer otk_...`` or, failing that, ``X-API-K
 raise ``Unauthorized`` (401, ``WWW-Authenticate: Bearer``) or ``Forbidden`` (403), which the app's
 ``HTTPError`` handler renders as ``{"error": ...}``.
 
+Every request with a valid key counts against its rate limit (``app.limits``): the ``preview`` scope's
+pages against ``rate_limit_preview``, every other endpoint against ``rate_limit_api``; over it,
+``RateLimited`` (429 with ``Retry-After``).
+
 Pages a person opens in a browser (the preview) pass ``basic=True``: the key is then also accepted
 as the password of HTTP Basic auth (any user name), and a 401 raises ``BasicAuthRequired``, whose
 ``WWW-Authenticate: Basic`` challenge makes the browser ask for it. API endpoints do not accept
@@ -22,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from app.errors import Forbidden, Unauthorized
+from app.limits.limiter import RateLimiter
 from app.security.apikeys import (
     SCOPES,
     ApiKey,
@@ -66,6 +71,9 @@ class ApiServices(Protocol):
     @property
     def api_key_cache(self) -> ApiKeyCache: ...
 
+    @property
+    def limits(self) -> RateLimiter: ...
+
 
 async def require_scope(request: Request, scope: str, *, basic: bool = False) -> ApiKey:
     """Return the request's API key if it is valid and grants ``scope``; raise 401/403 otherwise.
@@ -83,6 +91,8 @@ async def require_scope(request: Request, scope: str, *, basic: bool = False) ->
         logger.info("API key rejected on %s: %s", route, exc)
         error = BasicAuthRequired if basic else Unauthorized
         raise error(_MESSAGES[type(exc)]) from None
+    # Counted once authenticated: an unknown key cannot spend a real key's budget.
+    await services.limits.admit("preview" if scope == "preview" else "api", key.key_id)
     if not key.allows(scope):
         raise Forbidden(f"API key {key.key_id} lacks the {scope!r} scope")
     return key

@@ -56,11 +56,18 @@ class Verified:
     timestamp: int
     signature: str  # the v1 value that matched
     body_digest: str  # sha256 of the body: with ``timestamp``, what the replay guard remembers
+    sender: str = ""  # the matching secret's fingerprint (``secret_id``): whose rate limit it counts in
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     message = str(timestamp).encode("ascii") + b"." + body
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def secret_id(secret: str) -> str:
+    """A name for a secret that does not reveal it (a hash under a label of its own): what identifies a
+    sender in rate-limit keys (Redis) and logs."""
+    return hashlib.sha256(b"opentime webhook sender\0" + secret.encode("utf-8")).hexdigest()[:16]
 
 
 def sign_header(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
@@ -117,7 +124,8 @@ def check_body(signed: SignedHeader, body: bytes, secrets: Sequence[str]) -> Ver
         # Every expected value is compared (no early exit on the secret that matched first).
         matched = [hmac.compare_digest(candidate.encode("ascii"), e.encode("ascii")) for e in expected]
         if any(matched):
-            return Verified(signed.timestamp, candidate, hashlib.sha256(body).hexdigest())
+            sender = secret_id(secrets[matched.index(True)])
+            return Verified(signed.timestamp, candidate, hashlib.sha256(body).hexdigest(), sender)
     raise BadSignature("no signature matches the body with a configured secret")
 
 

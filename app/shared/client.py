@@ -46,6 +46,22 @@ if generation ~= ARGV[1] then return generation end
 for i = 2, #KEYS do redis.call('set', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
 return generation
 """
+# GCRA rate limit (``app.limits.rate``) on KEYS[1], on Redis's clock so every node counts alike: ARGV[1]
+# the emission interval and ARGV[2] the burst, in whole microseconds. Answers {allowed (0/1), microseconds
+# until one more request passes, microseconds until the bucket is full}; the key (the theoretical
+# arrival time) lives as long as the bucket is not full.
+GCRA = """
+local clock = redis.call('time')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('get', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tonumber(ARGV[2]) * interval
+if now < allow_at then return {0, allow_at - now, tat - now} end
+redis.call('set', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, 0, new_tat - now}
+"""
 # What Redis may answer with when it is not itself (a network error, a deadline, a refused command).
 FAILURES = (RedisError, TimeoutError, OSError)
 
@@ -67,6 +83,7 @@ class SharedRedis:
         # EVALSHA, loading the script again after a Redis restart (NOSCRIPT) by itself.
         self._add_script: Any = self._cache.client.register_script(ADD_MANY)
         self._mark_script: Any = self._cache.client.register_script(MARK_MANY)
+        self._gcra_script: Any = self._cache.client.register_script(GCRA)
 
     @property
     def closed(self) -> bool:
@@ -110,6 +127,16 @@ class SharedRedis:
         args = [generation, _ms(ttl_s), value]
         answer = await self._call("mark", lambda: self._mark_script(keys=call_keys, args=args), bulk=True)
         return None if answer is None else int(answer)
+
+    async def gcra(self, key: str, interval_us: int, burst: int) -> tuple[bool, int, int] | None:
+        """One request against the rate limit kept at ``key`` (see ``GCRA``): allowed, microseconds until
+        one more passes, microseconds until the bucket is full; None when Redis did not answer."""
+        script = self._gcra_script
+        answer = await self._call("ratelimit", lambda: script(keys=[key], args=[interval_us, burst]))
+        if answer is None:
+            return None
+        allowed, retry_us, reset_us = answer
+        return bool(allowed), int(retry_us), int(reset_us)
 
     async def generation(self) -> int | None:
         """The current generation of profile keys in Redis (None when Redis did not answer).

@@ -10,6 +10,7 @@ from app.security.webhook_auth import ReplayGuard
 from app.shared.client import SharedRedis
 from app.shared.config import RedisConfig
 from app.shared.invalidation import RedisInvalidation
+from app.shared.limits import SharedLimits
 from app.shared.profiles import SharedProfiles
 from app.shared.replay import SharedReplayGuard
 from app.store.base import ProfileRepository
@@ -21,6 +22,7 @@ class SharedTier:
     profiles: SharedProfiles  # ``fetch`` for ProfileLoader: Redis, then the store
     invalidation: RedisInvalidation
     replay_guard: SharedReplayGuard
+    limits: SharedLimits  # rate-limit buckets of every node
 
     @property
     def up(self) -> bool:
@@ -45,6 +47,7 @@ def open_shared(config: RedisConfig, store: ProfileRepository, tolerance_s: floa
         SharedProfiles(redis, store),
         RedisInvalidation(redis),
         SharedReplayGuard(redis, ReplayGuard(tolerance_s), tolerance_s),
+        SharedLimits(redis),
     )
 
 
