@@ -18,6 +18,7 @@ from app.security.tokens import TokenSigner
 from app.security.webhook_auth import sign_header
 from tests.conftest import BASE_URL, SENDER
 from tests.test_routes_api import make_key
+from tests.upstream_stub import running_stub
 
 SECRET = "whsec-privacy-0123456789abcdef"
 
@@ -184,3 +185,27 @@ def test_logs_name_the_record_not_the_recipient(
     lines = [record.getMessage() for record in caplog.records if record.name.startswith("app")]
     assert any(body["erasure_id"] in line and "1 profile(s)" in line for line in lines)
     assert not any(who in line for line in lines)
+
+
+def test_erasure_drops_the_upstream_copy_of_a_recipient_known_only_upstream(
+    app_settings: Settings, signer: TokenSigner
+) -> None:
+    # Opentime does not own the upstream's data (the sender erases it there); it must not keep
+    # serving its own cached copy once asked to erase the recipient.
+    with running_stub() as stub:
+        stub.profiles["crm-1"] = {"first_name": "Lin"}
+        configured = app_settings.replace(upstream_url=f"{stub.url}/profiles/{{recipient}}")
+        key = make_key(configured, "admin")
+        with TestClient(create_app(configured), base_url=BASE_URL) as client:
+            token = signer.sign("demo", "crm-1", now=int(time.time()))
+
+            def hello() -> Any:
+                response = client.get(f"/v1/{token}/list/hello.json", headers={"AMP-Email-Sender": SENDER})
+                return response.json()["items"][0]["first_name"]
+
+            assert hello() == "Lin"
+            stub.profiles["crm-1"] = {"first_name": "Max"}
+            assert hello() == "Lin"  # cached (upstream_fresh_ttl_seconds)
+            body = client.delete("/api/customers/crm-1", headers=bearer(key)).json()
+            assert body["removed"] == {"profiles": 0, "events": 0, "form_answers": 0}
+            assert hello() == "Max"  # asked again

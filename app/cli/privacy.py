@@ -196,7 +196,8 @@ async def _expire(database_url: str, days: int) -> dict[RetentionTable, int]:
         click.echo(f"deleting what was stored before {iso(now - days * DAY_S)}", err=True)
         progress = _Progress()
         counts = await expire_old(store.privacy, days, now, deleted=progress.deleted)
-        click.echo("", err=True)
+        if progress.counts:
+            click.echo("", err=True)  # ends the progress line
         return counts
 
 
@@ -207,6 +208,8 @@ class _Progress:
         self.counts: dict[str, int] = {}
 
     def deleted(self, table: RetentionTable, rows: int) -> None:
+        if not rows:
+            return
         self.counts[table] = self.counts.get(table, 0) + rows
         shown = ", ".join(f"{table}: {count}" for table, count in self.counts.items())
         click.echo(f"\rdeleted {shown}", nl=False, err=True)
