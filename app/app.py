@@ -33,7 +33,7 @@ from app.methods import allow_header, path_methods
 from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
-from app.routes import api, assets, ops, preview, webhooks
+from app.routes import api, assets, ops, preview, privacy, webhooks
 from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
@@ -89,7 +89,7 @@ def create_app(
             yield {"services": services}
 
     starlette = Starlette(
-        routes=[*ops.routes, *api.routes, *preview.routes, *webhooks.routes, *assets.routes],
+        routes=[*ops.routes, *api.routes, *privacy.routes, *preview.routes, *webhooks.routes, *assets.routes],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,

@@ -321,6 +321,21 @@ class Settings:
         default=DATABASE_POOL_SIZE,
         metadata=about(_positive_int, "PostgreSQL: most connections one process opens."),
     )
+    retention_days: int = field(
+        default=0,
+        metadata=about(
+            _non_negative_int,
+            "Delete webhook event ids and amp-form answers stored more than this many days ago"
+            " (0: keep them forever). Profiles are kept until erased.",
+        ),
+    )
+    retention_interval_seconds: float = field(
+        default=3600.0,
+        metadata=about(
+            _positive_float,
+            "How often a server runs the retention pass (one process of all sharing the store does it).",
+        ),
+    )
     templates_dir: Path = field(
         default=shipped("amp_templates"),
         metadata=about(_path, "Folder of campaigns (amp_templates/<campaign>/blocks.toml)."),

@@ -27,6 +27,8 @@ Families::
     opentime_rate_limit_local_only_total{scope}    limits decided by this process: Redis did not answer
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
+    opentime_erasures_total, opentime_retention_*  privacy requests and the retention limit
+                                                   (``_privacy_families``)
 
 With several worker processes (``opentime serve`` with ``workers > 1``), the worker that answers a
 scrape adds up every worker's families: see ``app.worker_metrics`` for how.
@@ -150,6 +152,7 @@ class _ServicesCollector(Collector):
         yield from _event_families(services.events, services.clock())
         yield from _image_families(services)
         yield from _limit_families(services)
+        yield from _privacy_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
         if services.shared is not None:
@@ -277,6 +280,34 @@ def _breaker_families(services: Services) -> Iterator[Metric]:
     yield state
     yield GaugeMetricFamily(
         "opentime_upstream_breaker_failures", "Consecutive upstream failures.", value=breaker.failures
+    )
+
+
+def _privacy_families(services: Services) -> Iterator[Metric]:
+    """opentime_erasures_total; with retention_days, opentime_retention_deleted_total{table},
+    _runs_total{outcome} (ran, skipped: another process had the period, failed) and
+    _last_run_timestamp_seconds (when this process last finished a pass; 0: never)."""
+    yield CounterMetricFamily(
+        "opentime_erasures", "Erasure requests carried out by this process.", value=services.eraser.erased
+    )
+    retention = services.retention
+    if retention.days <= 0:
+        return
+    stats = retention.stats
+    deleted = CounterMetricFamily(
+        "opentime_retention_deleted", "Rows deleted by the retention limit, by table.", labels=["table"]
+    )
+    for table, count in sorted(stats.deleted.items()):
+        deleted.add_metric([table], count)
+    yield deleted
+    runs = CounterMetricFamily("opentime_retention_runs", "Retention passes, by outcome.", labels=["outcome"])
+    for outcome, count in (("ran", stats.runs), ("skipped", stats.skipped), ("failed", stats.failures)):
+        runs.add_metric([outcome], count)
+    yield runs
+    yield GaugeMetricFamily(
+        "opentime_retention_last_run_timestamp_seconds",
+        "When this process last finished a retention pass (Unix time; 0: never).",
+        value=stats.last_run,
     )
 
 

@@ -25,6 +25,8 @@ from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
 from app.limits.limiter import RateLimiter
 from app.metrics import OpenStats
+from app.privacy.erasure import Eraser
+from app.privacy.retention import Retention, running_retention
 from app.render.templates import Templates
 from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
@@ -58,6 +60,8 @@ class Services:
     images: ImageContent
     cache_policy: CachePolicy
     open_stats: OpenStats  # counted on the open-time path, read by GET /metrics
+    eraser: Eraser  # erasure requests: the store, then every cache of every node
+    retention: Retention  # the retention pass (running in the background when retention_days > 0)
     upstream: UpstreamClient | None = None
     event_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(RULES))  # built-in + custom
     worker_share: WorkerShare | None = None  # one of several workers: GET /metrics adds them all up
@@ -137,9 +141,13 @@ async def running_services(
         shared.invalidation.on_reset(partial(_forget_all, lists, images, upstream))
         shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
+    retention = Retention(
+        store.privacy, settings.retention_days, settings.retention_interval_seconds, clock=clock
+    )
     background = AsyncExitStack()  # stopped first on the way out, while the store is still open
     try:
         ingest = await background.enter_async_context(streaming(settings, events, rules, clock))
+        await background.enter_async_context(running_retention(retention))
         yield Services(
             settings=settings,
             verifier=TokenVerifier(ring),
@@ -157,6 +165,8 @@ async def running_services(
             images=images,
             cache_policy=CachePolicy.for_ring(ring),
             open_stats=OpenStats(),
+            eraser=Eraser(store.privacy, invalidation, clock=clock),
+            retention=retention,
             upstream=upstream,
             event_rules=rules,
             worker_share=None if worker_metrics_dir is None else WorkerShare(worker_metrics_dir),

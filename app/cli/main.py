@@ -17,6 +17,7 @@ from app.cli.import_profiles import import_
 from app.cli.ingest import ingest
 from app.cli.keys import keys, sign, tokens, verify
 from app.cli.preview import preview
+from app.cli.privacy import erase, erasures, retention
 from app.cli.render import render
 from app.cli.serve import serve
 from app.cli.validate import validate
@@ -36,6 +37,9 @@ COMMANDS: list[click.Command] = [
     cdn,
     events,
     ingest,
+    erase,
+    erasures,
+    retention,
     serve,
 ]
 

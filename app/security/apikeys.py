@@ -38,7 +38,8 @@ from app.store.base import ApiKeyRecord, ApiKeyRepository
 PREFIX = "otk"
 ADMIN = "admin"
 # Every scope an endpoint may require; ``admin`` implies all the others.
-SCOPES = frozenset({"render", "personalization:read", "preview", "tokens", ADMIN})
+ERASE, EXPORT = "customers:erase", "customers:export"  # privacy requests (app.routes.privacy)
+SCOPES = frozenset({"render", "personalization:read", "preview", "tokens", ERASE, EXPORT, ADMIN})
 MAX_NAME_CHARS = 100
 DEFAULT_CACHE_TTL_SECONDS = 30.0
 DEFAULT_CACHE_ENTRIES = 1024

@@ -166,6 +166,87 @@ class ApiKeyRepository(Protocol):
         ...
 
 
+# -- privacy: erasure, access, retention ----------------------------------------------------------
+
+
+class Erasure(NamedTuple):
+    """The record of one erasure: no personal data, only a keyed hash of the recipient id."""
+
+    erasure_id: str  # random, names the record (logs, API answers)
+    id_hash: bytes  # HMAC-SHA256 of the recipient id under the store's record key
+    erased_at: float
+    requested_by: str  # the API key id, or "cli"
+    profiles: int  # rows removed: 0 or 1
+    events: int
+    form_answers: int
+
+
+class StoredProfile(NamedTuple):
+    attributes: bytes
+    field_times: bytes
+    version: int
+    updated_at: float
+
+
+class StoredEvent(NamedTuple):
+    id: str
+    type: str
+    occurred_at: str
+    received_at: float
+
+
+class StoredAnswer(NamedTuple):
+    submission_id: str
+    campaign: str
+    block: str
+    payload: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientData:
+    """Everything the store holds about one recipient (for an access request)."""
+
+    profile: StoredProfile | None
+    events: list[StoredEvent]  # oldest received first
+    form_answers: list[StoredAnswer]  # oldest first
+
+
+RetentionTable = Literal["events", "form_submissions"]
+RETENTION_TABLES: tuple[RetentionTable, ...] = ("events", "form_submissions")
+
+
+class PrivacyRepository(Protocol):
+    """Erasure and access requests, and the retention limit on events and form answers."""
+
+    async def erase(self, recipient_id: str, record: Erasure) -> Erasure:
+        """Delete the recipient's profile (and its field times), event ids and form answers, and store
+        ``record`` with the counts removed, in one transaction; the record as stored. A recipient the
+        store does not know is recorded too, with counts 0."""
+        ...
+
+    async def erasures(self, id_hash: bytes) -> list[Erasure]:
+        """The erasure records of one hashed id, oldest first."""
+        ...
+
+    async def export(self, recipient_id: str) -> RecipientData: ...
+
+    async def record_key(self, candidate: bytes) -> bytes:
+        """The key erasure records are hashed with: stored once (``candidate``, by the first caller
+        ever), then the same for every process."""
+        ...
+
+    async def claim(self, task: str, now: float, period_s: float) -> bool:
+        """True for the one caller that claims ``task`` for the period: it last ran ``period_s`` or
+        more before ``now`` (or never). Processes sharing the store then skip it until the next."""
+        ...
+
+    async def expire(self, table: RetentionTable, before: float, limit: int) -> int:
+        """Delete up to ``limit`` rows of ``table`` stored before ``before`` (one short transaction);
+        how many were deleted."""
+        ...
+
+
 # -- the store -------------------------------------------------------------------------------------
 
 
@@ -195,6 +276,9 @@ class Store(Protocol):
 
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def privacy(self) -> PrivacyRepository: ...
 
     @property
     def transfer(self) -> TableTransfer:

@@ -14,8 +14,12 @@ TABLES: dict[str, tuple[str, ...]] = {
     "events": ("id", "recipient", "type", "occurred_at", "received_at"),
     "form_submissions": ("submission_id", "campaign", "block", "recipient_id", "payload", "created_at"),
     "api_keys": ("key_id", "name", "secret_hash", "scopes", "created_at", "revoked_at"),
+    # The erasure records and the key they are hashed with travel together, or the records of the
+    # copy could no longer be checked against an id.
+    "erasures": ("erasure_id", "id_hash", "erased_at", "requested_by", "profiles", "events", "form_answers"),
+    "store_secrets": ("name", "secret"),
 }
-_BYTES = frozenset({"attributes", "field_times", "payload", "secret_hash"})
+_BYTES = frozenset({"attributes", "field_times", "payload", "secret_hash", "id_hash", "secret"})
 Row = tuple[Any, ...]
 
 

@@ -106,9 +106,14 @@ async def _commit(events: Sequence[Event], now: float, conn: asyncpg.Connection)
 async def load_for_update(conn: asyncpg.Connection, recipients: Iterable[str]) -> Loaded:
     """Lock ``recipients`` for this transaction and read their profiles (missing ones start empty)."""
     ids = sorted(recipients)
-    await conn.execute(_LOCK, ids)
+    await lock_recipients(conn, ids)
     rows = {row[0]: (row[1], row[2]) for row in await conn.fetch(SELECT_PROFILES, ids)}
     return Loaded({recipient: working(rows.get(recipient)) for recipient in ids}, set(rows))
+
+
+async def lock_recipients(conn: asyncpg.Connection, recipients: list[str]) -> None:
+    """Take the per-recipient advisory locks every writer of a profile takes, until the transaction ends."""
+    await conn.execute(_LOCK, recipients)
 
 
 async def write_profiles(

@@ -1,9 +1,10 @@
 """The PostgreSQL schema and its versioned migrations, applied under an advisory lock.
 
 The version lives in a one-row ``schema_version`` table; the numbers match SQLite's ``user_version``
-(3 means profiles, api_keys, form_submissions and events in both). Every process checks the version
-at start-up inside one transaction holding ``pg_advisory_xact_lock``, so several processes starting
-at once against a new database create it once and never see a half-made schema.
+(4 means profiles, api_keys, form_submissions, events, erasures, store_secrets and maintenance in
+both). Every process checks the version at start-up inside one transaction holding
+``pg_advisory_xact_lock``, so several processes starting at once against a new database create it
+once and never see a half-made schema.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from app.store.versions import check_version
 if TYPE_CHECKING:
     import asyncpg
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Any constant that other applications on the same database are unlikely to pick ("opentime" in hex).
 MIGRATION_LOCK = 0x6F70656E74696D65
 # Migrations by target version; each runs once, in the start-up transaction.
@@ -59,6 +60,27 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             occurred_at text NOT NULL,
             received_at double precision NOT NULL
         )""",
+    ),
+    4: (
+        # Erasure and access requests read a recipient's events; retention deletes by age.
+        "CREATE INDEX events_by_recipient ON events (recipient)",
+        "CREATE INDEX events_by_received_at ON events (received_at)",
+        "CREATE INDEX form_submissions_by_created_at ON form_submissions (created_at)",
+        # One row per erasure, without the id: a keyed hash of it (app/store/postgres/privacy.py).
+        """CREATE TABLE erasures (
+            erasure_id text PRIMARY KEY,
+            id_hash bytea NOT NULL,
+            erased_at double precision NOT NULL,
+            requested_by text NOT NULL,
+            profiles integer NOT NULL,
+            events integer NOT NULL,
+            form_answers integer NOT NULL
+        )""",
+        "CREATE INDEX erasures_by_id_hash ON erasures (id_hash)",
+        # Secrets the store keeps for itself (the key of erasure records).
+        "CREATE TABLE store_secrets (name text PRIMARY KEY, secret bytea NOT NULL)",
+        # When periodic work (retention) last ran, so nodes sharing the store run it once a period.
+        "CREATE TABLE maintenance (task text PRIMARY KEY, claimed_at double precision NOT NULL)",
     ),
 }
 _VERSION_TABLE = "CREATE TABLE schema_version (version integer NOT NULL)"

@@ -28,6 +28,7 @@ from app.store.batching import BatchedLookups, Waiters, fail_waiters
 from app.store.postgres.apikeys import PostgresApiKeys
 from app.store.postgres.events import ConcurrentChange, PostgresEvents
 from app.store.postgres.forms import PostgresForms
+from app.store.postgres.privacy import PostgresPrivacy
 from app.store.postgres.schema import migrate
 from app.store.postgres.transfer import PostgresTransfer
 
@@ -103,6 +104,7 @@ class PostgresStore(BatchedLookups):
         self.events = PostgresEvents(self)
         self.forms = PostgresForms(self)
         self.api_keys = PostgresApiKeys(self)
+        self.privacy = PostgresPrivacy(self)
         self.transfer = PostgresTransfer(self)
 
     @property

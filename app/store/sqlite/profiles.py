@@ -22,6 +22,7 @@ from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
 from app.store.sqlite.file_guard import FileGuard
 from app.store.sqlite.forms import SQLiteForms
+from app.store.sqlite.privacy import SQLitePrivacy
 from app.store.sqlite.transfer import SQLiteTransfer
 from app.store.versions import NOT_CREATED, check_version
 
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 # tuple.__new__ builds a named tuple from a row in one C call (Profile(*row) runs Python-level __new__).
 _new_tuple = tuple.__new__
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 READ_CHUNK = 500
 # The reader's page cache (SQLite's default is 2 MiB). A million profiles make ~5 MB of interior B-tree
 # pages: with 2 MiB, a lookup re-read ~2 of them from the OS besides its leaf (strace: 3.2 preads per
@@ -80,6 +81,31 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             received_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    4: (
+        # Erasure and access requests read a recipient's events; retention deletes by age.
+        "CREATE INDEX IF NOT EXISTS events_by_recipient ON events (recipient)",
+        "CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at)",
+        "CREATE INDEX IF NOT EXISTS form_submissions_by_created_at ON form_submissions (created_at)",
+        # One row per erasure, without the id: a keyed hash of it (app/store/sqlite/privacy.py).
+        """CREATE TABLE IF NOT EXISTS erasures (
+            erasure_id TEXT PRIMARY KEY,
+            id_hash BLOB NOT NULL,
+            erased_at REAL NOT NULL,
+            requested_by TEXT NOT NULL,
+            profiles INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            form_answers INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS erasures_by_id_hash ON erasures (id_hash)",
+        # Secrets the store keeps for itself (the key of erasure records).
+        """CREATE TABLE IF NOT EXISTS store_secrets (
+            name TEXT PRIMARY KEY, secret BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        # When periodic work (retention) last ran, so processes sharing the store run it once a period.
+        """CREATE TABLE IF NOT EXISTS maintenance (
+            task TEXT PRIMARY KEY, claimed_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 }
 _UPSERT = """
 INSERT INTO profiles (recipient_id, attributes, version, updated_at) VALUES (?, ?, 1, ?)
@@ -128,6 +154,7 @@ class SQLiteProfileStore(BatchedLookups):
         self.events = SQLiteEvents(self)
         self.forms = SQLiteForms(self)
         self.api_keys = SQLiteApiKeys(self)
+        self.privacy = SQLitePrivacy(self)
         self.transfer = SQLiteTransfer(self)
 
     @property
