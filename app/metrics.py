@@ -17,6 +17,8 @@ Families::
     opentime_store_read_batches_total, opentime_store_read_keys_total
     opentime_store_problem{reason}                 1 when the SQLite file was deleted, replaced, corrupted
                                                    profile queries and the recipient ids they asked for
+    opentime_work_shed_total{queue,reason}         work not queued (full) or dropped (abandoned): queues
+    opentime_work_depth{queue}, opentime_work_limit{queue}   store_reads, renders, upstream_fetches
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
 
@@ -144,6 +146,7 @@ class _ServicesCollector(Collector):
             value=services.events.rejected,
         )
         yield from _image_families(services)
+        yield from _work_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
         if services.shared is not None:
@@ -183,6 +186,33 @@ def _image_families(services: Services) -> Iterator[Metric]:
         fetches.add_metric([fetch_class], count)
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+
+
+def _work_families(services: Services) -> Iterator[Metric]:
+    """The bounded queues behind the open-time budget: what they hold, their bound, what they shed."""
+    reads, images, upstream = services.store.profiles, services.images, services.upstream
+    queues = [
+        ("store_reads", reads.shed, reads.depth, reads.max_pending),
+        ("renders", images.shed, images.renders_pending, images.max_renders),
+    ]
+    if upstream is not None:
+        queues.append(("upstream_fetches", upstream.shed, upstream.fetches_in_flight, upstream.max_fetches))
+    shed = CounterMetricFamily(
+        "opentime_work_shed",
+        "Work not queued because its queue was full, or dropped unstarted because nobody waited for it.",
+        labels=["queue", "reason"],
+    )
+    depth = GaugeMetricFamily("opentime_work_depth", "Work queued or running, by queue.", labels=["queue"])
+    limit = GaugeMetricFamily("opentime_work_limit", "The bound of each work queue.", labels=["queue"])
+    for queue, counts, held, bound in queues:
+        for reason, count in sorted(counts.items()):
+            shed.add_metric([queue, reason], count)
+        depth.add_metric([queue], held)
+        if bound is not None:
+            limit.add_metric([queue], bound)
+    yield shed
+    yield depth
+    yield limit
 
 
 def _breaker_families(services: Services) -> Iterator[Metric]:

@@ -102,7 +102,9 @@ class ListContent:
         key = (campaign, block.name, recipient)
         waiter, first = self._bodies.join(key, block.budget_s)
         if first:
-            self._loader.load(recipient, partial(self._loaded, key, block))
+            self._loader.load(
+                recipient, partial(self._loaded, key, block), partial(self._bodies.waited_for, key)
+            )
         return waiter
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
@@ -114,7 +116,9 @@ class ListContent:
         """The whole profile within the budget, or the reason there is none."""
         waiter, first = self._profiles.join(recipient, budget_s)
         if first:
-            self._loader.load(recipient, partial(self._found, recipient))
+            self._loader.load(
+                recipient, partial(self._found, recipient), partial(self._profiles.waited_for, recipient)
+            )
         return await waiter
 
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
