@@ -389,6 +389,24 @@ class Settings:
             _positive_int, "Open connections one worker keeps; one more is answered 503 and closed."
         ),
     )
+    # Bounds of the work behind the open-time budget (README "Hardening"): one more is not queued, its
+    # open gets the fallback with reason "overloaded" at once.
+    max_pending_store_reads: int = field(
+        default=10_000,
+        metadata=about(
+            _positive_int,
+            "Profile reads one worker queues for the store (recipients queued or being read); one more"
+            " is not queued: fallback, reason overloaded.",
+        ),
+    )
+    max_queued_renders: int = field(
+        default=512,
+        metadata=about(
+            _positive_int,
+            "Image and countdown renders one worker queues or runs; one more is not queued: fallback,"
+            " reason overloaded.",
+        ),
+    )
     webhook_secrets: tuple[str, ...] = field(
         default=(),
         metadata=about(
@@ -470,6 +488,15 @@ class Settings:
     upstream_negative_ttl_seconds: float = field(
         default=30.0,
         metadata=about(_positive_float, "How long an upstream 404 is remembered.", upstream="negative_ttl_s"),
+    )
+    upstream_max_fetches: int = field(
+        default=100,
+        metadata=about(
+            _positive_int,
+            "Upstream fetches one worker runs at once (a hung upstream holds each until its total timeout);"
+            " one more is not started: fallback, reason overloaded.",
+            upstream="max_fetches",
+        ),
     )
     metrics_token: str = field(
         default="",

@@ -25,6 +25,8 @@ Families::
     opentime_event_delay_seconds                   histogram: applied events, occurred_at to durable
     opentime_rate_limited_total{scope}             requests answered 429 (api, webhooks, preview)
     opentime_rate_limit_local_only_total{scope}    limits decided by this process: Redis did not answer
+    opentime_work_shed_total{queue,reason}         work not queued (full) or dropped (abandoned): queues
+    opentime_work_depth{queue}, opentime_work_limit{queue}   store_reads, renders, upstream_fetches
     opentime_redis_*                               the Redis shared tier, with redis_url (``_redis_families``)
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
     opentime_erasures_total, opentime_retention_*  privacy requests and the retention limit
@@ -153,6 +155,7 @@ class _ServicesCollector(Collector):
         yield from _image_families(services)
         yield from _limit_families(services)
         yield from _privacy_families(services)
+        yield from _work_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
         if services.shared is not None:
@@ -268,6 +271,31 @@ def _limit_families(services: Services) -> Iterator[Metric]:
         for scope, count in sorted(limits.local_only.items()):
             local.add_metric([scope], count)
         yield local
+def _work_families(services: Services) -> Iterator[Metric]:
+    """The bounded queues behind the open-time budget: what they hold, their bound, what they shed."""
+    reads, images, upstream = services.store.profiles, services.images, services.upstream
+    queues = [
+        ("store_reads", reads.shed, reads.depth, reads.max_pending),
+        ("renders", images.shed, images.renders_pending, images.max_renders),
+    ]
+    if upstream is not None:
+        queues.append(("upstream_fetches", upstream.shed, upstream.fetches_in_flight, upstream.max_fetches))
+    shed = CounterMetricFamily(
+        "opentime_work_shed",
+        "Work not queued because its queue was full, or dropped unstarted because nobody waited for it.",
+        labels=["queue", "reason"],
+    )
+    depth = GaugeMetricFamily("opentime_work_depth", "Work queued or running, by queue.", labels=["queue"])
+    limit = GaugeMetricFamily("opentime_work_limit", "The bound of each work queue.", labels=["queue"])
+    for queue, counts, held, bound in queues:
+        for reason, count in sorted(counts.items()):
+            shed.add_metric([queue, reason], count)
+        depth.add_metric([queue], held)
+        if bound is not None:
+            limit.add_metric([queue], bound)
+    yield shed
+    yield depth
+    yield limit
 
 
 def _breaker_families(services: Services) -> Iterator[Metric]:

@@ -115,6 +115,7 @@ async def running_services(
         pool_size=settings.database_pool_size,
     )
     await store.open()
+    store.profiles.max_pending = settings.max_pending_store_reads
     config = upstream_config(settings)
     # One clock for the upstream too, so its fetch times compare with profiles' updated_at (data age).
     upstream = None if config is None else UpstreamClient(config, clock=clock)
@@ -134,7 +135,12 @@ async def running_services(
         negative_ttl_seconds=settings.negative_ttl_seconds,
         upstream_ttl_seconds=settings.upstream_fresh_ttl_seconds,
     )
-    images = ImageContent(lists.profile, ttl_seconds=settings.cache_ttl_seconds, clock=clock)
+    images = ImageContent(
+        lists.profile,
+        max_renders=settings.max_queued_renders,
+        ttl_seconds=settings.cache_ttl_seconds,
+        clock=clock,
+    )
     invalidation: Invalidation = LocalInvalidation() if shared is None else shared.invalidation
     invalidation.subscribe(partial(_forget, lists, images, upstream, campaigns))
     if shared is not None:

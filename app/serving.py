@@ -6,8 +6,9 @@ its buffers for as long as it likes, and ``limit_concurrency`` only answers 503 
 headers are complete, which a slow client never reaches. ``DeadlineProtocol`` adds what is missing:
 
 - one deadline per request, ``request_read_timeout_seconds`` from its first byte (from the opening of
-  the connection for the first request) to its last: past it the client gets a 408 with
-  ``Connection: close`` if no response has started, and the connection is closed either way;
+  the connection for the first request; blank lines between requests count as a request's bytes) to
+  its last, headers and body, on every request of a kept-alive connection: past it the client gets a
+  408 with ``Connection: close`` if no response is under way, and the connection is closed either way;
 - a cap: a connection opened while ``max_connections`` are open gets a 503 and is closed at once,
   before anything is read. Idle keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
 """
@@ -19,7 +20,7 @@ from functools import partial
 from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.config import Settings
 
@@ -36,13 +37,21 @@ _BUSY = _raw_response(b"503 Service Unavailable", "too many connections, try aga
 
 
 class DeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on reading each request and a connection cap."""
+    """uvicorn's httptools protocol with a deadline on reading each request and a connection cap.
+
+    At most one deadline timer is alive per connection: it is armed by the first byte received while
+    none is armed (any byte: the parser skips blank lines before a request line without starting a
+    message, yet they cancel uvicorn's keep-alive timer, so they must start a deadline) and by
+    ``on_message_begin``, and disarmed when a request has been read whole."""
 
     def __init__(self, *args: Any, read_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_timeout = read_timeout
         self._max_connections = max_connections
         self._read_deadline: asyncio.TimerHandle | None = None
+        # The cycle of the last request read whole (None before the first): a timed-out request
+        # whose headers are not complete has no cycle of its own yet, and this tells which is whose.
+        self._last_read: RequestResponseCycle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,22 +60,29 @@ class DeadlineProtocol(HttpToolsProtocol):
             transport.write(_BUSY)
             transport.close()
             return
-        self._arm()
+        self._arm()  # the first request's deadline runs from the opening of the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._read_deadline is None and not self.transport.is_closing():
+            self._arm()
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._read_deadline is None:
+        if self._read_deadline is None:  # pipelined after a request read whole in the same data
             self._arm()
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._last_read = self.cycle
         super().on_message_complete()
 
     def _arm(self) -> None:
+        self._disarm()  # never two timers: a second would outlive the first's disarm
         self._read_deadline = self.loop.call_later(self._read_timeout, self._timed_out)
 
     def _disarm(self) -> None:
@@ -74,13 +90,21 @@ class DeadlineProtocol(HttpToolsProtocol):
             self._read_deadline.cancel()
             self._read_deadline = None
 
+    def _may_answer(self) -> bool:
+        """Whether a 408 can be written now: no earlier response is unfinished (writing into one
+        would corrupt it) and the request being read has not started its own."""
+        if self._last_read is not None and not self._last_read.response_complete:
+            return False
+        reading = None if self.cycle is self._last_read else self.cycle
+        return reading is None or not reading.response_started
+
     def _timed_out(self) -> None:
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started:
+        if self._may_answer():
             self.transport.write(_TIMED_OUT)
-        if self.cycle is not None:
+        if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's receive() says so; its sends are dropped
             self.cycle.message_event.set()
         self.transport.close()

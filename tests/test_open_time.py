@@ -39,7 +39,12 @@ class GatedStore:
         await self.gate.wait()
         return await self.inner.get(recipient_id)
 
-    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+    def fetch(
+        self,
+        recipient_id: str,
+        callback: Callable[[Profile | StoreError | None], None],
+        wanted: Callable[[], bool] | None = None,
+    ) -> None:
         async def run() -> None:
             try:
                 callback(await self.get(recipient_id))

@@ -113,14 +113,16 @@ class HeldStore:
         self.read = asyncio.Event()
         self._waiting: set[asyncio.Task[None]] = set()
 
-    def fetch(self, recipient: str, callback: Callable[[Answer], None]) -> None:
+    def fetch(
+        self, recipient: str, callback: Callable[[Answer], None], wanted: Callable[[], bool] | None = None
+    ) -> None:
         def hold(result: Answer) -> None:
             self.read.set()
             task = asyncio.ensure_future(self._later(callback, result))
             self._waiting.add(task)
             task.add_done_callback(self._waiting.discard)
 
-        self._store.fetch(recipient, hold)
+        self._store.fetch(recipient, hold, wanted)
 
     async def _later(self, callback: Callable[[Answer], None], result: Answer) -> None:
         await self.released.wait()

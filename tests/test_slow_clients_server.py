@@ -195,3 +195,81 @@ def test_bodies_behind_plausible_headers_are_read_a_few_at_a_time(server: Server
         assert reply.startswith(b"HTTP/1.1 503 ") and b"too many webhook bodies" in reply, reply[:120]
         answers = [read_until_closed(sock, READ_TIMEOUT + 3)[0] for sock in readers]
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (head and ``content-length`` body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data[:80]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def answered_once(server: Server) -> socket.socket:
+    """A connection whose first request was answered and which is kept alive for the next."""
+    sock = server.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    first = read_response(sock)
+    assert first.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in first.lower()
+    return sock
+
+
+def dribble(sock: socket.socket, data: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """Send ``data`` a byte every ``every`` seconds until the server answers or closes (or ``limit``
+    passes): what it answered and how long after the first byte."""
+    start = time.monotonic()
+    for byte in data:
+        if time.monotonic() - start > limit:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return b"", time.monotonic() - start
+        if select.select([sock], [], [], every)[0]:
+            try:
+                return read_until_closed(sock, 2)[0], time.monotonic() - start
+            except ConnectionResetError:
+                return b"", time.monotonic() - start
+    raise AssertionError(f"still open {time.monotonic() - start:.1f} s after the first byte")
+
+
+SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"x" * 200 + b"\r\n\r\n"
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_gets_408(server: Server) -> None:
+    # Before: the deadline saw the first request's cycle (its response started) and closed the
+    # connection without a 408, so the client could not tell a deadline from a crash.
+    with answered_once(server) as sock:
+        time.sleep(0.5)  # idle between requests is the keep-alive timeout's business, not the deadline's
+        reply, took = dribble(sock, SLOW_HEAD, 0.25, READ_TIMEOUT + 3)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"connection: close" in reply, reply[:80]
+    assert READ_TIMEOUT - 0.3 < took < READ_TIMEOUT + 1.5, took
+
+
+def test_a_slow_second_body_after_quick_headers_gets_408(server: Server) -> None:
+    body = b'[{"id": "slow2", "type": "profile.updated", "recipient": "r", "payload": {}}]'
+    with answered_once(server) as sock:
+        head = webhook_head(len(body), sign_header([SECRET], int(time.time()), body))
+        sock.sendall(head)  # the headers at once, then the body a byte at a time
+        reply, took = dribble(sock, body, 0.2, READ_TIMEOUT + 3)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    assert took < READ_TIMEOUT + 1.5, took
+
+
+def test_blank_lines_between_requests_do_not_hold_a_connection(server: Server) -> None:
+    # The parser skips CR/LF before a request line without starting a message, and every byte
+    # received cancelled uvicorn's keep-alive timer: before, a client sending "\r\n" every 0.25 s
+    # held its connection (and its slot under max_connections) for ever.
+    with answered_once(server) as sock:
+        _, took = dribble(sock, b"\r\n" * 200, 0.25, READ_TIMEOUT + 8)
+    assert took < READ_TIMEOUT + 1.5, took

@@ -42,7 +42,12 @@ ALICE: dict[str, object] = {"first_name": "Alice", "tier": "gold"}
 class NoProfiles:
     """A profile store with nobody in it: every open-time lookup goes on to the upstream."""
 
-    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+    def fetch(
+        self,
+        recipient_id: str,
+        callback: Callable[[Profile | StoreError | None], None],
+        wanted: Callable[[], bool] | None = None,
+    ) -> None:
         callback(None)
 
 
@@ -111,6 +116,7 @@ def config(base_url: str, **overrides: Any) -> UpstreamConfig:
         "stale_ttl_s": 600.0,
         "negative_ttl_s": 30.0,
         "max_response_bytes": 64 * 1024,
+        "max_fetches": 100,
     }
     return UpstreamConfig(url_template=f"{base_url}/profiles/{{recipient}}", **(defaults | overrides))
 

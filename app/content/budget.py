@@ -1,8 +1,9 @@
 """The one budget primitive: a waiter that is not answered by its deadline is answered "budget-exceeded".
 
 Every open-time wait goes through ``Deadlines``: amp-list bodies, profile lookups for images and the
-web view, and image renders. The work a waiter waits for is never cancelled by the deadline: it
-finishes in the background and fills the cache, so the next open is served fresh.
+web view, and image renders. The work a waiter waits for is never cancelled by the deadline: once
+started it finishes in the background and fills the cache, so the next open is served fresh (a store
+read still queued when every waiter has been answered is dropped: ``app.store.batching``).
 
 One timer serves every waiter, and waiters with the same budget expire in the order they were added,
 so one FIFO per budget value with the timer armed for the earliest head replaces a timer per request

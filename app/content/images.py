@@ -13,6 +13,11 @@ Countdowns (``serve_countdown``) share the pool and the coalescing: their conten
 whole seconds left, the format and the scale, so a campaign-wide timer is built once per second for
 everyone who opens it in that second. They have their own output cache: a running timer adds an
 entry every second, which must evict older seconds, not other images.
+
+Renders queued or running are bounded (``max_renders``, the ``max_queued_renders`` setting): a render
+that would be one more is not queued, its opens get the fallback (or the last good render) with
+reason ``overloaded``, counted in ``shed["full"]``. A queued render is kept when its opens have all
+been answered: it is keyed by content and makes the next open personal, and the bound caps that work.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ ProfileLookup = Callable[[str, float], Awaitable[tuple[dict[str, Any] | None, st
 Renderer = Callable[[RenderSpec], bytes]
 RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format, scale
 # Late or failed opens may show the recipient's previous image (their own data, only older).
-LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR})
+LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR, Reason.OVERLOADED})
 # Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
 OUTPUT_TTL_SECONDS = 86_400.0
 # A render that failed (an error, or over max_bytes) is remembered this long, for its content key and
@@ -95,6 +100,7 @@ class ImageContent:
         *,
         renderer: Renderer = render.render,
         max_workers: int = 2,
+        max_renders: int | None = None,
         cache_max_bytes: int = 32 * 1024 * 1024,
         timer_cache_max_bytes: int = 8 * 1024 * 1024,
         ttl_seconds: float = 300.0,
@@ -121,6 +127,8 @@ class ImageContent:
         self.classifier = classifier or FetchClassifier()
         self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
         self.renders = 0
+        self.max_renders = max_renders  # None: unbounded
+        self.shed: Counter[str] = Counter(full=0)  # renders not queued, by reason
         self.render_threads: set[str] = set()
         # Once per block and reason a minute, never per request (and never a recipient's data).
         self._warnings = ThrottledLog(logger, interval_s=60.0)
@@ -269,6 +277,7 @@ class ImageContent:
 
     @property
     def renders_pending(self) -> int:
+        """Renders queued or running (images and countdowns)."""
         return self._outputs.pending + self._timers.pending
 
     def close(self) -> None:
@@ -297,6 +306,12 @@ class ImageContent:
         A render nobody waits for any more still completes and fills the output cache.
         """
         loop = asyncio.get_running_loop()
+        limit = self.max_renders
+        if limit is not None and not outputs.running(key) and self.renders_pending >= limit:
+            self.shed["full"] += 1  # one more render would not be bounded: none is queued
+            refused: asyncio.Future[bytes | str] = loop.create_future()
+            refused.set_result(Reason.OVERLOADED)
+            return refused
         # Rounded: Deadlines keeps one FIFO per budget value.
         waiter, first = outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
         if first:

@@ -111,7 +111,9 @@ class ListContent:
         key = (campaign, block.name, recipient)
         waiter, first = self._bodies.join(key, block.budget_s)
         if first:
-            self._loader.load(recipient, partial(self._loaded, key, block))
+            self._loader.load(
+                recipient, partial(self._loaded, key, block), partial(self._bodies.waited_for, key)
+            )
         return waiter
 
     async def profile(self, recipient: str, budget_s: float) -> tuple[dict[str, Any] | None, str | None]:
@@ -125,7 +127,9 @@ class ListContent:
         if loaded is None:
             waiter, first = self._profiles.join(recipient, budget_s)
             if first:
-                self._loader.load(recipient, partial(self._found, recipient))
+                self._loader.load(
+                    recipient, partial(self._found, recipient), partial(self._profiles.waited_for, recipient)
+                )
             loaded = await waiter
         return loaded if isinstance(loaded, str) else _parsed(loaded)
 

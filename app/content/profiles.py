@@ -21,7 +21,7 @@ from typing import Protocol
 
 from app.log_throttle import ThrottledLog
 from app.open_time.reasons import Reason, reason_of
-from app.store.base import Profile, StoreError
+from app.store.base import Profile, StoreBusy, StoreError
 from app.upstream.client import NOT_FOUND, UpstreamClient, UpstreamResult
 
 logger = logging.getLogger(__name__)
@@ -39,13 +39,19 @@ class Pulled:
 # Both have ``attributes`` and ``updated_at``; a Profile also has the store's ``version``.
 Loaded = Profile | Pulled
 Done = Callable[[Loaded | str], None]
+Wanted = Callable[[], bool]  # whether anyone still waits for a lookup (a queued read may be dropped)
 
 
 class ProfileSource(Protocol):
     """Where the loader reads profiles: the store's ``ProfileRepository``, or the Redis shared tier in
     front of it (``app.shared.profiles.SharedProfiles``), which answers with the same records."""
 
-    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None: ...
+    def fetch(
+        self,
+        recipient_id: str,
+        callback: Callable[[Profile | StoreError | None], None],
+        wanted: Wanted | None = None,
+    ) -> None: ...
 
 
 class ProfileLoader:
@@ -64,8 +70,10 @@ class ProfileLoader:
         self._pulls: set[asyncio.Task[UpstreamResult]] = set()
         self._warnings = ThrottledLog(logger)
 
-    def load(self, recipient: str, done: Done) -> None:
-        self._store.fetch(recipient, partial(self._fetched, recipient, done))
+    def load(self, recipient: str, done: Done, wanted: Wanted | None = None) -> None:
+        """``wanted``: whether anyone still waits; a store read still queued when it says no is
+        dropped, and ``done`` gets "overloaded" (as it does when too many reads are queued)."""
+        self._store.fetch(recipient, partial(self._fetched, recipient, done), wanted)
 
     async def aclose(self) -> None:
         """Cancel upstream pulls still running (their callers are answered "upstream-error")."""
@@ -78,6 +86,8 @@ class ProfileLoader:
             done(result)
         elif result is None and self.upstream is not None:
             self._pull(recipient, done, self.upstream)
+        elif isinstance(result, StoreBusy):  # counted by the store: no log line per request
+            done(Reason.OVERLOADED)
         elif isinstance(result, StoreError):
             self._warnings.warning("store", "profile store failed: %s", result)
             done(Reason.STORE_ERROR)

@@ -64,6 +64,15 @@ class SharedWork(Generic[K, V]):
         for waiter in waiting:
             settle(waiter, value)
 
+    def running(self, key: K) -> bool:
+        """Whether the key's work has started and not answered yet."""
+        return key in self._inflight
+
+    def waited_for(self, key: K) -> bool:
+        """Whether a request still waits for the key's work (its waiters are not all answered, by the
+        work or by their deadlines): work nobody waits for may be dropped before it starts."""
+        return any(not waiter.done() for waiter in self._inflight.get(key, ()))
+
     @property
     def pending(self) -> int:
         """Keys whose work is still running."""

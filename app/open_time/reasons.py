@@ -37,6 +37,8 @@ class Reason(StrEnum):
     UPSTREAM_BAD_RESPONSE = "upstream-bad-response"
     UPSTREAM_REJECTED = "upstream-rejected"
     CIRCUIT_OPEN = "circuit-open"
+    # Too much work queued already (store reads, renders, upstream fetches): none was queued for this
+    OVERLOADED = "overloaded"
     # Rendering
     RENDER_ERROR = "render-error"
     TOO_LARGE = "too-large"

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Callback = Callable[[Profile | StoreError | None], None]
+Wanted = Callable[[], bool]  # whether anyone still waits for a lookup (passed on to the store)
 
 HEADER = struct.Struct(">cqd")  # marker, version, updated_at; then the encoded attributes
 PROFILE = b"P"
@@ -79,19 +80,22 @@ class SharedProfiles:
         self._keys = redis.keys
         self._ttl = redis.config.profile_ttl_s
         self._asked: dict[str, list[Callback]] = {}
+        self._wanted: dict[str, list[Wanted]] = {}  # for the asked recipients whose lookups said
         self._fills: list[tuple[str, bytes]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.stats = TierStats()
 
-    def fetch(self, recipient: str, callback: Callback) -> None:
+    def fetch(self, recipient: str, callback: Callback, wanted: Wanted | None = None) -> None:
         if self._redis.open or self._closed:  # Redis failed lately: don't wait on it, and don't fill it
             self.stats.unavailable += 1
-            self._store.fetch(recipient, callback)
+            self._store.fetch(recipient, callback, wanted)
             return
         if not self._asked:
             asyncio.get_running_loop().call_soon(self._ask)
         self._asked.setdefault(recipient, []).append(callback)
+        if wanted is not None:
+            self._wanted.setdefault(recipient, []).append(wanted)
 
     async def aclose(self) -> None:
         self._closed = True  # store reads still in flight answer, but fill nothing
@@ -101,31 +105,43 @@ class SharedProfiles:
 
     def _ask(self) -> None:
         asked, self._asked = self._asked, {}
+        wanted, self._wanted = self._wanted, {}
         if self._closed:
             for recipient, callbacks in asked.items():
-                self._store.fetch(recipient, partial(_answer, callbacks))
+                self._store.fetch(
+                    recipient, partial(_answer, callbacks), _wanted(callbacks, wanted, recipient)
+                )
             return
         keys = [self._keys.key(recipient) for recipient in asked]
-        self._track(self._redis.get_many(keys), partial(self._got, asked, keys))
+        self._track(self._redis.get_many(keys), partial(self._got, asked, wanted, keys))
 
     def _got(
-        self, asked: dict[str, list[Callback]], keys: list[str], task: asyncio.Task[list[bytes | None] | None]
+        self,
+        asked: dict[str, list[Callback]],
+        wanted: dict[str, list[Wanted]],
+        keys: list[str],
+        task: asyncio.Task[list[bytes | None] | None],
     ) -> None:
         values = None if task.cancelled() else task.result()
         if values is None:  # no answer from Redis: the store answers, and Redis is not filled
             self.stats.unavailable += len(asked)
             for recipient, callbacks in asked.items():
-                self._store.fetch(recipient, partial(_answer, callbacks))
+                self._store.fetch(
+                    recipient, partial(_answer, callbacks), _wanted(callbacks, wanted, recipient)
+                )
             return
         for (recipient, callbacks), key, value in zip(asked.items(), keys, values, strict=True):
             if value is None:
                 self.stats.misses += 1
-                self._store.fetch(recipient, partial(self._read, callbacks, key))
+                want = _wanted(callbacks, wanted, recipient)
+                self._store.fetch(recipient, partial(self._read, callbacks, key), want)
                 continue
             profile = decode(recipient, value)
             if profile is None:  # a writer's tombstone: read the store, don't fill
                 self.stats.tombstones += 1
-                self._store.fetch(recipient, partial(_answer, callbacks))
+                self._store.fetch(
+                    recipient, partial(_answer, callbacks), _wanted(callbacks, wanted, recipient)
+                )
             else:
                 self.stats.hits += 1
                 _answer(callbacks, profile)
@@ -150,6 +166,16 @@ class SharedProfiles:
         task.add_done_callback(self._tasks.discard)
         if done is not None:
             task.add_done_callback(done)
+
+
+def _wanted(callbacks: list[Callback], wanted: dict[str, list[Wanted]], recipient: str) -> Wanted | None:
+    """For the store: whether any of ``callbacks`` is still waited for (None: some lookup cannot say)."""
+    checks = wanted.get(recipient, [])
+    return partial(_any_wanted, checks) if len(checks) == len(callbacks) else None
+
+
+def _any_wanted(checks: list[Wanted]) -> bool:
+    return any(check() for check in checks)
 
 
 def _answer(callbacks: list[Callback], result: Profile | StoreError | None) -> None:

@@ -8,6 +8,7 @@ surfaces as ``StoreError``. tests/contract/ is the suite any backend must pass.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -20,6 +21,11 @@ from app.store.tables import TableTransfer
 
 class StoreError(OpentimeError):
     """The store is unusable or an operation failed; backends translate their driver errors to this."""
+
+
+class StoreBusy(StoreError):
+    """A profile read that was not sent to the store: too many were queued already, or nobody waited
+    for it any more (``app.store.batching``). The open-time fallback reason is ``overloaded``."""
 
 
 # -- profiles --------------------------------------------------------------------------------------
@@ -52,6 +58,13 @@ class ProfileRepository(Protocol):
     """Async access to profiles. Implementations never do disk or network I/O on the event loop."""
 
     read_stats: ReadStats
+    # Open-time reads queued or being read (distinct recipients), their bound, and those not read by
+    # reason ("full", "abandoned"): see ``app.store.batching.BatchedLookups``.
+    max_pending: int
+    shed: Counter[str]
+
+    @property
+    def depth(self) -> int: ...
 
     async def get(self, recipient_id: str) -> Profile | None: ...
 
@@ -59,9 +72,15 @@ class ProfileRepository(Protocol):
         """Like ``get`` but returns the future itself (no coroutine). Call it on the event loop."""
         ...
 
-    def fetch(self, recipient_id: str, callback: Callable[[Profile | StoreError | None], None]) -> None:
+    def fetch(
+        self,
+        recipient_id: str,
+        callback: Callable[[Profile | StoreError | None], None],
+        wanted: Callable[[], bool] | None = None,
+    ) -> None:
         """Call ``callback`` on the event loop with the profile, None, or the StoreError: the cheapest
-        form, for the open-time path, which wakes its own waiters."""
+        form, for the open-time path, which wakes its own waiters. ``wanted`` says whether anyone
+        still waits for the answer: a queued read nobody wants is dropped (``StoreBusy``)."""
         ...
 
     async def get_many(self, recipient_ids: Sequence[str]) -> dict[str, Profile]: ...

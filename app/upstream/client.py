@@ -7,12 +7,18 @@ The only module that imports httpx. Its errors are translated once, in ``_transl
     ├── UpstreamUnavailable   connection failure, 5xx, 429
     ├── UpstreamBadResponse   not JSON, not an object, too large, an unexpected status
     ├── UpstreamRejected      4xx other than 404/410/429 (401 even with a fresh token): fix the configuration
-    └── CircuitOpen           the breaker fails fast
+    ├── CircuitOpen           the breaker fails fast
+    └── UpstreamOverloaded    ``max_fetches`` fetches already run: this one was not started
 
 Layers, outermost first: ``lookup`` (the budget) → ``fetch`` (cache, stale-while-revalidate, negative
 cache, coalescing) → ``_pull`` (breaker, total deadline, retries with backoff) → ``_attempt`` (token,
 one GET, validation). Only timeouts and unavailability count as breaker failures: a bad body or a
 rejected request is a fast answer from a live upstream.
+
+Fetches running at once (distinct recipients, each until its total deadline) are bounded by
+``max_fetches``: a hung upstream holds every one of them until the deadline, and without the bound every
+cold open of a new recipient added one more (1,057 at once in one test). Beyond it a lookup is answered
+at once ``overloaded`` and a stale entry is served without its refresh; both count in ``shed["full"]``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,6 +99,7 @@ class UpstreamConfig:
     max_response_bytes: int = 256 * 1024
     cache_max_bytes: int = 16 * 1024 * 1024
     max_connections: int = 100
+    max_fetches: int = field(kw_only=True)  # fetches running at once (upstream_max_fetches)
 
     def __post_init__(self) -> None:
         http_url = self.url_template.startswith(("http://", "https://"))
@@ -101,8 +109,9 @@ class UpstreamConfig:
             raise ValueError("upstream timeouts and backoff base must be > 0")
         if self.retries < 0 or self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("upstream retries must be >= 0 and backoff cap >= backoff base")
-        if min(self.fresh_ttl_s, self.negative_ttl_s, self.max_response_bytes, self.max_connections) <= 0:
-            raise ValueError("upstream TTLs, response cap and connection limit must be > 0")
+        limits = (self.max_response_bytes, self.max_connections, self.max_fetches)
+        if min(self.fresh_ttl_s, self.negative_ttl_s, *limits) <= 0:
+            raise ValueError("upstream TTLs, response cap, connection and fetch limits must be > 0")
         if self.stale_ttl_s < 0:
             raise ValueError("upstream stale_ttl_s must be >= 0")
 
@@ -145,6 +154,10 @@ class UpstreamRejected(UpstreamError):
 
 class CircuitOpen(UpstreamError):
     reason = "circuit-open"
+
+
+class UpstreamOverloaded(UpstreamError):
+    reason = "overloaded"
 
 
 class UpstreamResult(NamedTuple):
@@ -225,6 +238,7 @@ class UpstreamClient:
             self._tokens = _TokenSource(config.auth, self._http, self._send, clock)
         self._inflight: dict[str, asyncio.Task[UpstreamResult]] = {}
         self._invalidated: set[str] = set()  # changed while being fetched: answer, but don't cache
+        self.shed: Counter[str] = Counter(full=0)  # fetches not started, by reason
 
     async def __aenter__(self) -> Self:
         return self
@@ -248,7 +262,18 @@ class UpstreamClient:
         result = self._cached(recipient)
         if result is not None:
             return result
-        return await asyncio.shield(self._refresh(recipient))
+        task = self._refresh(recipient)
+        if task is None:
+            return UpstreamResult(error=UpstreamOverloaded("too many upstream fetches are running"))
+        return await asyncio.shield(task)
+
+    @property
+    def fetches_in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def max_fetches(self) -> int:
+        return self._config.max_fetches
 
     @property
     def cache_stats(self) -> CacheStats:
@@ -274,9 +299,13 @@ class UpstreamClient:
             self._refresh(recipient)
         return UpstreamResult(entry.attributes, None, entry.fetched_at, stale)
 
-    def _refresh(self, recipient: str) -> asyncio.Task[UpstreamResult]:
+    def _refresh(self, recipient: str) -> asyncio.Task[UpstreamResult] | None:
+        """The recipient's fetch, started unless one runs; None when ``max_fetches`` run already."""
         task = self._inflight.get(recipient)
         if task is None:
+            if len(self._inflight) >= self._config.max_fetches:
+                self.shed["full"] += 1
+                return None
             task = self._inflight[recipient] = asyncio.create_task(self._pull_and_store(recipient))
             task.add_done_callback(lambda _: self._settled(recipient))
         return task
