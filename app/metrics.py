@@ -271,6 +271,8 @@ def _limit_families(services: Services) -> Iterator[Metric]:
         for scope, count in sorted(limits.local_only.items()):
             local.add_metric([scope], count)
         yield local
+
+
 def _work_families(services: Services) -> Iterator[Metric]:
     """The bounded queues behind the open-time budget: what they hold, their bound, what they shed."""
     reads, images, upstream = services.store.profiles, services.images, services.upstream
