@@ -205,6 +205,10 @@ def _mailbox(value: str, where: str) -> Mailbox:
 def _recipient_object(item: Any, index: int) -> tuple[str, str | None]:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
         raise BadRequest(f'recipients[{index}]: expected an id or {{"id": ..., "to": ...}}')
+    # Refused rather than ignored: a misspelt "To" would otherwise send an email with no To.
+    unknown = sorted(set(item) - {"id", "to"})
+    if unknown:
+        raise BadRequest(f"recipients[{index}]: unknown field(s): {', '.join(unknown)}")
     to = item.get("to")
     if to is not None and not isinstance(to, str):
         raise BadRequest(f"recipients[{index}].to: must be a string")
