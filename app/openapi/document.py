@@ -188,7 +188,7 @@ def personalization() -> dict[str, Operation]:
                     "name": "customer",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string", "minLength": 1},
+                    "schema": ref("RecipientId"),
                     "example": "cust-0000001",
                 },
                 {
@@ -202,6 +202,7 @@ def personalization() -> dict[str, Operation]:
             ],
             "responses": {
                 "200": answer("The customer's data per campaign and block.", ref("Personalization")),
+                "400": refusal("The customer id is not one a token can carry (length, control characters)."),
                 **api_refusals(),
                 "404": refusal("Unknown customer or campaign."),
                 "422": refusal("The stored profile is not a JSON object."),

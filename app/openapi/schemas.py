@@ -85,7 +85,10 @@ RENDER_REQUEST: Schema = {
             },
         },
         "format": {"enum": list(FORMATS), "default": "parts"},
-        "from": {**ref("Mailbox"), "description": "The From of an eml; default: the campaign's sender."},
+        "from": {
+            **nullable(ref("Mailbox")),
+            "description": "The From of an eml; default (or null): the campaign's sender.",
+        },
     },
 }
 

@@ -219,6 +219,11 @@ async def personalization(request: Request) -> Response:
     await require_scope(request, "personalization:read")
     services: Services = request.state.services
     customer = request.path_params["customer"]
+    try:
+        # An id no token can carry is not looked up: no store read or upstream call for it.
+        check_recipient(customer)
+    except ValueError as exc:
+        raise BadRequest(f"customer: {exc}") from None
     wanted = request.query_params.get("campaign")
     if wanted is not None and wanted not in services.campaigns:
         raise NotFound(f"unknown campaign {wanted!r}")
