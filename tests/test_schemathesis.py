@@ -97,7 +97,10 @@ def credentials(case: schemathesis.Case, server: ApiServer) -> dict[str, Any]:
 
 def steer(case: schemathesis.Case) -> None:
     """Point half the generated requests at the demo campaign and recipients: a random campaign name
-    is a 404 before any rendering, so without this the renderer would see only the examples."""
+    is a 404 before any rendering, so without this the renderer would see only the examples. Only
+    valid (positive) cases: an invalid one must keep what makes it invalid, or its refusal is moot."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("campaign"), str) and len(body["campaign"]) % 2:
         case.body = {**body, "campaign": "demo"}

@@ -111,7 +111,8 @@ def json_body(schema: str, examples: Mapping[str, Any]) -> Schema:
 
 def api_key(scope: str) -> list[dict[str, list[str]]]:
     """Either scheme, with the scope the key needs (``admin`` grants every scope)."""
-    assert scope in SCOPES, scope
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; declare it in app.security.apikeys.SCOPES")
     return [{BEARER: [scope]}, {API_KEY_HEADER: [scope]}]
 
 
