@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
+from app.content.cache_policy import NO_STORE_HEADERS
 from app.errors import HTTPError
 from app.gc_policy import tune_for_serving
 from app.limits.http import rate_limited
@@ -33,7 +34,7 @@ from app.methods import allow_header, path_methods
 from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
-from app.routes import api, assets, ops, preview, privacy, webhooks
+from app.routes import api, assets, openapi, ops, preview, privacy, webhooks
 from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
@@ -89,7 +90,15 @@ def create_app(
             yield {"services": services}
 
     starlette = Starlette(
-        routes=[*ops.routes, *api.routes, *privacy.routes, *preview.routes, *webhooks.routes, *assets.routes],
+        routes=[
+            *ops.routes,
+            *openapi.routes,
+            *api.routes,
+            *privacy.routes,
+            *preview.routes,
+            *webhooks.routes,
+            *assets.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_exception,
@@ -109,26 +118,31 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         return _method_not_allowed(request, exc)
-    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+    return _refusal(exc.detail, exc.status_code, exc.headers)
 
 
 def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
     """A 405 names every method served at that path, the way open-time routes name theirs."""
     methods = path_methods(request.app.router.routes, request.scope)
     if not methods:  # not raised by the router: trust what the raiser said
-        return JSONResponse({"error": exc.detail}, 405, headers=exc.headers)
+        return _refusal(exc.detail, 405, exc.headers)
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
     message = f"method {request.method} not allowed: use {methods[0]}"
-    return JSONResponse({"error": message}, 405, headers={**headers, "allow": allow_header(methods)})
+    return _refusal(message, 405, {**headers, "allow": allow_header(methods)})
 
 
 async def _opentime_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
-    return JSONResponse({"error": exc.message}, exc.status_code, headers=exc.headers)
+    return _refusal(exc.message, exc.status_code, exc.headers)
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     # The route template, not the path: paths can hold customer ids (personal data).
     route = getattr(request.scope.get("route"), "path", "?")
     logger.warning("store unavailable for %s %s", request.method, route, exc_info=exc)
-    return JSONResponse({"error": "storage is unavailable, try again"}, 503, headers={"retry-after": "5"})
+    return _refusal("storage is unavailable, try again", 503, {"retry-after": "5"})
+
+
+def _refusal(message: str, status: int, headers: Mapping[str, str] | None) -> Response:
+    """A JSON error no cache may keep: a CDN in front must not serve one request's 4xx/5xx to others."""
+    return JSONResponse({"error": message}, status, headers={**(headers or {}), **NO_STORE_HEADERS})

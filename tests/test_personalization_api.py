@@ -76,3 +76,18 @@ def test_customer_known_only_upstream(settings: Settings, read_key: str) -> None
             stub.mode = "unavailable"
             status, data = get(client, read_key, "crm-9")
             assert status == 503 and data["reason"] == "upstream-unavailable"
+
+
+@pytest.mark.parametrize("customer", ["x" * 201, "a%00b", "a%C2%85", "%C3%A9" * 101])
+def test_an_id_no_token_can_carry_is_a_400_without_any_lookup(
+    settings: Settings, read_key: str, customer: str
+) -> None:
+    # Was a store read and an upstream request (404 or 503) for ids of any length or with control
+    # characters: found by the OpenAPI contract, which documents the customer as a recipient id.
+    with running_stub() as stub:
+        configured = settings.replace(upstream_url=f"{stub.url}/profiles/{{recipient}}")
+        with TestClient(create_app(configured), base_url=BASE_URL) as client:
+            status, data = get(client, read_key, customer)
+            assert status == 400 and str(data["error"]).startswith("customer: recipient id")
+            assert get(client, read_key, "x" * 200)[0] == 404  # the longest id is still looked up
+        assert stub.total_requests == 1

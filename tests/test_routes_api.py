@@ -140,6 +140,12 @@ def test_auth_is_required_with_the_render_scope(client: TestClient, settings: Se
         ({"campaign": "demo", "recipients": [{"to": "x"}]}, 400, "recipients[0]"),
         ({"campaign": "demo", "recipients": ["r"], "format": "pdf"}, 400, "format"),
         ({"campaign": "demo", "recipients": ["r"], "colour": 1}, 400, "unknown field"),
+        # Was ignored: the email then went out without the To the caller meant ("To" misspelt).
+        (
+            {"campaign": "demo", "recipients": [{"id": "r", "To": "a@example.com"}]},
+            400,
+            "recipients[0]: unknown",
+        ),
         ({"campaign": "demo", "recipients": ["a\nb"]}, 400, "control characters"),
         ([1, 2], 400, "JSON object"),
     ],

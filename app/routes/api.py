@@ -205,6 +205,10 @@ def _mailbox(value: str, where: str) -> Mailbox:
 def _recipient_object(item: Any, index: int) -> tuple[str, str | None]:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
         raise BadRequest(f'recipients[{index}]: expected an id or {{"id": ..., "to": ...}}')
+    # Refused rather than ignored: a misspelt "To" would otherwise send an email with no To.
+    unknown = sorted(set(item) - {"id", "to"})
+    if unknown:
+        raise BadRequest(f"recipients[{index}]: unknown field(s): {', '.join(unknown)}")
     to = item.get("to")
     if to is not None and not isinstance(to, str):
         raise BadRequest(f"recipients[{index}].to: must be a string")
@@ -215,6 +219,11 @@ async def personalization(request: Request) -> Response:
     await require_scope(request, "personalization:read")
     services: Services = request.state.services
     customer = request.path_params["customer"]
+    try:
+        # An id no token can carry is not looked up: no store read or upstream call for it.
+        check_recipient(customer)
+    except ValueError as exc:
+        raise BadRequest(f"customer: {exc}") from None
     wanted = request.query_params.get("campaign")
     if wanted is not None and wanted not in services.campaigns:
         raise NotFound(f"unknown campaign {wanted!r}")

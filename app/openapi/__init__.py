@@ -1,0 +1,1 @@
+"""The OpenAPI description of the system-facing endpoints (``/api/*``, ``/webhooks/*``)."""
