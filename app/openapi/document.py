@@ -19,7 +19,7 @@ from typing import Any
 from app.ingest.events import MAX_EVENTS
 from app.openapi.schemas import COMPONENTS, Schema, ref
 from app.routes.api import MAX_BODY_BYTES, MAX_RECIPIENTS
-from app.security.apikeys import SCOPES
+from app.security.apikeys import ERASE, EXPORT, SCOPES
 from app.security.webhook_auth import HEADER, MAX_SIGNATURES
 
 Operation = dict[str, Any]
@@ -72,6 +72,11 @@ HEADERS: dict[str, Schema] = {
         "required": True,
         "schema": {"type": "string", "const": "Bearer"},
     },
+    "RateLimit": {
+        "description": "The limit's burst, what remains of it (0) and whole seconds until it is full again.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
     "Close": {
         "description": "Refused before the body was read: the connection is closed, the body never read.",
         "required": True,
@@ -116,9 +121,22 @@ def api_key(scope: str) -> list[dict[str, list[str]]]:
     return [{BEARER: [scope]}, {API_KEY_HEADER: [scope]}]
 
 
+def too_many(counted_by: str, setting: str) -> Schema:
+    return refusal(
+        f"Over the {counted_by}'s rate limit ({setting}): nothing was done, retry after Retry-After.",
+        headers={
+            "Retry-After": header("RetryAfter"),
+            "RateLimit-Limit": header("RateLimit"),
+            "RateLimit-Remaining": header("RateLimit"),
+            "RateLimit-Reset": header("RateLimit"),
+        },
+    )
+
+
 def api_refusals() -> dict[str, Schema]:
     """What every API-key operation may answer besides its own statuses."""
     return {
+        "429": too_many("API key", "rate_limit_api"),
         "401": refusal(
             "No API key, or one that is malformed, unknown or revoked.",
             headers={"WWW-Authenticate": header("BearerChallenge")},
@@ -250,7 +268,59 @@ def events() -> dict[str, Operation]:
                 "408": refusal("The body did not arrive within request_read_timeout_seconds.", headers=close),
                 "413": refusal("Body larger than webhook_max_body_bytes.", headers=close),
                 "415": refusal("Content-Type is not application/json.", headers=close),
+                "429": too_many("webhook secret", "rate_limit_webhooks"),
                 "503": refusal("Webhooks disabled, too many bodies being read, or the store failed: retry."),
+            },
+        }
+    }
+
+
+def customer_id() -> Schema:
+    return {
+        "name": "customer",
+        "in": "path",
+        "required": True,
+        "schema": ref("StoredId"),
+        "example": "cust-0000001",
+    }
+
+
+def customer() -> dict[str, Operation]:
+    return {
+        "delete": {
+            "operationId": "eraseCustomer",
+            "summary": "Erase a customer (privacy request)",
+            "description": (
+                "Removes the profile with its field times, the ids of its events, its form answers and "
+                "every cached answer on every node, and records the erasure without the id (a keyed "
+                "hash of it). Idempotent: an id the store does not know is erased with counts 0. Ids "
+                "with a `/` are erased with `opentime erase`."
+            ),
+            "tags": ["privacy"],
+            "security": api_key(ERASE),
+            "parameters": [customer_id()],
+            "responses": {
+                "200": answer("Erased: the record's id, time and what was removed.", ref("Erased")),
+                "400": refusal("The id is not one a store can hold (length, control characters)."),
+                **api_refusals(),
+            },
+        }
+    }
+
+
+def export() -> dict[str, Operation]:
+    return {
+        "get": {
+            "operationId": "exportCustomer",
+            "summary": "Everything stored about a customer (access request)",
+            "description": "An unknown id answers 200 with `profile: null` and empty lists.",
+            "tags": ["privacy"],
+            "security": api_key(EXPORT),
+            "parameters": [customer_id()],
+            "responses": {
+                "200": answer("The customer's stored data.", ref("Export")),
+                "400": refusal("The id is not one a store can hold (length, control characters)."),
+                **api_refusals(),
             },
         }
     }
@@ -282,6 +352,8 @@ def openapi() -> dict[str, Operation]:
 PATHS: dict[str, Callable[[], dict[str, Operation]]] = {
     "/api/render": render,
     "/api/customers/{customer}/personalization": personalization,
+    "/api/customers/{customer}": customer,
+    "/api/customers/{customer}/export": export,
     OPENAPI_PATH: openapi,
     "/webhooks/events": events,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.ingest.events import EVENT_FIELDS, MAX_EVENTS, MAX_ID_LENGTH
+from app.privacy.records import MAX_ID_CHARS
 from app.routes.api import FORMATS, MAX_RECIPIENTS
 from app.security.webhook_auth import (
     BadSignature,
@@ -282,6 +283,107 @@ OPENAPI_DOCUMENT: Schema = {
     "description": "This document.",
 }
 
+STORED_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_CHARS,
+    "pattern": NO_CONTROL,
+    "description": f"A recipient id as stored: 1-{MAX_ID_CHARS} characters, no control characters.",
+    "examples": ["cust-0000001"],
+}
+
+COUNTS: Schema = {
+    "type": "object",
+    "required": ["profiles", "events", "form_answers"],
+    "additionalProperties": False,
+    "properties": {
+        "profiles": {"type": "integer", "minimum": 0, "maximum": 1},
+        "events": {"type": "integer", "minimum": 0},
+        "form_answers": {"type": "integer", "minimum": 0},
+    },
+}
+
+TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC, ISO 8601."}
+
+ERASED: Schema = {
+    "type": "object",
+    "description": "The erasure record (kept without the id: a keyed hash of it) and what was removed.",
+    "required": ["erased", "erasure_id", "erased_at", "removed"],
+    "additionalProperties": False,
+    "properties": {
+        "erased": {"const": True},
+        "erasure_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "erased_at": TIME,
+        "removed": COUNTS,
+    },
+}
+
+EXPORT: Schema = {
+    "type": "object",
+    "description": "Everything stored about the customer (an access request).",
+    "required": ["customer", "exported_at", "profile", "events", "form_answers", "erasures"],
+    "additionalProperties": False,
+    "properties": {
+        "customer": {"type": "string"},
+        "exported_at": TIME,
+        "profile": nullable(
+            {
+                "type": "object",
+                "required": ["attributes", "field_times", "version", "updated_at"],
+                "properties": {
+                    "attributes": {"description": "The profile (JSON; text if the stored bytes are not)."},
+                    "field_times": {"description": "When each field was last set (JSON)."},
+                    "version": {"type": "integer"},
+                    "updated_at": TIME,
+                },
+            }
+        ),
+        "events": {
+            "type": "array",
+            "description": "Applied events: id, type and times (their payloads went into the profile).",
+            "items": {
+                "type": "object",
+                "required": ["id", "type", "occurred_at", "received_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "occurred_at": {"type": "string"},
+                    "received_at": TIME,
+                },
+            },
+        },
+        "form_answers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["submission_id", "campaign", "block", "answer", "submitted_at"],
+                "properties": {
+                    "submission_id": {"type": "string"},
+                    "campaign": {"type": "string"},
+                    "block": {"type": "string"},
+                    "answer": {},
+                    "submitted_at": TIME,
+                },
+            },
+        },
+        "erasures": {
+            "type": "array",
+            "description": "Earlier erasures of this id (it was erased, then sent again as new data).",
+            "items": {
+                "type": "object",
+                "required": ["erasure_id", "erased_at", "profiles", "events", "form_answers"],
+                "properties": {
+                    "erasure_id": {"type": "string"},
+                    "erased_at": TIME,
+                    "profiles": {"type": "integer", "minimum": 0},
+                    "events": {"type": "integer", "minimum": 0},
+                    "form_answers": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    },
+}
+
 COMPONENTS: dict[str, Schema] = {
     "Error": ERROR,
     "RecipientId": RECIPIENT_ID,
@@ -301,4 +403,7 @@ COMPONENTS: dict[str, Schema] = {
     "EventsRefused": EVENTS_REFUSED,
     "SignatureRefused": SIGNATURE_REFUSED,
     "OpenApiDocument": OPENAPI_DOCUMENT,
+    "StoredId": STORED_ID,
+    "Erased": ERASED,
+    "Export": EXPORT,
 }
