@@ -11,6 +11,10 @@ Families::
     opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
                                                    (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
+    opentime_image_renders_shed_total              renders refused at once: image_render_queue was full
+    opentime_image_render_queue, opentime_image_render_queue_limit, opentime_image_render_processes
+                                                   (gauges) renders in flight or waiting, their bound,
+                                                   and the render worker processes
     opentime_upstream_breaker_state{state}         1 for the breaker's current state (upstream configured)
     opentime_upstream_breaker_failures             consecutive upstream failures
                                                    (gauges: across workers, one per worker, label worker)
@@ -183,6 +187,21 @@ def _image_families(services: Services) -> Iterator[Metric]:
         fetches.add_metric([fetch_class], count)
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+    pool = services.images.render_pool
+    yield CounterMetricFamily(
+        "opentime_image_renders_shed",
+        "Image renders refused at once because image_render_queue renders were waiting.",
+        value=pool.shed,
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_queue", "Image renders in flight or waiting.", value=pool.depth
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_queue_limit", "Most image renders in flight or waiting.", value=pool.limit
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_processes", "Image render worker processes.", value=pool.workers
+    )
 
 
 def _breaker_families(services: Services) -> Iterator[Metric]:

@@ -39,6 +39,7 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "circuit-open"
     # Rendering
     RENDER_ERROR = "render-error"
+    RENDER_QUEUE_FULL = "render-queue-full"  # image_render_queue renders waiting already: refused at once
     TOO_LARGE = "too-large"
     INTERNAL_ERROR = "internal-error"
     # amp-form: a submission refused with a 4xx (bad fields, size or type); nothing was stored

@@ -1,0 +1,105 @@
+"""Image renders in worker processes, behind a bound: the event loop never draws, and never queues a
+render it cannot start in time.
+
+Drawing and encoding a banner is a few milliseconds of CPU in Pillow, much of it holding the GIL:
+in threads of the server process it starves the event loop (every other open waits behind it) and
+uses one core. Here renders run in a ``ProcessPoolExecutor`` of ``image_render_processes`` workers
+(``forkserver``: the workers fork from a small clean process that imported Pillow once, never from
+the server with its threads and sockets), each given a ``RenderJob`` (plain data, a few hundred
+bytes pickled) and answering the encoded bytes.
+
+Admission: at most ``limit`` renders are in flight or queued. One more is refused at once (``submit``
+returns None, ``shed`` counts it) so its request gets the fallback now, instead of waiting behind
+renders it cannot overtake and missing its budget anyway while holding the queue longer for the
+others. A render that was admitted always runs to its end, even when every requester got the
+fallback meanwhile: its bytes go into the output cache, so the next open is personal.
+
+``RenderPool`` works over any ``Executor``: servers use ``RenderPool.in_processes``; tests that need
+renderers which cannot cross a process (a gate, a counter) give it threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import NamedTuple
+
+from app.images.layout import RenderJob
+
+Renderer = Callable[[RenderJob], bytes]
+# Workers import the renderer (Pillow, fonts) once in the fork server, not once per worker.
+PRELOAD = ["app.images.render"]
+PER_PROCESS = 32  # image_render_queue's default: renders in flight or waiting per render process
+
+
+class Rendered(NamedTuple):
+    """A finished render and where it ran (the process and thread: metrics, and tests' proof)."""
+
+    body: bytes
+    pid: int
+    thread: str
+
+
+def run(renderer: Renderer, job: RenderJob) -> Rendered:
+    """What a worker runs: module level, so a process pool can pickle a reference to it."""
+    return Rendered(renderer(job), os.getpid(), threading.current_thread().name)
+
+
+def processes_for(setting: int, workers: int) -> int:
+    """``image_render_processes``: 0 shares the CPUs this process may use among the server workers."""
+    if setting > 0:
+        return setting
+    return max(1, len(os.sched_getaffinity(0)) // max(workers, 1))
+
+
+class RenderPool:
+    """Submits renders to an executor, at most ``limit`` in flight or queued at once."""
+
+    def __init__(self, executor: Executor, *, workers: int, limit: int) -> None:
+        self._executor = executor
+        self.workers = workers
+        self.limit = limit
+        self.depth = 0  # renders submitted and not finished yet
+        self.peak = 0  # the largest depth seen (never above limit)
+        self.shed = 0  # renders refused because the pool was full
+        self.pids: set[int] = set()  # the processes that rendered something
+        self.threads: set[str] = set()
+
+    @classmethod
+    def in_processes(cls, processes: int, *, limit: int) -> RenderPool:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        return cls(ProcessPoolExecutor(processes, mp_context=context), workers=processes, limit=limit)
+
+    async def warm(self, renderer: Renderer, job: RenderJob) -> None:
+        """Start every worker now, with a render each (imports, fonts), not at the first open."""
+        loop = asyncio.get_running_loop()
+        started = [loop.run_in_executor(self._executor, run, renderer, job) for _ in range(self.workers)]
+        for rendered in await asyncio.gather(*started):
+            self.pids.add(rendered.pid)
+
+    def submit(self, renderer: Renderer, job: RenderJob) -> asyncio.Future[Rendered] | None:
+        """The render's future, or None when ``limit`` renders are in flight or queued already."""
+        if self.depth >= self.limit:
+            self.shed += 1
+            return None
+        work = asyncio.wrap_future(self._executor.submit(run, renderer, job))
+        self.depth += 1
+        self.peak = max(self.peak, self.depth)
+        work.add_done_callback(self._finished)
+        return work
+
+    def close(self) -> None:
+        """Cancel what has not started, wait for what has (milliseconds), and end the workers."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _finished(self, work: asyncio.Future[Rendered]) -> None:
+        self.depth -= 1
+        if not work.cancelled() and work.exception() is None:
+            rendered = work.result()
+            self.pids.add(rendered.pid)
+            self.threads.add(rendered.thread)
