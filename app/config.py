@@ -362,6 +362,14 @@ class Settings:
             " at once (render-queue-full).",
         ),
     )
+    image_render_backlog: int = field(
+        default=10_000,
+        metadata=about(
+            _non_negative_int,
+            "Image renders refused by image_render_queue kept to run when a render process is idle, so"
+            " the next open is personal (0: none kept).",
+        ),
+    )
     host: str = field(default="127.0.0.1", metadata=about(_str, "Address `opentime serve` binds to."))
     port: int = field(default=8000, metadata=about(_port, "Port `opentime serve` binds to."))
     workers: int = field(default=1, metadata=about(_positive_int, "Number of server worker processes."))

@@ -12,6 +12,8 @@ Families::
                                                    (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
     opentime_image_renders_shed_total              renders refused at once: image_render_queue was full
+    opentime_image_renders_dropped_total           refused renders the full backlog could not keep
+    opentime_image_render_backlog                  (gauge) refused renders waiting for an idle process
     opentime_image_render_queue, opentime_image_render_queue_limit, opentime_image_render_processes
                                                    (gauges) renders in flight or waiting, their bound,
                                                    and the render worker processes
@@ -195,6 +197,16 @@ def _image_families(services: Services) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "opentime_image_render_queue", "Image renders in flight or waiting.", value=pool.depth
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_backlog",
+        "Refused image renders kept for when a render process is idle.",
+        value=pool.backlog,
+    )
+    yield CounterMetricFamily(
+        "opentime_image_renders_dropped",
+        "Refused image renders the full backlog could not keep.",
+        value=pool.dropped,
     )
     yield GaugeMetricFamily(
         "opentime_image_render_queue_limit", "Most image renders in flight or waiting.", value=pool.limit

@@ -184,7 +184,8 @@ async def running_services(
 async def started_render_pool(settings: Settings, campaigns: Mapping[str, Campaign]) -> RenderPool:
     """Image render worker processes, started now: each has drawn an image once (imports, fonts)."""
     processes = processes_for(settings.image_render_processes, settings.workers)
-    pool = RenderPool.in_processes(processes, limit=settings.image_render_queue * processes)
+    limit, backlog = settings.image_render_queue * processes, settings.image_render_backlog
+    pool = RenderPool.in_processes(processes, limit=limit, backlog=backlog)
     blocks = [block for campaign in campaigns.values() for block in campaign.images.values()]
     drawing = blocks[0].drawing if blocks else Drawing(1, 1, (255, 255, 255, 255), None, 0, WHITE, ())
     values = tuple(None for _ in drawing.layers)  # the background only: no recipient's data

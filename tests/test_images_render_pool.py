@@ -50,17 +50,21 @@ def processes() -> Iterator[list[RenderPool]]:
         pool.close()
 
 
-def in_processes(made: list[RenderPool], count: int, limit: int) -> ImageContent:
-    pool = RenderPool.in_processes(count, limit=limit)
+async def in_processes(
+    made: list[RenderPool], block: ImageBlock, count: int, limit: int, backlog: int = 0
+) -> ImageContent:
+    """Render processes started and warmed, as the server's lifespan does before it is ready."""
+    pool = RenderPool.in_processes(count, limit=limit, backlog=backlog)
     made.append(pool)
+    await pool.warm(render.draw, prepare(block, {"profile": {}}, "png", 1).job)
     return ImageContent(profile, render_pool=pool)
 
 
 async def test_renders_run_in_worker_processes_with_the_same_pixels(
     tmp_path: Path, processes: list[RenderPool]
 ) -> None:
-    content = in_processes(processes, 2, limit=8)
     block = greeting(tmp_path)
+    content = await in_processes(processes, block, 2, limit=8)
     served = await asyncio.gather(*(content.serve(ask(block, f"r{i}")) for i in range(6)))
     assert all(s.fallback_reason is None for s in served)
     pids = content.render_pool.pids
@@ -74,8 +78,8 @@ async def test_renders_run_in_worker_processes_with_the_same_pixels(
 async def test_a_render_whose_requester_got_the_fallback_lands_in_the_cache(
     tmp_path: Path, processes: list[RenderPool]
 ) -> None:
-    content = in_processes(processes, 1, limit=8)
     block = greeting(tmp_path, budget_ms=1)  # no render crosses to a process and back in 1 ms
+    content = await in_processes(processes, block, 1, limit=8)
     late = await content.serve(ask(block, "r7", scale=2))
     assert late.fallback_reason == "budget-exceeded" and late.body == block.fallbacks["png", 2]
     for _ in range(500):  # the render goes on without anyone waiting for it
@@ -91,32 +95,77 @@ async def test_a_render_whose_requester_got_the_fallback_lands_in_the_cache(
     assert personal.tobytes() == decode(here).tobytes()
 
 
-async def test_a_full_queue_answers_at_once_and_the_bound_holds(tmp_path: Path) -> None:
+def gated_content(limit: int, backlog: int) -> tuple[ImageContent, RenderPool, threading.Event]:
+    """Two render threads held at a gate (set it to let renders finish)."""
     gate = threading.Event()
 
     def gated(job: RenderJob) -> bytes:
         gate.wait(5)
         return render.draw(job)
 
-    pool = RenderPool(ThreadPoolExecutor(2), workers=2, limit=3)
-    content = ImageContent(profile, renderer=gated, render_pool=pool)
+    pool = RenderPool(ThreadPoolExecutor(2), workers=2, limit=limit, backlog=backlog)
+    return ImageContent(profile, renderer=gated, render_pool=pool), pool, gate
+
+
+async def settled(content: ImageContent) -> None:
+    pool = content.render_pool
+    for _ in range(500):
+        if not (pool.depth or pool.backlog or content.renders_pending):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"renders still running: depth {pool.depth}, backlog {pool.backlog}")
+
+
+async def test_a_full_queue_answers_at_once_and_the_bound_holds(tmp_path: Path) -> None:
+    content, pool, gate = gated_content(limit=3, backlog=100)
     block = greeting(tmp_path)
     try:
         tasks = [asyncio.ensure_future(content.serve(ask(block, f"r{i}"))) for i in range(10)]
         for _ in range(5):
             await asyncio.sleep(0)
-        # Renders are held at the gate: three admitted, the seven others answered already.
+        # Renders are held at the gate: three admitted, the seven others answered already and kept
+        # for later (none started: both render threads are busy).
         refused = [t for t in tasks if t.done()]
         assert len(refused) == 7 and pool.depth == pool.peak == 3 and pool.shed == 7
+        assert pool.backlog == 7 and content.renders == 3
         for task in refused:
             served = task.result()
             assert (served.body, served.fallback_reason) == (block.fallbacks["png", 1], "render-queue-full")
         gate.set()
         admitted = await asyncio.gather(*(t for t in tasks if t not in refused))
-        assert all(s.fallback_reason is None for s in admitted) and pool.peak == 3
-        # A refused open kept nothing: the recipient's next open renders their image.
-        retry = await content.serve(ask(block, f"r{tasks.index(refused[0])}"))
-        assert retry.fallback_reason is None and retry.body != block.fallbacks["png", 1]
+        assert all(s.fallback_reason is None for s in admitted)
+        await settled(content)
+        assert pool.peak == 3 and content.renders == 10
+        # The refused recipients' images were rendered meanwhile: their next opens are personal,
+        # from the cache (no render), and show their own name, not the fallback's text.
+        for task in refused:
+            recipient = f"r{tasks.index(task)}"
+            again = await content.serve(ask(block, recipient))
+            expected = prepare(block, {"profile": {"first_name": f"Name{recipient[1:]}"}}, "png", 1)
+            assert again.fallback_reason is None
+            assert decode(again.body).tobytes() == decode(render.render(expected)).tobytes()
+        assert content.renders == 10
+    finally:
+        gate.set()
+        content.close()
+
+
+async def test_a_full_backlog_drops_its_oldest_renders(tmp_path: Path) -> None:
+    content, pool, gate = gated_content(limit=2, backlog=3)
+    block = greeting(tmp_path)
+    try:
+        tasks = [asyncio.ensure_future(content.serve(ask(block, f"r{i}"))) for i in range(10)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert pool.shed == 8 and pool.backlog == 3 and pool.dropped == 5
+        gate.set()
+        await asyncio.gather(*tasks)
+        await settled(content)
+        assert content.renders == 2 + 3  # the admitted two and the three newest refused
+        kept = await content.serve(ask(block, "r9"))
+        assert kept.fallback_reason is None and content.renders == 5
+        dropped = await content.serve(ask(block, "r2"))  # dropped from the backlog: renders now
+        assert dropped.fallback_reason is None and content.renders == 6
     finally:
         gate.set()
         content.close()
@@ -125,14 +174,18 @@ async def test_a_full_queue_answers_at_once_and_the_bound_holds(tmp_path: Path) 
 async def test_a_burst_never_queues_past_the_bound_in_processes(
     tmp_path: Path, processes: list[RenderPool]
 ) -> None:
-    content = in_processes(processes, 2, limit=4)
     block = greeting(tmp_path)
+    content = await in_processes(processes, block, 2, limit=4, backlog=100)
     served = await asyncio.gather(*(content.serve(ask(block, f"r{i}")) for i in range(len(NAMES))))
     pool = content.render_pool
     reasons = [s.fallback_reason for s in served]
-    assert pool.peak == 4 and pool.depth == 0
-    assert reasons.count(None) == content.renders >= 4
-    assert reasons.count("render-queue-full") == pool.shed == len(NAMES) - content.renders
+    assert reasons.count("render-queue-full") == pool.shed == len(NAMES) - 4
+    assert reasons.count(None) == 4
+    await settled(content)
+    assert pool.peak == 4 and content.renders == len(NAMES)  # the refused ones too, afterwards
+    again = await asyncio.gather(*(content.serve(ask(block, f"r{i}")) for i in range(len(NAMES))))
+    assert all(s.fallback_reason is None for s in again) and content.renders == len(NAMES)
+    assert pool.peak == 4
 
 
 def test_render_processes_default_to_the_cpus_shared_among_workers() -> None:

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from app.campaigns.loader import Campaign
 from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
-from app.content.render_pool import PER_PROCESS, Rendered, Renderer, RenderPool
+from app.content.render_pool import BACKLOG, PER_PROCESS, Rendered, Renderer, RenderPool
 from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
 from app.countdown.clock import CountdownError, clock_us, left_at
@@ -113,7 +113,8 @@ class ImageContent:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
         if render_pool is None:
             threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
-            render_pool = RenderPool(threads, workers=max_workers, limit=PER_PROCESS * max_workers)
+            limit = PER_PROCESS * max_workers
+            render_pool = RenderPool(threads, workers=max_workers, limit=limit, backlog=BACKLOG)
         self.render_pool = render_pool
         self._outputs: SharedWork[str, bytes] = SharedWork(
             BoundedCache(cache_max_bytes, size_of=len), Deadlines()
@@ -207,8 +208,11 @@ class ImageContent:
         if isinstance(output, str):  # this content failed to render lately
             return output
         if output is None:
-            job = partial(self.render_pool.submit, self._renderer, spec.job)
-            result = await self._render(self._outputs, spec.key, block.name, block.max_bytes, job, deadline)
+            start = partial(self.render_pool.submit, self._renderer, spec.job)
+            later = partial(self.render_pool.defer, spec.key, self._renderer, spec.job)
+            result = await self._render(
+                self._outputs, spec.key, block.name, block.max_bytes, start, deadline, later
+            )
             if isinstance(result, str):
                 return result
         return Recent(self._clock(), spec.key)
@@ -309,24 +313,38 @@ class ImageContent:
         max_bytes: int,
         start: Callable[[], asyncio.Future[bytes] | asyncio.Future[Rendered] | None],
         deadline: float,
+        later: Callable[[Callable[[asyncio.Future[Rendered]], None]], None] | None = None,
     ) -> asyncio.Future[bytes | str]:
         """The render's result by ``deadline``, else "budget-exceeded"; one render per content key.
 
         ``start`` submits the render, or returns None when the pool refuses it (full): every waiter
-        gets "render-queue-full" at once. A render nobody waits for any more still completes and
-        fills the output cache.
+        gets "render-queue-full" at once, and ``later`` keeps the render for when the pool has room.
+        A render nobody waits for any more still completes and fills the output cache.
         """
         loop = asyncio.get_running_loop()
         # Rounded: Deadlines keeps one FIFO per budget value.
         waiter, first = outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
         if first:
             work = start()
+            finish = partial(self._started, outputs, key, name, max_bytes)
             if work is None:
                 outputs.answer(key, Reason.RENDER_QUEUE_FULL, None)  # nothing kept: the next open asks again
+                if later is not None:
+                    later(finish)
             else:
-                self.renders += 1
-                work.add_done_callback(partial(_rendered, outputs, self._warnings, key, name, max_bytes))
+                finish(work)
         return waiter
+
+    def _started(
+        self,
+        outputs: SharedWork[str, bytes],
+        key: str,
+        name: str,
+        max_bytes: int,
+        work: asyncio.Future[bytes] | asyncio.Future[Rendered],
+    ) -> None:
+        self.renders += 1
+        work.add_done_callback(partial(_rendered, outputs, self._warnings, key, name, max_bytes))
 
     def _kept(self, key: str) -> bytes | None:
         body = self._outputs.get(key)

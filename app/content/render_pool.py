@@ -14,6 +14,12 @@ renders it cannot overtake and missing its budget anyway while holding the queue
 others. A render that was admitted always runs to its end, even when every requester got the
 fallback meanwhile: its bytes go into the output cache, so the next open is personal.
 
+A refused render is not lost either: ``defer`` keeps it in a backlog of at most ``backlog`` renders,
+started only while a render process would otherwise idle (fewer renders in flight than processes),
+so opens that are waiting always go first and wait behind at most one deferred render per process.
+When the burst is over, the backlog drains and each recipient's next open is personal. A full
+backlog drops the oldest render (``dropped`` counts them): that recipient's next open renders.
+
 ``RenderPool`` works over any ``Executor``: servers use ``RenderPool.in_processes``; tests that need
 renderers which cannot cross a process (a gate, a counter) give it threads.
 """
@@ -24,16 +30,26 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import NamedTuple
 
 from app.images.layout import RenderJob
 
 Renderer = Callable[[RenderJob], bytes]
+Done = Callable[["asyncio.Future[Rendered]"], None]  # told the future of a deferred render once it starts
 # Workers import the renderer (Pillow, fonts) once in the fork server, not once per worker.
 PRELOAD = ["app.images.render"]
 PER_PROCESS = 32  # image_render_queue's default: renders in flight or waiting per render process
+BACKLOG = 10_000  # image_render_backlog's default: refused renders kept for idle moments (~1 KB each)
+
+
+class Deferred(NamedTuple):
+    key: Hashable
+    renderer: Renderer
+    job: RenderJob
+    done: Done
 
 
 class Rendered(NamedTuple):
@@ -59,21 +75,31 @@ def processes_for(setting: int, workers: int) -> int:
 class RenderPool:
     """Submits renders to an executor, at most ``limit`` in flight or queued at once."""
 
-    def __init__(self, executor: Executor, *, workers: int, limit: int) -> None:
+    def __init__(self, executor: Executor, *, workers: int, limit: int, backlog: int = 0) -> None:
         self._executor = executor
         self.workers = workers
         self.limit = limit
         self.depth = 0  # renders submitted and not finished yet
         self.peak = 0  # the largest depth seen (never above limit)
         self.shed = 0  # renders refused because the pool was full
+        self.dropped = 0  # refused renders the full backlog could not keep
+        self._backlog: deque[Deferred] = deque(maxlen=backlog)
+        self._deferred: set[Hashable] = set()  # the keys in the backlog
+        self._closed = False
         self.pids: set[int] = set()  # the processes that rendered something
         self.threads: set[str] = set()
 
     @classmethod
-    def in_processes(cls, processes: int, *, limit: int) -> RenderPool:
+    def in_processes(cls, processes: int, *, limit: int, backlog: int = 0) -> RenderPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        return cls(ProcessPoolExecutor(processes, mp_context=context), workers=processes, limit=limit)
+        executor = ProcessPoolExecutor(processes, mp_context=context)
+        return cls(executor, workers=processes, limit=limit, backlog=backlog)
+
+    @property
+    def backlog(self) -> int:
+        """Refused renders waiting for an idle render process."""
+        return len(self._backlog)
 
     async def warm(self, renderer: Renderer, job: RenderJob) -> None:
         """Start every worker now, with a render each (imports, fonts), not at the first open."""
@@ -87,15 +113,43 @@ class RenderPool:
         if self.depth >= self.limit:
             self.shed += 1
             return None
+        return self._start(renderer, job)
+
+    def defer(self, key: Hashable, renderer: Renderer, job: RenderJob, done: Done) -> None:
+        """Render ``job`` when a render process would otherwise idle; ``done`` gets its future once
+        it starts. A ``key`` (the content key) waiting already is not queued twice."""
+        if self._closed or key in self._deferred:
+            return
+        if len(self._backlog) == self._backlog.maxlen:
+            self.dropped += 1  # the oldest goes: the newest recipients are the likelier to open soon
+            if self._backlog:
+                self._deferred.discard(self._backlog.popleft().key)
+            else:
+                return
+        self._backlog.append(Deferred(key, renderer, job, done))
+        self._deferred.add(key)
+        self._drain()
+
+    def close(self) -> None:
+        """Forget the backlog, cancel what has not started, wait for what has (milliseconds), and end
+        the workers."""
+        self._closed = True
+        self._backlog.clear()
+        self._deferred.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _start(self, renderer: Renderer, job: RenderJob) -> asyncio.Future[Rendered]:
         work = asyncio.wrap_future(self._executor.submit(run, renderer, job))
         self.depth += 1
         self.peak = max(self.peak, self.depth)
         work.add_done_callback(self._finished)
         return work
 
-    def close(self) -> None:
-        """Cancel what has not started, wait for what has (milliseconds), and end the workers."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _drain(self) -> None:
+        while self._backlog and self.depth < min(self.workers, self.limit) and not self._closed:
+            deferred = self._backlog.popleft()
+            self._deferred.discard(deferred.key)
+            deferred.done(self._start(deferred.renderer, deferred.job))
 
     def _finished(self, work: asyncio.Future[Rendered]) -> None:
         self.depth -= 1
@@ -103,3 +157,4 @@ class RenderPool:
             rendered = work.result()
             self.pids.add(rendered.pid)
             self.threads.add(rendered.thread)
+        self._drain()
