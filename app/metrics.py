@@ -11,7 +11,8 @@ Families::
     opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
                                                    (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
-    opentime_image_renders_shed_total              renders refused at once: image_render_queue was full
+    opentime_image_renders_shed_total{reason}      renders refused at once: queue-full (image_render_queue
+                                                   waiting) or too-late (would not finish in the budget)
     opentime_image_renders_dropped_total           refused renders the full backlog could not keep
     opentime_image_render_backlog                  (gauge) refused renders waiting for an idle process
     opentime_image_render_queue, opentime_image_render_queue_limit, opentime_image_render_processes
@@ -190,11 +191,14 @@ def _image_families(services: Services) -> Iterator[Metric]:
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
     pool = services.images.render_pool
-    yield CounterMetricFamily(
+    shed = CounterMetricFamily(
         "opentime_image_renders_shed",
-        "Image renders refused at once because image_render_queue renders were waiting.",
-        value=pool.shed,
+        "Image renders refused at once: the queue was full, or too long to finish within the budget.",
+        labels=["reason"],
     )
+    for reason, count in pool.shed_by.items():
+        shed.add_metric([reason], count)
+    yield shed
     yield GaugeMetricFamily(
         "opentime_image_render_queue", "Image renders in flight or waiting.", value=pool.depth
     )

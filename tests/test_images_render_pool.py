@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,3 +195,26 @@ def test_render_processes_default_to_the_cpus_shared_among_workers() -> None:
     assert processes_for(0, 1) == cpus
     assert processes_for(0, 2) == max(1, cpus // 2)
     assert processes_for(0, cpus * 4) == 1
+
+
+async def test_a_render_that_would_finish_past_the_budget_is_refused_at_once(tmp_path: Path) -> None:
+    def slow(job: RenderJob) -> bytes:
+        time.sleep(0.1)
+        return render.draw(job)
+
+    pool = RenderPool(ThreadPoolExecutor(1), workers=1, limit=32, backlog=100)
+    content = ImageContent(profile, renderer=slow, render_pool=pool)
+    block = greeting(tmp_path, budget_ms=250)
+    try:
+        first = await content.serve(ask(block, "r0"))  # renders take ~0.1 s: now the pool knows
+        assert first.fallback_reason is None and 0.1 <= pool.render_s < 0.12
+        started = time.monotonic()
+        served = await asyncio.gather(*(content.serve(ask(block, f"r{i}")) for i in range(1, 6)))
+        # One render at a time: the second waits for the first (0.2 s in all), a third would end
+        # at ~0.3 s, past the 0.25 s budget: refused at once, not queued to be late.
+        reasons = [s.fallback_reason for s in served]
+        assert reasons == [None, None, "render-queue-full", "render-queue-full", "render-queue-full"]
+        assert pool.shed_by == {"queue-full": 0, "too-late": 3}
+        assert time.monotonic() - started < 0.25
+    finally:
+        content.close()

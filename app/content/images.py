@@ -208,7 +208,8 @@ class ImageContent:
         if isinstance(output, str):  # this content failed to render lately
             return output
         if output is None:
-            start = partial(self.render_pool.submit, self._renderer, spec.job)
+            left = deadline - asyncio.get_running_loop().time()
+            start = partial(self.render_pool.submit, self._renderer, spec.job, left)
             later = partial(self.render_pool.defer, spec.key, self._renderer, spec.job)
             result = await self._render(
                 self._outputs, spec.key, block.name, block.max_bytes, start, deadline, later

@@ -8,11 +8,15 @@ uses one core. Here renders run in a ``ProcessPoolExecutor`` of ``image_render_p
 the server with its threads and sockets), each given a ``RenderJob`` (plain data, a few hundred
 bytes pickled) and answering the encoded bytes.
 
-Admission: at most ``limit`` renders are in flight or queued. One more is refused at once (``submit``
-returns None, ``shed`` counts it) so its request gets the fallback now, instead of waiting behind
-renders it cannot overtake and missing its budget anyway while holding the queue longer for the
-others. A render that was admitted always runs to its end, even when every requester got the
-fallback meanwhile: its bytes go into the output cache, so the next open is personal.
+Admission: at most ``limit`` renders are in flight or queued, and none that would start too late.
+One more is refused at once (``submit`` returns None, ``shed_by`` counts it by reason) so its
+request gets the fallback now, instead of waiting behind renders it cannot overtake and missing its
+budget anyway while holding the queue longer for the others. "Too late": the renders ahead of it
+times the recent time of one render in a worker (a moving average, which grows when the CPU is
+shared), over the processes, is more than the request's budget left. Under overload, opens are
+either personal within their budget or answered at once, not late. A render that was admitted
+always runs to its end, even when every requester got the fallback meanwhile: its bytes go into the
+output cache, so the next open is personal.
 
 A refused render is not lost either: ``defer`` keeps it in a backlog of at most ``backlog`` renders,
 started only while a render process would otherwise idle (fewer renders in flight than processes),
@@ -30,6 +34,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -41,6 +46,8 @@ Renderer = Callable[[RenderJob], bytes]
 Done = Callable[["asyncio.Future[Rendered]"], None]  # told the future of a deferred render once it starts
 # Workers import the renderer (Pillow, fonts) once in the fork server, not once per worker.
 PRELOAD = ["app.images.render"]
+SMOOTHING = 0.1  # weight of the latest render in the moving average of render times
+SHED_REASONS = ("queue-full", "too-late")
 PER_PROCESS = 32  # image_render_queue's default: renders in flight or waiting per render process
 BACKLOG = 10_000  # image_render_backlog's default: refused renders kept for idle moments (~1 KB each)
 
@@ -58,11 +65,15 @@ class Rendered(NamedTuple):
     body: bytes
     pid: int
     thread: str
+    seconds: float  # wall time of the render in the worker (longer when the CPU is shared)
 
 
 def run(renderer: Renderer, job: RenderJob) -> Rendered:
     """What a worker runs: module level, so a process pool can pickle a reference to it."""
-    return Rendered(renderer(job), os.getpid(), threading.current_thread().name)
+    started = time.perf_counter()
+    body = renderer(job)
+    elapsed = time.perf_counter() - started
+    return Rendered(body, os.getpid(), threading.current_thread().name, elapsed)
 
 
 def processes_for(setting: int, workers: int) -> int:
@@ -81,7 +92,8 @@ class RenderPool:
         self.limit = limit
         self.depth = 0  # renders submitted and not finished yet
         self.peak = 0  # the largest depth seen (never above limit)
-        self.shed = 0  # renders refused because the pool was full
+        self.shed_by = dict.fromkeys(SHED_REASONS, 0)  # renders refused, by reason
+        self.render_s = 0.0  # moving average of one render's time in a worker (0: none yet)
         self.dropped = 0  # refused renders the full backlog could not keep
         self._backlog: deque[Deferred] = deque(maxlen=backlog)
         self._deferred: set[Hashable] = set()  # the keys in the backlog
@@ -108,10 +120,24 @@ class RenderPool:
         for rendered in await asyncio.gather(*started):
             self.pids.add(rendered.pid)
 
-    def submit(self, renderer: Renderer, job: RenderJob) -> asyncio.Future[Rendered] | None:
-        """The render's future, or None when ``limit`` renders are in flight or queued already."""
+    @property
+    def shed(self) -> int:
+        return sum(self.shed_by.values())
+
+    def wait_s(self) -> float:
+        """About how long a render submitted now would take to finish."""
+        return (self.depth + 1) * self.render_s / self.workers
+
+    def submit(
+        self, renderer: Renderer, job: RenderJob, within_s: float | None = None
+    ) -> asyncio.Future[Rendered] | None:
+        """The render's future, or None when ``limit`` renders are in flight or queued already, or
+        when it would not finish within ``within_s`` seconds (the request's budget left)."""
         if self.depth >= self.limit:
-            self.shed += 1
+            self.shed_by["queue-full"] += 1
+            return None
+        if within_s is not None and self.wait_s() > within_s:
+            self.shed_by["too-late"] += 1
             return None
         return self._start(renderer, job)
 
@@ -157,4 +183,6 @@ class RenderPool:
             rendered = work.result()
             self.pids.add(rendered.pid)
             self.threads.add(rendered.thread)
+            known = self.render_s or rendered.seconds
+            self.render_s = known + SMOOTHING * (rendered.seconds - known)
         self._drain()
