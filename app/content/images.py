@@ -1,7 +1,8 @@
 """Image content at open time: profile → values → content key → cached or rendered bytes, within budget.
 
 Image renders run in worker processes behind a bound (``app.content.render_pool``), never on the event
-loop; a render refused because the pool is full answers ``render-queue-full`` at once.
+loop; a render refused (the queue is full, or too long to finish within the budget) answers
+``render-queue-full`` at once and is kept for when a render process idles, into the cache.
 Output is cached by content key (the layout and the exact values drawn), so re-opens and identical
 images across recipients cost nothing; concurrent requests for one key share one render. A recipient's
 latest key is remembered (``app.content.shared_work``, as amp-list bodies are: concurrent opens of one
