@@ -1,10 +1,12 @@
 """A real ``opentime serve``: banners render in its render processes (their CPU time grows, the
-server's answers are personal), one or two workers, and SIGTERM leaves no render process behind."""
+server's answers are personal), one or two workers, and neither SIGTERM nor SIGKILL leaves a render
+process behind."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -126,3 +128,23 @@ def test_two_workers_each_render_in_their_own_process(
     # image_render_processes = 0: the CPUs shared between the two workers, at least one each.
     each = max(1, len(os.sched_getaffinity(0)) // 2)
     render_and_stop(config, port, tmp_path / "server.log", signer, processes=2 * each)
+
+
+def test_a_killed_server_leaves_no_render_process(
+    settings: Settings, signer: TokenSigner, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(settings, port, tmp_path / "opentime.toml")
+    with config.open("a") as file:
+        file.write("image_render_processes = 2\n")
+    with running(["serve", "--config", str(config)], port, tmp_path / "server.log") as server:
+        workers = render_processes(server.pid)
+        everything = descendants(server.pid)
+        assert len(workers) == 3  # the fork server and two render processes
+        assert httpx.get(banner_urls(f"http://127.0.0.1:{port}", signer)[0]).status_code == 200
+        os.kill(server.pid, signal.SIGKILL)  # no lifespan shutdown: the pool is never shut down
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(everything) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(everything), f"processes left after SIGKILL: {alive(everything)}"

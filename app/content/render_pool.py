@@ -6,7 +6,7 @@ in threads of the server process it starves the event loop (every other open wai
 uses one core. Here renders run in a ``ProcessPoolExecutor`` of ``image_render_processes`` workers
 (``forkserver``: the workers fork from a small clean process that imported Pillow once, never from
 the server with its threads and sockets), each given a ``RenderJob`` (plain data, a few hundred
-bytes pickled) and answering the encoded bytes.
+bytes pickled) and answering the encoded bytes. Each worker ends with the server, even a killed one.
 
 Admission: at most ``limit`` renders are in flight or queued, and none that would start too late.
 One more is refused at once (``submit`` returns None, ``shed_by`` counts it by reason) so its
@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -76,6 +77,25 @@ def run(renderer: Renderer, job: RenderJob) -> Rendered:
     return Rendered(body, os.getpid(), threading.current_thread().name, elapsed)
 
 
+def exit_with(server: int) -> None:
+    """Render process initializer: end this process as soon as the server process ends.
+
+    A server that exits cleanly shuts its pool down; one that is killed (SIGKILL, the OOM killer)
+    cannot, and its workers would wait forever on a queue whose writer is gone (each also keeps the
+    fork server alive). A thread waits on a pidfd of the server, readable once the server is gone.
+    """
+    try:
+        handle = os.pidfd_open(server)
+    except ProcessLookupError:
+        os._exit(0)
+
+    def watch() -> None:
+        select.select([handle], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="opentime-exit-with-server", daemon=True).start()
+
+
 def processes_for(setting: int, workers: int) -> int:
     """``image_render_processes``: 0 shares the CPUs this process may use among the server workers."""
     if setting > 0:
@@ -105,7 +125,9 @@ class RenderPool:
     def in_processes(cls, processes: int, *, limit: int, backlog: int = 0) -> RenderPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        executor = ProcessPoolExecutor(processes, mp_context=context)
+        executor = ProcessPoolExecutor(
+            processes, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+        )
         return cls(executor, workers=processes, limit=limit, backlog=backlog)
 
     @property
