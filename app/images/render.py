@@ -89,7 +89,7 @@ def _palette(image: Image.Image, colours: list[Any]) -> Image.Image:
     return image.quantize(palette=reference, dither=Image.Dither.NONE)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # 0.5 MB for a 600x200 banner, 16 MB for the largest block @2x
 def _base(drawing: Drawing, scale: int) -> Image.Image:
     """The block's background (colour and picture), drawn once per block and scale; renders copy it."""
     size = (drawing.width * scale, drawing.height * scale)
