@@ -362,6 +362,30 @@ class Settings:
     default_budget_ms: int = field(
         default=150, metadata=about(_positive_int, "Open-time budget of a block that sets none, in ms.")
     )
+    image_render_processes: int = field(
+        default=0,
+        metadata=about(
+            _non_negative_int,
+            "Image render worker processes per server worker (0: the CPUs the server may use, shared"
+            " among its workers).",
+        ),
+    )
+    image_render_queue: int = field(
+        default=32,
+        metadata=about(
+            _positive_int,
+            "Image renders in flight or waiting per render process; one more gets the block's fallback"
+            " at once (render-queue-full).",
+        ),
+    )
+    image_render_backlog: int = field(
+        default=10_000,
+        metadata=about(
+            _non_negative_int,
+            "Image renders refused by image_render_queue kept to run when a render process is idle, so"
+            " the next open is personal (0: none kept).",
+        ),
+    )
     host: str = field(default="127.0.0.1", metadata=about(_str, "Address `opentime serve` binds to."))
     port: int = field(default=8000, metadata=about(_port, "Port `opentime serve` binds to."))
     workers: int = field(default=1, metadata=about(_positive_int, "Number of server worker processes."))
@@ -397,14 +421,6 @@ class Settings:
             _positive_int,
             "Profile reads one worker queues for the store (recipients queued or being read); one more"
             " is not queued: fallback, reason overloaded.",
-        ),
-    )
-    max_queued_renders: int = field(
-        default=512,
-        metadata=about(
-            _positive_int,
-            "Image and countdown renders one worker queues or runs; one more is not queued: fallback,"
-            " reason overloaded.",
         ),
     )
     webhook_secrets: tuple[str, ...] = field(

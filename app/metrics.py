@@ -14,6 +14,13 @@ Families::
     opentime_cache_{hits,misses,evictions}_total{cache}, opentime_cache_{bytes,entries}{cache}
                                                    (gauges: across workers, summed)
     opentime_image_fetches_total{fetch_class}, opentime_image_renders_total
+    opentime_image_renders_shed_total{reason}      renders refused at once: queue-full (image_render_queue
+                                                   waiting) or too-late (would not finish in the budget)
+    opentime_image_renders_dropped_total           refused renders the full backlog could not keep
+    opentime_image_render_backlog                  (gauge) refused renders waiting for an idle process
+    opentime_image_render_queue, opentime_image_render_queue_limit, opentime_image_render_processes
+                                                   (gauges) renders in flight or waiting, their bound,
+                                                   and the render worker processes
     opentime_upstream_breaker_state{state}         1 for the breaker's current state (upstream configured)
     opentime_upstream_breaker_failures             consecutive upstream failures
                                                    (gauges: across workers, one per worker, label worker)
@@ -252,6 +259,34 @@ def _image_families(services: Services) -> Iterator[Metric]:
         fetches.add_metric([fetch_class], count)
     yield fetches
     yield CounterMetricFamily("opentime_image_renders", "Images rendered.", value=services.images.renders)
+    pool = services.images.render_pool
+    shed = CounterMetricFamily(
+        "opentime_image_renders_shed",
+        "Image renders refused at once: the queue was full, or too long to finish within the budget.",
+        labels=["reason"],
+    )
+    for reason, count in pool.shed_by.items():
+        shed.add_metric([reason], count)
+    yield shed
+    yield GaugeMetricFamily(
+        "opentime_image_render_queue", "Image renders in flight or waiting.", value=pool.depth
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_backlog",
+        "Refused image renders kept for when a render process is idle.",
+        value=pool.backlog,
+    )
+    yield CounterMetricFamily(
+        "opentime_image_renders_dropped",
+        "Refused image renders the full backlog could not keep.",
+        value=pool.dropped,
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_queue_limit", "Most image renders in flight or waiting.", value=pool.limit
+    )
+    yield GaugeMetricFamily(
+        "opentime_image_render_processes", "Image render worker processes.", value=pool.workers
+    )
 
 
 def _limit_families(services: Services) -> Iterator[Metric]:
@@ -278,7 +313,7 @@ def _work_families(services: Services) -> Iterator[Metric]:
     reads, images, upstream = services.store.profiles, services.images, services.upstream
     queues = [
         ("store_reads", reads.shed, reads.depth, reads.max_pending),
-        ("renders", images.shed, images.renders_pending, images.max_renders),
+        ("renders", images.render_pool.shed_by, images.render_pool.depth, images.render_pool.limit),
     ]
     if upstream is not None:
         queues.append(("upstream_fetches", upstream.shed, upstream.fetches_in_flight, upstream.max_fetches))

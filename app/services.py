@@ -20,6 +20,10 @@ from app.content.images import ImageContent
 from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
+from app.content.render_pool import RenderPool, processes_for
+from app.images import render
+from app.images.layout import Drawing, RenderJob
+from app.images.render import WHITE
 from app.ingest.background import ServerIngest, amqp_source, running_ingest
 from app.ingest.events import RULES, Rule
 from app.ingest.writer import EventWriter
@@ -137,7 +141,7 @@ async def running_services(
     )
     images = ImageContent(
         lists.profile,
-        max_renders=settings.max_queued_renders,
+        render_pool=await started_render_pool(settings, campaigns),
         ttl_seconds=settings.cache_ttl_seconds,
         clock=clock,
     )
@@ -190,6 +194,22 @@ async def running_services(
         if upstream is not None:
             await upstream.aclose()
         await store.close()
+
+
+async def started_render_pool(settings: Settings, campaigns: Mapping[str, Campaign]) -> RenderPool:
+    """Image render worker processes, started now: each has drawn an image once (imports, fonts)."""
+    processes = processes_for(settings.image_render_processes, settings.workers)
+    limit, backlog = settings.image_render_queue * processes, settings.image_render_backlog
+    pool = RenderPool.in_processes(processes, limit=limit, backlog=backlog)
+    blocks = [block for campaign in campaigns.values() for block in campaign.images.values()]
+    drawing = blocks[0].drawing if blocks else Drawing(1, 1, (255, 255, 255, 255), None, 0, WHITE, ())
+    values = tuple(None for _ in drawing.layers)  # the background only: no recipient's data
+    try:
+        await pool.warm(render.draw, RenderJob(drawing, "png", 1, values))
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import pytest
 
 from app.content.images import ImageContent, ImageRequest
 from app.images import render
-from app.images.layout import ImageBlock, RenderSpec
+from app.images.layout import ImageBlock, RenderJob
 from tests.test_images_helpers import GREETING, campaign, decode
 
 Lookup = tuple[dict[str, Any] | None, str | None]
@@ -50,11 +50,11 @@ class SlowRenderer:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, spec: RenderSpec) -> bytes:
+    def __call__(self, job: RenderJob) -> bytes:
         self.calls += 1
         self.gate.wait(5)
         time.sleep(self.delay_s)
-        return render.render(spec)
+        return render.draw(job)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def profiles() -> Profiles:
 def content_factory(profiles: Profiles) -> Iterator[Any]:
     made: list[ImageContent] = []
 
-    def make(renderer: Any = render.render, **kw: Any) -> ImageContent:
+    def make(renderer: Any = render.draw, **kw: Any) -> ImageContent:
         content = ImageContent(profiles, renderer=renderer, **kw)
         made.append(content)
         return content
@@ -139,7 +139,7 @@ async def test_store_down_serves_last_good_render_else_fallback(
 async def test_unknown_recipient_and_render_errors_fall_back(
     tmp_path: Path, content_factory: Any, profiles: Profiles
 ) -> None:
-    def broken(spec: RenderSpec) -> bytes:
+    def broken(job: RenderJob) -> bytes:
         raise RuntimeError("boom")
 
     block = block_with_budget(tmp_path)
@@ -167,7 +167,7 @@ async def test_a_failed_render_is_remembered_briefly_and_logged_once(
 ) -> None:
     calls = 0
 
-    def broken(spec: RenderSpec) -> bytes:
+    def broken(job: RenderJob) -> bytes:
         nonlocal calls
         calls += 1
         raise RuntimeError("boom")

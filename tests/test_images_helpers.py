@@ -46,6 +46,12 @@ def campaign(root: Path, blocks: str = GREETING) -> Campaign:
 
 
 def decode(body: bytes) -> Image.Image:
+    """The image as a person sees it: a palette PNG (a design with few colours is written as one,
+    losslessly) reads as its colours, RGBA when it has transparency."""
     image = Image.open(io.BytesIO(body))
     image.load()
+    if image.format == "PNG" and image.mode == "P":
+        colours = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        colours.format = image.format  # still the file's format, for tests that check it
+        return colours
     return image

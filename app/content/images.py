@@ -1,6 +1,8 @@
 """Image content at open time: profile → values → content key → cached or rendered bytes, within budget.
 
-Renders run in a small thread pool, never on the event loop (Pillow releases the GIL while encoding).
+Image renders run in worker processes behind a bound (``app.content.render_pool``), never on the event
+loop; a render refused (the queue is full, or too long to finish within the budget) answers
+``render-queue-full`` at once and is kept for when a render process idles, into the cache.
 Output is cached by content key (the layout and the exact values drawn), so re-opens and identical
 images across recipients cost nothing; concurrent requests for one key share one render. A recipient's
 latest key is remembered (``app.content.shared_work``, as amp-list bodies are: concurrent opens of one
@@ -9,15 +11,16 @@ old profile is not kept): a re-open of a profile-only block within its TTL answe
 the store, and a late open gets that last good render instead of the static fallback. A render that
 misses the budget still completes and fills the cache for the next open.
 
-Countdowns (``serve_countdown``) share the pool and the coalescing: their content key is the block, the
-whole seconds left, the format and the scale, so a campaign-wide timer is built once per second for
-everyone who opens it in that second. They have their own output cache: a running timer adds an
+Countdowns (``serve_countdown``) share the coalescing, built in a small thread pool (their frames are
+encoded in advance: a build splices bytes): their content key is the block, the whole seconds left,
+the format and the scale, so a campaign-wide timer is built once per second for everyone who opens
+it in that second. They have their own output cache: a running timer adds an
 entry every second, which must evict older seconds, not other images.
 
-Renders queued or running are bounded (``max_renders``, the ``max_queued_renders`` setting): a render
-that would be one more is not queued, its opens get the fallback (or the last good render) with
-reason ``overloaded``, counted in ``shed["full"]``. A queued render is kept when its opens have all
-been answered: it is keyed by content and makes the next open personal, and the bound caps that work.
+Image renders are bounded by the render pool's admission (``app.content.render_pool``): at most
+``image_render_queue`` per render process in flight or queued, none that would start too late; a
+refused render's opens get the last good render or the fallback at once (``render-queue-full``) and
+the render waits in a bounded backlog for an idle moment, so the next open is personal.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from typing import Any, NamedTuple
 from app.campaigns.loader import Campaign
 from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
+from app.content.render_pool import BACKLOG, PER_PROCESS, Rendered, Renderer, RenderPool
 from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
 from app.countdown.clock import CountdownError, clock_us, left_at
 from app.countdown.timers import CountdownRequest, render_timer, timer_key
 from app.images import render
-from app.images.layout import ImageBlock, ImageFormat, RenderSpec, prepare
+from app.images.layout import ImageBlock, ImageFormat, prepare
 from app.log_throttle import ThrottledLog
 from app.open_time.fetch_class import FETCH_CLASSES, FetchClass, FetchClassifier
 from app.open_time.reasons import Reason
@@ -50,10 +54,11 @@ from app.open_time.reasons import Reason
 logger = logging.getLogger(__name__)
 
 ProfileLookup = Callable[[str, float], Awaitable[tuple[dict[str, Any] | None, str | None]]]
-Renderer = Callable[[RenderSpec], bytes]
 RecentKey = tuple[str, str, str, str, int]  # campaign, block, recipient, format, scale
-# Late or failed opens may show the recipient's previous image (their own data, only older).
-LAST_GOOD_REASONS = frozenset({Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR, Reason.OVERLOADED})
+# Late, refused or failed opens may show the recipient's previous image (their own data, only older).
+LAST_GOOD_REASONS = frozenset(
+    {Reason.BUDGET_EXCEEDED, Reason.STORE_ERROR, Reason.OVERLOADED, Reason.RENDER_QUEUE_FULL}
+)
 # Output keyed by content is never wrong, only unused: the byte cap evicts it, not a short TTL.
 OUTPUT_TTL_SECONDS = 86_400.0
 # A render that failed (an error, or over max_bytes) is remembered this long, for its content key and
@@ -92,15 +97,19 @@ class ImageRequest(NamedTuple):
 
 
 class ImageContent:
-    """Serves image blocks; ``renders``, ``render_threads`` and ``fetch_counts`` are its metrics."""
+    """Serves image blocks; ``renders``, ``render_pool`` and ``fetch_counts`` are its metrics.
+
+    ``render_pool``: where image renders run (the server gives worker processes); without one, a
+    pool of ``max_workers`` threads, for renderers that cannot cross a process boundary.
+    """
 
     def __init__(
         self,
         profile: ProfileLookup,
         *,
-        renderer: Renderer = render.render,
+        renderer: Renderer = render.draw,
+        render_pool: RenderPool | None = None,
         max_workers: int = 2,
-        max_renders: int | None = None,
         cache_max_bytes: int = 32 * 1024 * 1024,
         timer_cache_max_bytes: int = 8 * 1024 * 1024,
         ttl_seconds: float = 300.0,
@@ -110,6 +119,11 @@ class ImageContent:
         self._profile = profile
         self._renderer = renderer
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
+        if render_pool is None:
+            threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opentime-img")
+            limit = PER_PROCESS * max_workers
+            render_pool = RenderPool(threads, workers=max_workers, limit=limit, backlog=BACKLOG)
+        self.render_pool = render_pool
         self._outputs: SharedWork[str, bytes] = SharedWork(
             BoundedCache(cache_max_bytes, size_of=len), Deadlines()
         )
@@ -127,9 +141,7 @@ class ImageContent:
         self.classifier = classifier or FetchClassifier()
         self.fetch_counts: Counter[str] = Counter(dict.fromkeys(FETCH_CLASSES, 0))
         self.renders = 0
-        self.max_renders = max_renders  # None: unbounded
-        self.shed: Counter[str] = Counter(full=0)  # renders not queued, by reason
-        self.render_threads: set[str] = set()
+        self._timer_threads: set[str] = set()
         # Once per block and reason a minute, never per request (and never a recipient's data).
         self._warnings = ThrottledLog(logger, interval_s=60.0)
 
@@ -204,8 +216,12 @@ class ImageContent:
         if isinstance(output, str):  # this content failed to render lately
             return output
         if output is None:
-            job = partial(self._renderer, spec)
-            result = await self._render(self._outputs, spec.key, block.name, block.max_bytes, job, deadline)
+            left = deadline - asyncio.get_running_loop().time()
+            start = partial(self.render_pool.submit, self._renderer, spec.job, left)
+            later = partial(self.render_pool.defer, spec.key, self._renderer, spec.job)
+            result = await self._render(
+                self._outputs, spec.key, block.name, block.max_bytes, start, deadline, later
+            )
             if isinstance(result, str):
                 return result
         return Recent(self._clock(), spec.key)
@@ -247,7 +263,8 @@ class ImageContent:
 
     async def _built(self, request: CountdownRequest, left: int | None, key: str, budget_end: float) -> Timed:
         block = request.block
-        job = partial(render_timer, block, request.fmt, request.scale, left)
+        build = partial(render_timer, block, request.fmt, request.scale, left)
+        job = partial(self._in_thread, build)
         result = await self._render(self._timers, key, block.name, block.max_bytes, job, budget_end)
         if isinstance(result, str):
             return self._timer_fallback(request, result)
@@ -280,10 +297,16 @@ class ImageContent:
         """Renders queued or running (images and countdowns)."""
         return self._outputs.pending + self._timers.pending
 
+    @property
+    def render_threads(self) -> set[str]:
+        """Names of the threads that rendered (in the worker processes: their main threads)."""
+        return self._timer_threads | self.render_pool.threads
+
     def close(self) -> None:
         for task in self._personal_work:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.render_pool.close()
 
     def _fresh(self, recent: Recent, block: ImageBlock) -> Served | None:
         """The fast path: a re-open of a profile-only block within its TTL, without the store."""
@@ -298,35 +321,51 @@ class ImageContent:
         key: str,
         name: str,
         max_bytes: int,
-        job: Callable[[], bytes],
+        start: Callable[[], asyncio.Future[bytes] | asyncio.Future[Rendered] | None],
         deadline: float,
+        later: Callable[[Callable[[asyncio.Future[Rendered]], None]], None] | None = None,
     ) -> asyncio.Future[bytes | str]:
         """The render's result by ``deadline``, else "budget-exceeded"; one render per content key.
 
+        ``start`` submits the render, or returns None when the pool refuses it (full): every waiter
+        gets "render-queue-full" at once, and ``later`` keeps the render for when the pool has room.
         A render nobody waits for any more still completes and fills the output cache.
         """
         loop = asyncio.get_running_loop()
-        limit = self.max_renders
-        if limit is not None and not outputs.running(key) and self.renders_pending >= limit:
-            self.shed["full"] += 1  # one more render would not be bounded: none is queued
-            refused: asyncio.Future[bytes | str] = loop.create_future()
-            refused.set_result(Reason.OVERLOADED)
-            return refused
         # Rounded: Deadlines keeps one FIFO per budget value.
         waiter, first = outputs.join(key, max(round(deadline - loop.time(), 3), 0.0))
         if first:
-            self.renders += 1
-            work = loop.run_in_executor(self._pool, self._render_in_worker, job)
-            work.add_done_callback(partial(_rendered, outputs, self._warnings, key, name, max_bytes))
+            work = start()
+            finish = partial(self._started, outputs, key, name, max_bytes)
+            if work is None:
+                outputs.answer(key, Reason.RENDER_QUEUE_FULL, None)  # nothing kept: the next open asks again
+                if later is not None:
+                    later(finish)
+            else:
+                finish(work)
         return waiter
+
+    def _started(
+        self,
+        outputs: SharedWork[str, bytes],
+        key: str,
+        name: str,
+        max_bytes: int,
+        work: asyncio.Future[bytes] | asyncio.Future[Rendered],
+    ) -> None:
+        self.renders += 1
+        work.add_done_callback(partial(_rendered, outputs, self._warnings, key, name, max_bytes))
 
     def _kept(self, key: str) -> bytes | None:
         body = self._outputs.get(key)
         return body if isinstance(body, bytes) else None  # reasons are never kept, but say so to mypy
 
-    def _render_in_worker(self, job: Callable[[], bytes]) -> bytes:
-        self.render_threads.add(threading.current_thread().name)
-        return job()
+    def _in_thread(self, build: Callable[[], bytes]) -> asyncio.Future[bytes]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, self._build, build)
+
+    def _build(self, build: Callable[[], bytes]) -> bytes:
+        self._timer_threads.add(threading.current_thread().name)
+        return build()
 
     def _degraded(self, recent_key: RecentKey, request: ImageRequest, reason: str) -> Served:
         """The recipient's last good image when the data is late, else the block's static fallback."""
@@ -354,7 +393,7 @@ def _rendered(
     key: str,
     name: str,
     max_bytes: int,
-    work: asyncio.Future[bytes],
+    work: asyncio.Future[bytes] | asyncio.Future[Rendered],
 ) -> None:
     """A render finished: keep its bytes, or (for a minute) why it failed, logged once per block a minute."""
     if work.cancelled():
@@ -365,7 +404,8 @@ def _rendered(
         warnings.warning(f"render|{name}", "image block %s failed to render", name, exc_info=error)
         outputs.answer(key, Reason.RENDER_ERROR, FAILED_RENDER_TTL_SECONDS)
         return
-    body = work.result()
+    result = work.result()
+    body = result.body if isinstance(result, Rendered) else result
     if len(body) > max_bytes:
         message = "image block %s: %d bytes is over its max_bytes"
         warnings.warning(f"too-large|{name}", message, name, len(body))

@@ -22,6 +22,7 @@ from app.images.layout import (
     Align,
     Box,
     Color,
+    Drawing,
     Fit,
     ImageBlock,
     Layer,
@@ -29,6 +30,7 @@ from app.images.layout import (
     TextLayer,
     VAlign,
     prepare,
+    style_of,
 )
 from app.render.templates import TemplateError, TextTemplate
 
@@ -69,14 +71,18 @@ def image_block(name: str, spec: dict[str, Any], static_dir: Path, where: str, b
     layers = tuple(_layer(item, static, box, f"{where}.layers[{i}]") for i, item in enumerate(layers_spec))
     ttl = spec.get("cache_ttl_seconds")
     radius = _int(spec.get("radius", 0), 0, min(width, height) // 2, f"{where} radius")
-    block = ImageBlock(
-        name=name,
+    drawing = Drawing(
         width=width,
         height=height,
         background=_color(spec.get("background", "#ffffff"), f"{where} background"),
         background_image=background_image,
         radius=radius,
         outside=_color(spec.get("outside", "#ffffff"), f"{where} outside"),
+        layers=tuple(style_of(layer) for layer in layers),
+    )
+    block = ImageBlock(
+        name=name,
+        drawing=drawing,
         layers=layers,
         budget_s=_int(spec.get("budget_ms", budget_ms), 1, 10_000, f"{where} budget_ms") / 1000,
         cache_ttl_s=None if ttl is None else float(_int(ttl, 1, 86_400, f"{where} cache_ttl_seconds")),

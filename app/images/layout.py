@@ -75,14 +75,67 @@ Layer = TextLayer | PictureLayer
 
 
 @dataclass(frozen=True, slots=True)
-class ImageBlock:
-    name: str
+class TextStyle:
+    """How a text layer is drawn, without its template: plain data."""
+
+    box: Box
+    font: Path
+    size: int
+    min_size: int  # shrink-to-fit stops here, then the last line is cut with an ellipsis
+    color: Color
+    align: Align
+    valign: VAlign
+    wrap: bool
+    max_lines: int
+    line_height: float
+
+
+@dataclass(frozen=True, slots=True)
+class PictureStyle:
+    box: Box
+    fit: Fit
+    radius: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    """Everything about a block the pixels depend on besides the values: plain, hashable data.
+
+    Renders run in worker processes: this (a few hundred bytes pickled) crosses to them, never the
+    block with its templates and pre-rendered fallbacks. Workers key their caches of static parts
+    (the background, the rounded-corner mask) by it.
+    """
+
     width: int
     height: int
     background: Color
     background_image: Path | None
     radius: int
     outside: Color  # what shows around rounded corners in formats without alpha (jpg, gif)
+    layers: tuple[TextStyle | PictureStyle, ...]
+
+
+def style_of(layer: Layer) -> TextStyle | PictureStyle:
+    if isinstance(layer, PictureLayer):
+        return PictureStyle(layer.box, layer.fit, layer.radius)
+    return TextStyle(
+        layer.box,
+        layer.font,
+        layer.size,
+        layer.min_size,
+        layer.color,
+        layer.align,
+        layer.valign,
+        layer.wrap,
+        layer.max_lines,
+        layer.line_height,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBlock:
+    name: str
+    drawing: Drawing  # size, background, corners and how each layer is drawn
     layers: tuple[Layer, ...]
     budget_s: float
     cache_ttl_s: float | None
@@ -90,6 +143,22 @@ class ImageBlock:
     digest: str  # hash of the layout and the files it names: part of every content key
     fallbacks: Mapping[tuple[ImageFormat, int], bytes]  # (format, scale) -> pre-rendered fallback image
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # per-field, under the profile
+
+    @property
+    def width(self) -> int:
+        return self.drawing.width
+
+    @property
+    def height(self) -> int:
+        return self.drawing.height
+
+    @property
+    def radius(self) -> int:
+        return self.drawing.radius
+
+    @property
+    def background(self) -> Color:
+        return self.drawing.background
 
     @property
     def open_dependent(self) -> bool:
@@ -122,6 +191,19 @@ class RenderSpec(NamedTuple):
     values: tuple[str | Path | None, ...]
     key: str
     fell_back: tuple[FellBack, ...] = ()
+
+    @property
+    def job(self) -> RenderJob:
+        return RenderJob(self.block.drawing, self.fmt, self.scale, self.values)
+
+
+class RenderJob(NamedTuple):
+    """One render's input, plain data that pickles cheaply for a worker process."""
+
+    drawing: Drawing
+    fmt: ImageFormat
+    scale: int
+    values: tuple[str | Path | None, ...]
 
 
 def prepare(block: ImageBlock, context: Mapping[str, Any], fmt: ImageFormat, scale: int) -> RenderSpec:

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     OVERLOADED = "overloaded"
     # Rendering
     RENDER_ERROR = "render-error"
+    RENDER_QUEUE_FULL = "render-queue-full"  # image_render_queue renders waiting already: refused at once
     TOO_LARGE = "too-large"
     INTERNAL_ERROR = "internal-error"
     # amp-form: a submission refused with a 4xx (bad fields, size or type); nothing was stored
