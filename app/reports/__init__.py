@@ -1,0 +1,2 @@
+"""Exposures and reports: what opens and clicks showed (``recorder``), counted per hour in the store,
+and the report built from those counters (``stats``, ``report``, ``chart``)."""
