@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from app.decisions.exposure import Exposure
+from app.reports.recorder import ExposureRecorder
 from app.store.base import HOUR_S, ExposureCount, Store
 from app.store.tables import TABLES
 from tests.contract.conftest import NOW
@@ -86,3 +88,26 @@ async def test_counters_copy_through_the_table_transfer(store: Store) -> None:
     assert all(len(row) == len(TABLES["exposures"]) for row in read)
     await store.transfer.write("exposures", read)  # replaced, not added up: a copy is not a flush
     assert sorted(await store.exposures.read("demo", None, None)) == sorted(rows)
+
+
+async def test_a_recorder_flush_adds_exposures_up_per_hour_and_weights_sampled_opens(store: Store) -> None:
+    def seen(variant: str, event: str, at: float, experiment: str | None = "subject-test") -> Exposure:
+        return Exposure("demo", "hello", variant, experiment, "direct", "ok", "list", event, at)  # type: ignore[arg-type]
+
+    recorder = ExposureRecorder(capacity=100, sample_rate=0.5, rng=lambda: 0.0)  # keeps every open
+    for at in (HOUR + 1, HOUR + 1800, HOUR + 3599, HOUR + 3600):
+        recorder.record(seen("a", "open", at))
+    recorder.record(seen("a", "click", HOUR + 10))
+    recorder.record(seen("b", "open", HOUR + 20, experiment=None))
+    assert await recorder.flush(store.exposures) == 4
+    recorder.record(seen("a", "open", HOUR + 5))
+    assert await recorder.flush(store.exposures) == 1
+    assert sorted(await store.exposures.read("demo", None, None)) == sorted(
+        [
+            counter("a", recorded=4, weight=8.0),  # three in the first flush, one in the second; each 1/0.5
+            counter("a", hour=HOUR + HOUR_S, recorded=1, weight=2.0),
+            counter("a", event="click", recorded=1, weight=1.0),  # clicks are never sampled: weight 1
+            counter("b", experiment="", recorded=1, weight=2.0),
+        ]
+    )
+    assert recorder.buffered == 0 and recorder.stats.flushed_rows == 5
