@@ -125,7 +125,7 @@ def _bar(
     draw.line([(centre - cap, high), (centre + cap, high)], fill=WHISKER, width=2)
     draw.line([(centre - cap, low), (centre + cap, low)], fill=WHISKER, width=2)
     _centred(draw, font, f"{row.ctr * 100:.1f}%", centre, high - 20)
-    label = row.variant if row.test is None else f"{row.variant} (p {row.test.p_value:.3f})"
+    label = row.variant if row.test is None else f"{row.variant} ({_p(row.test.p_value)})"
     _centred(draw, font, label, centre, lower + 8)
 
 
@@ -140,3 +140,7 @@ def _legend(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont) -> None:
 
 def _centred(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, text: str, x: float, y: float) -> None:
     draw.text((x - draw.textlength(text, font=font) / 2, y), text, font=font, fill=TEXT)
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
