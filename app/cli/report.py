@@ -1,7 +1,7 @@
 """``opentime report --campaign C``: a campaign's opens and click-through per variant, from the store.
 
 Prints the tables (``app.reports.table``), or with ``--json`` the same document as
-``GET /api/campaigns/{c}/report``; ``--png FILE`` also writes the chart (``app.reports.chart``).
+``GET /api/campaigns/{c}/report``; ``--png FILE`` also writes the chart (``app.images.report_chart``).
 ``--since`` / ``--until`` take ISO 8601 dates or times (UTC unless an offset is given) and select the
 hours that start in [since, until).
 """
@@ -15,7 +15,7 @@ import click
 import orjson
 
 from app.cli.common import config_option, database_option, fail, read_setting, static_option, store_url
-from app.reports.chart import render
+from app.images.report_chart import render
 from app.reports.report import Report, as_json, campaign_report, parse_time
 from app.reports.table import as_text
 from app.store import open_store

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from app.open_time.fetch_class import FETCH_CLASSES
 from app.privacy.export import iso
-from app.reports.report import Report, VariantRow
+from app.reports.report import APPLE_PREFETCH, SCANNER, Report, VariantRow
 
 
 def as_text(report: Report) -> str:
@@ -15,11 +15,16 @@ def as_text(report: Report) -> str:
     lines = [f"campaign {report.campaign}: exposures from {since} to {until}", ""]
     if not report.opens and not report.variants:
         return "\n".join([*lines, "no exposures recorded"]) + "\n"
-    lines += ["opens by fetch class (per block: an open of an email with three blocks counts three times)"]
-    classes = [name for name in FETCH_CLASSES if any(name in b.by_fetch_class for b in report.opens)]
-    header = ["block", "total", "human", "apple prefetch", "scanner", *classes]
+    lines += [
+        "opens by fetch class (per block: an open of an email with three blocks counts three times;"
+        " human: direct and through mail providers' proxies)"
+    ]
+    machine = {APPLE_PREFETCH, SCANNER}
+    seen = {name for b in report.opens for name in b.by_fetch_class} - machine
+    classes = [name for name in FETCH_CLASSES if name in seen] + sorted(seen - set(FETCH_CLASSES))
+    header = ["block", "total", "apple prefetch", "scanner", "human", *classes]
     body = [
-        [b.block, *map(_count, (b.total, b.human, b.apple_prefetch, b.scanner))]
+        [b.block, *map(_count, (b.total, b.apple_prefetch, b.scanner, b.human))]
         + [_count(b.by_fetch_class.get(name, 0.0)) for name in classes]
         for b in report.opens
     ]
