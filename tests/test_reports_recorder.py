@@ -120,3 +120,29 @@ async def test_the_background_flush_runs_periodically_and_once_more_on_the_way_o
         assert [r.variant for r in await store.exposures.read("demo", None, None)] == ["a", "b"]
     finally:
         await store.close()
+
+
+async def test_a_large_flush_yields_to_the_event_loop_while_it_adds_up(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    await store.open()
+    try:
+        recorder = ExposureRecorder(capacity=50_000)
+        for n in range(20_000):
+            recorder.record(exposure("a" if n % 2 else "b"))
+        seen: set[int] = set()
+
+        async def watcher() -> None:
+            while True:
+                seen.add(recorder.adding)
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(watcher())
+        await asyncio.sleep(0)
+        assert await recorder.flush(store.exposures) == 2
+        task.cancel()
+        # 20,000 exposures in chunks of 4,096: another task ran while 15,904, 11,808, ... were left.
+        assert {15_904, 11_808, 7_712, 3_616} <= seen
+        rows = {r.variant: r.recorded for r in await store.exposures.read("demo", None, None)}
+        assert rows == {"a": 10_000, "b": 10_000}
+    finally:
+        await store.close()
