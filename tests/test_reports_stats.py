@@ -6,6 +6,7 @@ import pytest
 
 from app.reports.report import as_json, build, control_of, parse_time
 from app.reports.stats import Z95, two_proportion_test, wilson
+from app.reports.table import as_text
 from app.store.base import ExposureCount
 
 HOUR = 1_714_557_600  # 2024-05-01T10:00:00Z
@@ -161,3 +162,8 @@ def test_times_are_iso_8601_and_utc_unless_an_offset_is_given() -> None:
     assert parse_time("2024-05-01T12:00:00+02:00") == HOUR
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def test_the_web_view_has_no_block_name_and_is_labelled_in_the_text() -> None:
+    text = as_text(build("demo", [count("a", "open", 10, block="", experiment="")]))
+    assert "(web view)" in text and "\n  " not in text

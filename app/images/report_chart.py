@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from app.reports.report import Report, Role, VariantRow
+from app.reports.report import Report, Role, VariantRow, block_label
 
 WIDTH = 960
 HEIGHT = 520
@@ -102,7 +102,7 @@ def _bars(
             centre = x + slot / 2
             _bar(draw, font, row, centre, bar, top)
             x += slot
-        name = group[0].block + (f" / {group[0].experiment}" if group[0].experiment else "")
+        name = block_label(group[0].block) + (f" / {group[0].experiment}" if group[0].experiment else "")
         _centred(draw, font, name, (start + x) / 2, lower + 30)
         x += slot * gap
 

@@ -213,6 +213,11 @@ def as_json(report: Report) -> dict[str, Any]:
     }
 
 
+def block_label(block: str) -> str:
+    """How the text and the chart name a block: the web view's exposures have no block name."""
+    return block or "(web view)"
+
+
 def parse_time(text: str) -> float:
     """An ISO 8601 date or date and time (``2026-05-01``, ``2026-05-01T10:00``, ``...Z``, ``...+02:00``)
     as Unix time; without an offset, UTC. ValueError names what it expects."""

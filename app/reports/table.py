@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from app.open_time.fetch_class import FETCH_CLASSES
 from app.privacy.export import iso
-from app.reports.report import APPLE_PREFETCH, SCANNER, Report, VariantRow
+from app.reports.report import APPLE_PREFETCH, SCANNER, Report, VariantRow, block_label
 
 
 def as_text(report: Report) -> str:
@@ -24,7 +24,7 @@ def as_text(report: Report) -> str:
     classes = [name for name in FETCH_CLASSES if name in seen] + sorted(seen - set(FETCH_CLASSES))
     header = ["block", "total", "apple prefetch", "scanner", "human", *classes]
     body = [
-        [b.block, *map(_count, (b.total, b.apple_prefetch, b.scanner, b.human))]
+        [block_label(b.block), *map(_count, (b.total, b.apple_prefetch, b.scanner, b.human))]
         + [_count(b.by_fetch_class.get(name, 0.0)) for name in classes]
         for b in report.opens
     ]
@@ -52,7 +52,7 @@ def as_text(report: Report) -> str:
 def _variant(row: VariantRow) -> list[str]:
     test = row.test
     return [
-        row.block,
+        block_label(row.block),
         row.experiment or "-",
         row.variant,
         row.role,
