@@ -34,7 +34,7 @@ from app.methods import allow_header, path_methods
 from app.metrics import published
 from app.open_time.pipeline import OpenTimeEndpoint, not_found
 from app.open_time.routes import ROUTES
-from app.routes import api, assets, openapi, ops, preview, privacy, webhooks
+from app.routes import api, assets, openapi, ops, preview, privacy, reports, webhooks
 from app.security.amp_cors import SenderPolicy
 from app.services import running_services
 from app.store.base import StoreError
@@ -95,6 +95,7 @@ def create_app(
             *openapi.routes,
             *api.routes,
             *privacy.routes,
+            *reports.routes,
             *preview.routes,
             *webhooks.routes,
             *assets.routes,

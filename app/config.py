@@ -147,6 +147,13 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def _fraction(value: Any) -> float:
+    number = _float(value)
+    if not 0 <= number <= 1:
+        raise ValueError(f"must be between 0 and 1, got {number}")
+    return number
+
+
 def _http_url(value: Any) -> str:
     url = _optional_str(value)
     parts = urlsplit(url)
@@ -334,6 +341,24 @@ class Settings:
         metadata=about(
             _positive_float,
             "How often a server runs the retention pass (one process of all sharing the store does it).",
+        ),
+    )
+    exposure_sample_rate: float = field(
+        default=1.0,
+        metadata=about(
+            _fraction,
+            "Share of opens recorded for reports (0 to 1; each counts 1/rate); clicks are always recorded.",
+        ),
+    )
+    exposure_flush_seconds: float = field(
+        default=2.0,
+        metadata=about(_positive_float, "How often a server adds the exposures it buffered to the store."),
+    )
+    exposure_buffer: int = field(
+        default=50_000,
+        metadata=about(
+            _positive_int,
+            "Exposures a server process holds between flushes; more are dropped (and counted).",
         ),
     )
     templates_dir: Path = field(

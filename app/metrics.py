@@ -38,6 +38,9 @@ Families::
     opentime_ingest_*                              stream ingest, with ingest_url (``_ingest_families``)
     opentime_erasures_total, opentime_retention_*  privacy requests and the retention limit
                                                    (``_privacy_families``)
+    opentime_exposures_{recorded,sampled_out,dropped,flushed_rows,flush_failures}_total,
+    opentime_exposures_buffered                    what opens and clicks showed, for reports
+                                                   (``_exposure_families``)
 
 With several worker processes (``opentime serve`` with ``workers > 1``), the worker that answers a
 scrape adds up every worker's families: see ``app.worker_metrics`` for how.
@@ -63,6 +66,7 @@ from prometheus_client.registry import Collector
 
 from app.content.cache import CacheStats
 from app.counting import AGE_BUCKETS, Histogram
+from app.reports.recorder import ExposureRecorder
 from app.store.base import EventStatus
 from app.upstream.breaker import BreakerState
 from app.worker_metrics import Family, Snapshot, merge, publishing
@@ -162,6 +166,7 @@ class _ServicesCollector(Collector):
         yield from _image_families(services)
         yield from _limit_families(services)
         yield from _privacy_families(services)
+        yield from _exposure_families(services)
         yield from _work_families(services)
         if services.upstream is not None:
             yield from _breaker_families(services)
@@ -373,6 +378,29 @@ def _privacy_families(services: Services) -> Iterator[Metric]:
         "opentime_retention_last_run_timestamp_seconds",
         "When this process last finished a retention pass (Unix time; 0: never).",
         value=stats.last_run,
+    )
+
+
+def _exposure_families(services: Services) -> Iterator[Metric]:
+    """The exposure recorder's counters (``app.reports.recorder``), when the server runs one."""
+    recorder = services.exposures
+    if not isinstance(recorder, ExposureRecorder):
+        return
+    stats = recorder.stats
+    for name, help_text, value in (
+        ("recorded", "Exposures (opens, clicks) buffered for reports.", stats.recorded),
+        ("sampled_out", "Opens left out by exposure_sample_rate.", stats.sampled_out),
+        ("dropped", "Exposures lost: the buffer was full (exposure_buffer).", stats.dropped),
+        ("flushed_rows", "Exposure counters added to the store.", stats.flushed_rows),
+        (
+            "flush_failures",
+            "Exposure flushes the store refused (retried with the next).",
+            stats.flush_failures,
+        ),
+    ):
+        yield CounterMetricFamily(f"opentime_exposures_{name}", help_text, value=value)
+    yield GaugeMetricFamily(
+        "opentime_exposures_buffered", "Exposures waiting for the next flush.", value=recorder.buffered
     )
 
 

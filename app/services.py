@@ -21,6 +21,7 @@ from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
 from app.content.render_pool import RenderPool, processes_for
+from app.decisions.exposure import ExposureSink, NullSink
 from app.images import render
 from app.images.layout import Drawing, RenderJob
 from app.images.render import WHITE
@@ -32,6 +33,7 @@ from app.metrics import OpenStats
 from app.privacy.erasure import Eraser
 from app.privacy.retention import Retention, running_retention
 from app.render.templates import Templates
+from app.reports.recorder import ExposureRecorder, running_recorder
 from app.security.apikeys import ApiKeyCache
 from app.security.keyring import load_keyring
 from app.security.tokens import TokenSigner, TokenVerifier
@@ -76,6 +78,8 @@ class Services:
     webhook_bodies: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
     # Rate limits of /api, /webhooks and the preview (app.limits), shared through Redis with redis_url.
     limits: RateLimiter = field(default_factory=lambda: RateLimiter({}))
+    # What opens and clicks showed: a server records them (app.reports.recorder); NullSink records nothing.
+    exposures: ExposureSink = field(default_factory=NullSink)
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -158,6 +162,10 @@ async def running_services(
     try:
         ingest = await background.enter_async_context(streaming(settings, events, rules, clock))
         await background.enter_async_context(running_retention(retention))
+        recorder = ExposureRecorder(settings.exposure_buffer, settings.exposure_sample_rate)
+        await background.enter_async_context(
+            running_recorder(recorder, store.exposures, settings.exposure_flush_seconds)
+        )
         yield Services(
             settings=settings,
             verifier=TokenVerifier(ring),
@@ -184,6 +192,7 @@ async def running_services(
             ingest=ingest,
             webhook_bodies=asyncio.Semaphore(settings.webhook_concurrent_bodies),
             limits=rate_limiter(settings, shared),
+            exposures=recorder,
         )
     finally:
         await background.aclose()

@@ -123,13 +123,15 @@ def test_retention_run_deletes_old_rows_and_keeps_new_ones(tmp_path: Path) -> No
     assert code == 0 and "kept forever" in out
     code, out, err = run("retention", "run", "--database-url", url, "--days", "30")
     assert code == 0, err
-    assert out == "deleted 2 event id(s) and 1 form answer(s) stored more than 30 day(s) ago\n"
+    assert out == (
+        "deleted 2 event id(s), 1 form answer(s) and 0 exposure counter(s) stored more than 30 day(s) ago\n"
+    )
     kept = exported(url, "r1")
     assert [e.id for e in kept.events] == ["new-1"] and [a.submission_id for a in kept.form_answers] == [
         "sub-new-1"
     ]
     code, out, _ = run("retention", "run", "--database-url", url, env={"OPENTIME_RETENTION_DAYS": "5"})
-    assert code == 0 and out.startswith("deleted 1 event id(s) and 1 form answer(s)")
+    assert code == 0 and out.startswith("deleted 1 event id(s), 1 form answer(s)")
 
 
 def test_erase_with_redis_makes_a_running_node_drop_its_cached_answer(

@@ -107,6 +107,9 @@ def steer(case: schemathesis.Case) -> None:
     customer = (case.path_parameters or {}).get("customer")
     if isinstance(customer, str) and len(customer) % 2:
         case.path_parameters = {**(case.path_parameters or {}), "customer": "cust-0000003"}
+    campaign = (case.path_parameters or {}).get("campaign")
+    if isinstance(campaign, str) and len(campaign) % 2:
+        case.path_parameters = {**(case.path_parameters or {}), "campaign": "demo"}
 
 
 def body_bytes(body: Any) -> bytes:
@@ -142,3 +145,4 @@ def test_the_run_reached_the_handlers() -> None:
     assert 400 in SEEN["POST /webhooks/events"], SEEN
     assert SEEN["POST /api/render"] >= {200, 400, 404, 415}, SEEN
     assert SEEN["GET /api/customers/{customer}/personalization"] >= {200, 400, 404}, SEEN
+    assert SEEN["GET /api/campaigns/{campaign}/report"] >= {200, 404}, SEEN

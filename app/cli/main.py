@@ -19,6 +19,7 @@ from app.cli.keys import keys, sign, tokens, verify
 from app.cli.preview import preview
 from app.cli.privacy import erase, erasures, retention
 from app.cli.render import render
+from app.cli.report import report
 from app.cli.serve import serve
 from app.cli.validate import validate
 
@@ -40,6 +41,7 @@ COMMANDS: list[click.Command] = [
     erase,
     erasures,
     retention,
+    report,
     serve,
 ]
 

@@ -94,7 +94,7 @@ def erasures(
 
 @click.group()
 def retention() -> None:
-    """The retention limit on event ids and form answers (retention_days)."""
+    """The retention limit on event ids, form answers and exposure counters (retention_days)."""
 
 
 @retention.command("run")
@@ -104,7 +104,8 @@ def retention() -> None:
     "--days", type=click.IntRange(min=1), default=None, help="Overrides the retention_days setting."
 )
 def run(config: Path | None, database_url: str | None, days: int | None) -> None:
-    """Delete event ids and form answers older than retention_days, now, in short batches."""
+    """Delete event ids, form answers and exposure counters older than retention_days, now, in short
+    batches."""
     limit: int = days if days is not None else read_setting("retention_days", config)
     if limit <= 0:
         click.echo("retention_days is 0: events and form answers are kept forever; nothing deleted")
@@ -115,8 +116,8 @@ def run(config: Path | None, database_url: str | None, days: int | None) -> None
     except (StoreError, ValueError) as exc:
         fail(str(exc))
     click.echo(
-        f"deleted {counts['events']} event id(s) and {counts['form_submissions']} form answer(s)"
-        f" stored more than {limit} day(s) ago"
+        f"deleted {counts['events']} event id(s), {counts['form_submissions']} form answer(s) and"
+        f" {counts['exposures']} exposure counter(s) stored more than {limit} day(s) ago"
     )
 
 

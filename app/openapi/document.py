@@ -19,7 +19,7 @@ from typing import Any
 from app.ingest.events import MAX_EVENTS
 from app.openapi.schemas import COMPONENTS, Schema, ref
 from app.routes.api import MAX_BODY_BYTES, MAX_RECIPIENTS
-from app.security.apikeys import ERASE, EXPORT, SCOPES
+from app.security.apikeys import ERASE, EXPORT, REPORTS, SCOPES
 from app.security.webhook_auth import HEADER, MAX_SIGNATURES
 
 Operation = dict[str, Any]
@@ -326,6 +326,50 @@ def export() -> dict[str, Operation]:
     }
 
 
+def time_bound(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"{description} (ISO 8601 date or time; UTC unless an offset is given).",
+        "schema": {"type": "string"},
+        "example": "2026-05-01T00:00:00Z",
+    }
+
+
+def report() -> dict[str, Operation]:
+    return {
+        "get": {
+            "operationId": "campaignReport",
+            "summary": "A campaign's opens and click-through per variant",
+            "description": (
+                "Built from the exposure counters in the store (hourly; an open reaches them within "
+                "exposure_flush_seconds). The hours that start in [since, until) count. The same "
+                "document as `opentime report --json`."
+            ),
+            "tags": ["reports"],
+            "security": api_key(REPORTS),
+            "parameters": [
+                {
+                    "name": "campaign",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "example": "demo",
+                },
+                time_bound("since", "Hours from this time"),
+                time_bound("until", "Hours before this time"),
+            ],
+            "responses": {
+                "200": answer("The report.", ref("Report")),
+                "400": refusal("since or until is not an ISO 8601 date or time."),
+                **api_refusals(),
+                "404": refusal("The server serves no campaign of that name."),
+            },
+        }
+    }
+
+
 def openapi() -> dict[str, Operation]:
     return {
         "get": {
@@ -354,6 +398,7 @@ PATHS: dict[str, Callable[[], dict[str, Operation]]] = {
     "/api/customers/{customer}/personalization": personalization,
     "/api/customers/{customer}": customer,
     "/api/customers/{customer}/export": export,
+    "/api/campaigns/{campaign}/report": report,
     OPENAPI_PATH: openapi,
     "/webhooks/events": events,
 }

@@ -384,6 +384,81 @@ EXPORT: Schema = {
     },
 }
 
+COUNT: Schema = {"type": "integer", "minimum": 0}
+RATE: Schema = {"type": "number", "minimum": 0, "maximum": 1}
+
+REPORT: Schema = {
+    "type": "object",
+    "required": ["campaign", "since", "until", "opens", "variants"],
+    "additionalProperties": False,
+    "properties": {
+        "campaign": {"type": "string"},
+        "since": nullable({"type": "string", "format": "date-time"}),
+        "until": nullable({"type": "string", "format": "date-time"}),
+        "opens": {
+            "type": "array",
+            "description": (
+                "Open exposures per block, by fetch class: Apple's privacy prefetches and scanners apart"
+                " from human opens (direct and through mail providers' proxies)."
+            ),
+            "items": {
+                "type": "object",
+                "required": ["block", "total", "human", "apple_prefetch", "scanner", "by_fetch_class"],
+                "additionalProperties": False,
+                "properties": {
+                    "block": {"type": "string"},
+                    "total": COUNT,
+                    "human": COUNT,
+                    "apple_prefetch": COUNT,
+                    "scanner": COUNT,
+                    "by_fetch_class": {"type": "object", "additionalProperties": COUNT},
+                },
+            },
+        },
+        "variants": {
+            "type": "array",
+            "description": (
+                "Per block, experiment and variant: exposures (scanners left out), clicks, click-through"
+                " with its 95% Wilson interval, and for an experiment's variants the two-sided"
+                " two-proportion z-test against the control (null for the control and for rules)."
+            ),
+            "items": {
+                "type": "object",
+                "required": [
+                    "block",
+                    "experiment",
+                    "variant",
+                    "role",
+                    "exposures",
+                    "recorded",
+                    "clicks",
+                    "ctr",
+                    "ci95",
+                    "z",
+                    "p_value",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "block": {"type": "string"},
+                    "experiment": nullable({"type": "string"}),
+                    "variant": {"type": "string"},
+                    "role": {"enum": ["control", "variant", "holdout", "rule"]},
+                    "exposures": {
+                        **COUNT,
+                        "description": "Estimated: recorded opens / exposure_sample_rate.",
+                    },
+                    "recorded": {**COUNT, "description": "Opens really recorded."},
+                    "clicks": COUNT,
+                    "ctr": RATE,
+                    "ci95": {"type": "array", "items": RATE, "minItems": 2, "maxItems": 2},
+                    "z": nullable({"type": "number"}),
+                    "p_value": nullable(RATE),
+                },
+            },
+        },
+    },
+}
+
 COMPONENTS: dict[str, Schema] = {
     "Error": ERROR,
     "RecipientId": RECIPIENT_ID,
@@ -406,4 +481,5 @@ COMPONENTS: dict[str, Schema] = {
     "StoredId": STORED_ID,
     "Erased": ERASED,
     "Export": EXPORT,
+    "Report": REPORT,
 }

@@ -1,4 +1,4 @@
-"""The retention limit: events and form answers older than ``retention_days`` are deleted.
+"""The retention limit: events, form answers and exposure counters older than ``retention_days`` go.
 
 A server runs ``Retention`` in the background (from its lifespan) when ``retention_days`` is above
 0: a pass at start-up, then one every ``retention_interval_seconds``. Each pass first claims the
@@ -49,7 +49,8 @@ async def expire_old(
     batch: int = BATCH_ROWS,
     deleted: Callable[[RetentionTable, int], None] | None = None,
 ) -> dict[RetentionTable, int]:
-    """Delete every event and form answer stored more than ``days`` days before ``now``, in batches;
+    """Delete every event, form answer and exposure counter (by the end of its hour) stored more than
+    ``days`` days before ``now``, in batches;
     rows deleted per table. ``deleted`` is told after each batch (progress)."""
     before = now - days * DAY_S
     counts: dict[RetentionTable, int] = dict.fromkeys(RETENTION_TABLES, 0)
@@ -91,10 +92,11 @@ class Retention:
         self.stats.runs += 1
         self.stats.last_run = self._clock()
         logger.info(
-            "retention (%d days): deleted %d event id(s), %d form answer(s)",
+            "retention (%d days): deleted %d event id(s), %d form answer(s), %d exposure counter(s)",
             self.days,
             counts["events"],
             counts["form_submissions"],
+            counts["exposures"],
         )
         return counts
 

@@ -39,7 +39,8 @@ PREFIX = "otk"
 ADMIN = "admin"
 # Every scope an endpoint may require; ``admin`` implies all the others.
 ERASE, EXPORT = "customers:erase", "customers:export"  # privacy requests (app.routes.privacy)
-SCOPES = frozenset({"render", "personalization:read", "preview", "tokens", ERASE, EXPORT, ADMIN})
+REPORTS = "reports:read"  # campaign reports (app.routes.reports)
+SCOPES = frozenset({"render", "personalization:read", "preview", "tokens", ERASE, EXPORT, REPORTS, ADMIN})
 MAX_NAME_CHARS = 100
 DEFAULT_CACHE_TTL_SECONDS = 30.0
 DEFAULT_CACHE_ENTRIES = 1024

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
+import orjson
+
 from app.campaigns.forms import AttrPath
 from app.errors import OpentimeError
 from app.ingest.events import Event
@@ -231,8 +233,8 @@ class RecipientData:
     form_answers: list[StoredAnswer]  # oldest first
 
 
-RetentionTable = Literal["events", "form_submissions"]
-RETENTION_TABLES: tuple[RetentionTable, ...] = ("events", "form_submissions")
+RetentionTable = Literal["events", "form_submissions", "exposures"]
+RETENTION_TABLES: tuple[RetentionTable, ...] = ("events", "form_submissions", "exposures")
 
 
 class PrivacyRepository(Protocol):
@@ -263,6 +265,53 @@ class PrivacyRepository(Protocol):
     async def expire(self, table: RetentionTable, before: float, limit: int) -> int:
         """Delete up to ``limit`` rows of ``table`` stored before ``before`` (one short transaction);
         how many were deleted."""
+        ...
+
+
+# -- exposures (reports) ---------------------------------------------------------------------------
+
+HOUR_S = 3600
+
+
+class ExposureCount(NamedTuple):
+    """How many opens (or clicks) of one block showed one variant, in one hour, by fetch class and outcome.
+
+    Exposures are stored as these counters, not one row per open: the rows grow with the hours a
+    campaign is opened and the combinations it shows, never with traffic. ``experiment`` is ``""``
+    when a rule (or the default) chose the variant. ``hour``: the Unix time the hour starts.
+    ``recorded``: the exposures recorded; ``weight``: what they stand for (each sampled open counts
+    ``1 / exposure_sample_rate``), the estimate reports use.
+    """
+
+    campaign: str
+    block: str
+    variant: str
+    experiment: str
+    fetch_class: str
+    outcome: str
+    kind: str
+    event: str
+    hour: int
+    recorded: int
+    weight: float
+
+    @property
+    def key(self) -> str:
+        """The counter's identity, one text (a table key ``opentime db copy`` can page through)."""
+        return orjson.dumps([self.hour, *self[:8]]).decode()
+
+
+class ExposureRepository(Protocol):
+    """Counters of what opens and clicks showed (``app.reports``)."""
+
+    async def add(self, counts: Sequence[ExposureCount]) -> None:
+        """Add ``counts`` to the stored counters (creating those not there yet), in one transaction;
+        two counts with the same key in one call add up."""
+        ...
+
+    async def read(self, campaign: str, since: float | None, until: float | None) -> list[ExposureCount]:
+        """The counters of ``campaign`` whose hour starts at or after ``since`` and before ``until``
+        (None: no bound), ordered by key."""
         ...
 
 
@@ -298,6 +347,9 @@ class Store(Protocol):
 
     @property
     def privacy(self) -> PrivacyRepository: ...
+
+    @property
+    def exposures(self) -> ExposureRepository: ...
 
     @property
     def transfer(self) -> TableTransfer:

@@ -18,6 +18,21 @@ TABLES: dict[str, tuple[str, ...]] = {
     # copy could no longer be checked against an id.
     "erasures": ("erasure_id", "id_hash", "erased_at", "requested_by", "profiles", "events", "form_answers"),
     "store_secrets": ("name", "secret"),
+    # Exposure counters (reports); ``bucket`` is ``ExposureCount.key``.
+    "exposures": (
+        "bucket",
+        "campaign",
+        "block",
+        "variant",
+        "experiment",
+        "fetch_class",
+        "outcome",
+        "kind",
+        "event",
+        "hour",
+        "recorded",
+        "weight",
+    ),
 }
 _BYTES = frozenset({"attributes", "field_times", "payload", "secret_hash", "id_hash", "secret"})
 Row = tuple[Any, ...]

@@ -66,6 +66,11 @@ _EXPIRE = {
         "DELETE FROM form_submissions WHERE submission_id IN"
         " (SELECT submission_id FROM form_submissions WHERE created_at < $1 LIMIT $2)"
     ),
+    # An hour's counters go once the whole hour is past the limit.
+    "exposures": (
+        "DELETE FROM exposures WHERE bucket IN"
+        " (SELECT bucket FROM exposures WHERE hour <= $1 - 3600 LIMIT $2)"
+    ),
 }
 
 

@@ -2,7 +2,7 @@
 
 The version lives in a one-row ``schema_version`` table; the numbers match SQLite's ``user_version``
 (4 means profiles, api_keys, form_submissions, events, erasures, store_secrets and maintenance in
-both). Every process checks the version at start-up inside one transaction holding
+both; 5 adds exposures). Every process checks the version at start-up inside one transaction holding
 ``pg_advisory_xact_lock``, so several processes starting at once against a new database create it
 once and never see a half-made schema.
 """
@@ -16,7 +16,7 @@ from app.store.versions import check_version
 if TYPE_CHECKING:
     import asyncpg
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Any constant that other applications on the same database are unlikely to pick ("opentime" in hex).
 MIGRATION_LOCK = 0x6F70656E74696D65
 # Migrations by target version; each runs once, in the start-up transaction.
@@ -81,6 +81,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE store_secrets (name text PRIMARY KEY, secret bytea NOT NULL)",
         # When periodic work (retention) last ran, so nodes sharing the store run it once a period.
         "CREATE TABLE maintenance (task text PRIMARY KEY, claimed_at double precision NOT NULL)",
+    ),
+    5: (
+        # Exposure counters per hour (app/store/postgres/exposures.py): reports read a campaign's hours,
+        # retention deletes by hour.
+        """CREATE TABLE exposures (
+            bucket text PRIMARY KEY,
+            campaign text NOT NULL,
+            block text NOT NULL,
+            variant text NOT NULL,
+            experiment text NOT NULL,
+            fetch_class text NOT NULL,
+            outcome text NOT NULL,
+            kind text NOT NULL,
+            event text NOT NULL,
+            hour double precision NOT NULL,
+            recorded bigint NOT NULL,
+            weight double precision NOT NULL
+        )""",
+        "CREATE INDEX exposures_by_campaign ON exposures (campaign, hour)",
+        "CREATE INDEX exposures_by_hour ON exposures (hour)",
     ),
 }
 _VERSION_TABLE = "CREATE TABLE schema_version (version integer NOT NULL)"

@@ -27,6 +27,7 @@ from app.store.base import Profile, StoreError
 from app.store.batching import BatchedLookups, Waiters, fail_waiters
 from app.store.postgres.apikeys import PostgresApiKeys
 from app.store.postgres.events import ConcurrentChange, PostgresEvents
+from app.store.postgres.exposures import PostgresExposures
 from app.store.postgres.forms import PostgresForms
 from app.store.postgres.privacy import PostgresPrivacy
 from app.store.postgres.schema import migrate
@@ -105,6 +106,7 @@ class PostgresStore(BatchedLookups):
         self.forms = PostgresForms(self)
         self.api_keys = PostgresApiKeys(self)
         self.privacy = PostgresPrivacy(self)
+        self.exposures = PostgresExposures(self)
         self.transfer = PostgresTransfer(self)
 
     @property

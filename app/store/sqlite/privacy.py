@@ -58,6 +58,10 @@ _EXPIRE = {
         "DELETE FROM form_submissions WHERE submission_id IN"
         " (SELECT submission_id FROM form_submissions WHERE created_at < ? LIMIT ?)"
     ),
+    # An hour's counters go once the whole hour is past the limit.
+    "exposures": (
+        "DELETE FROM exposures WHERE bucket IN (SELECT bucket FROM exposures WHERE hour <= ? - 3600 LIMIT ?)"
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from app.store.base import Profile, StoreError
 from app.store.batching import BatchedLookups, Waiters
 from app.store.sqlite.apikeys import SQLiteApiKeys
 from app.store.sqlite.events import SQLiteEvents
+from app.store.sqlite.exposures import SQLiteExposures
 from app.store.sqlite.file_guard import FileGuard
 from app.store.sqlite.forms import SQLiteForms
 from app.store.sqlite.privacy import SQLitePrivacy
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 # tuple.__new__ builds a named tuple from a row in one C call (Profile(*row) runs Python-level __new__).
 _new_tuple = tuple.__new__
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 READ_CHUNK = 500
 # The reader's page cache (SQLite's default is 2 MiB). A million profiles make ~5 MB of interior B-tree
 # pages: with 2 MiB, a lookup re-read ~2 of them from the OS besides its leaf (strace: 3.2 preads per
@@ -106,6 +107,26 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             task TEXT PRIMARY KEY, claimed_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    5: (
+        # Exposure counters per hour (app/store/sqlite/exposures.py): reports read a campaign's hours,
+        # retention deletes by hour.
+        """CREATE TABLE IF NOT EXISTS exposures (
+            bucket TEXT PRIMARY KEY,
+            campaign TEXT NOT NULL,
+            block TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            experiment TEXT NOT NULL,
+            fetch_class TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            event TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            recorded INTEGER NOT NULL,
+            weight REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS exposures_by_campaign ON exposures (campaign, hour)",
+        "CREATE INDEX IF NOT EXISTS exposures_by_hour ON exposures (hour)",
+    ),
 }
 _UPSERT = """
 INSERT INTO profiles (recipient_id, attributes, version, updated_at) VALUES (?, ?, 1, ?)
@@ -155,6 +176,7 @@ class SQLiteProfileStore(BatchedLookups):
         self.forms = SQLiteForms(self)
         self.api_keys = SQLiteApiKeys(self)
         self.privacy = SQLitePrivacy(self)
+        self.exposures = SQLiteExposures(self)
         self.transfer = SQLiteTransfer(self)
 
     @property
