@@ -20,9 +20,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import logs
 from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.errors import HTTPError
@@ -49,6 +51,7 @@ class OpentimeApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            logs.enter(scope)  # its request id is made only if something logs for it
             parts = scope["path"].split("/")  # split once: the endpoint reads its URL from these
             endpoint = self._open_time.get(parts[3]) if len(parts) > 3 else None
             if endpoint is None:
@@ -89,6 +92,7 @@ def create_app(
     starlette = Starlette(
         routes=[*ops.routes, *api.routes, *preview.routes, *webhooks.routes, *assets.routes],
         lifespan=lifespan,
+        middleware=[Middleware(logs.RequestIds)],
         exception_handlers={
             HTTPException: _http_exception,
             HTTPError: _opentime_error,
