@@ -10,11 +10,12 @@ an HTTP client at info would write the upstream URL, which holds a recipient id.
 
 Request ids: a request to the Starlette part of the app (``/api``, ``/webhooks``, preview, ops) gets
 one from ``RequestIds``, the inbound ``X-Request-Id`` when it is sane (``_SANE``) or a new one, and it
-is echoed on the response. An open-time request (``/v1/...``) only has its scope noted (``enter``):
-its id is made the first time something logs for it, from the CDN's ``X-Request-Id`` if it sent a
-sane one, so a request that logs nothing costs no id (see the README's figures), and its answer
-carries ``X-Request-Id`` when a line was logged before it was sent (``assigned``). Either way the id
-lives in a context variable, so every line of that request, and of tasks it starts, carries it.
+is echoed on the response. An open-time request (``/v1/...``) costs nothing here until a line is
+logged for it: the pipeline notes its scope (``enter``) only on its fallback path, the id is made
+when the line is written, from the CDN's ``X-Request-Id`` if it sent a sane one, and the answer
+carries it (``assigned``). With the access log on, every open is noted, so its access line has one.
+Either way the id lives in a context variable, so every later line of that request, and of tasks it
+starts, carries it.
 
 No line holds personal data: messages, extras and tracebacks go through
 ``app.personal.redact_emails``, and ``RedactAccessPaths`` rewrites the access log's paths (tokens,

@@ -6,10 +6,12 @@ tested against real servers in ``tests/test_logs_server.py``; here each part is 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import orjson
@@ -131,12 +133,19 @@ def app_lines() -> Iterator[Lines]:
 
 def attached(name: str) -> Iterator[Lines]:
     """A ``Lines`` handler on logger ``name`` at info (as ``log_config`` sets it), removed afterwards."""
-    lines, logger = Lines(), logging.getLogger(name)
+    lines = Lines()
+    with attached_to(name, lines):
+        yield lines
+
+
+@contextmanager
+def attached_to(name: str, lines: Lines) -> Iterator[None]:
+    logger = logging.getLogger(name)
     level = logger.level
     logger.addHandler(lines)
     logger.setLevel(logging.INFO)
     try:
-        yield lines
+        yield
     finally:
         logger.removeHandler(lines)
         logger.setLevel(level)
@@ -174,21 +183,27 @@ def test_an_open_gets_an_id_only_when_it_logs(
     assert [r.request_id for r in app_lines.records] == ["cdn-1"]  # type: ignore[attr-defined]
 
 
-def test_fallbacks_are_one_line_per_reason_kind_and_block_per_interval(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_fallbacks_are_one_line_per_reason_kind_and_block_per_interval() -> None:
     now = [0.0]
     log = FallbackLog(logging.getLogger("t.fallbacks"), interval_s=60, clock=lambda: now[0])
     demo = Campaign(name="demo", title="Demo", lists={})
     block = SimpleNamespace(name="picks")
-    with caplog.at_level(logging.INFO, logger="t.fallbacks"):
-        for _ in range(500):
-            log.fallback("store-error", "list", demo, block)
-        log.fallback("store-error", "list", demo, None)
-        log.fallback("token-expired", "list", demo, block)
+
+    def opened() -> dict[str, object]:  # the scope of an open, as the pipeline has it
+        return {"type": "http", "headers": []}
+
+    def fallbacks() -> list[bytes | None]:
+        ids = [log.fallback(opened(), "store-error", "list", demo, block) for _ in range(500)]
+        log.fallback(opened(), "store-error", "list", demo, None)
+        log.fallback(opened(), "token-expired", "list", demo, block)
         now[0] = 61
-        log.fallback("store-error", "list", demo, block)
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        log.fallback(opened(), "store-error", "list", demo, block)
+        return ids
+
+    lines = Lines()
+    with attached_to("t.fallbacks", lines):
+        ids = contextvars.Context().run(fallbacks)  # as in a request's task: nothing left behind
+    assert [(r.levelname, r.getMessage()) for r in lines.records] == [
         ("WARNING", "open-time fallback store-error: list block demo/picks"),
         ("WARNING", "open-time fallback store-error: list block demo/-"),
         ("INFO", "open-time fallback token-expired: list block demo/picks"),
@@ -197,6 +212,9 @@ def test_fallbacks_are_one_line_per_reason_kind_and_block_per_interval(
             "open-time fallback store-error: list block demo/picks (and 499 more like it in the last 60 s)",
         ),
     ]
-    last = caplog.records[-1]
+    last = lines.records[-1]
     fields = ("reason", "kind", "campaign", "block", "suppressed")
     assert [getattr(last, name) for name in fields] == ["store-error", "list", "demo", "picks", 499]
+    # The open whose line was written gets its id back (for X-Request-Id); the counted ones none.
+    assert ids[0] == lines.records[0].request_id.encode()  # type: ignore[attr-defined]
+    assert ids[1:] == [None] * 499

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from app.asgi import Headers, Receive, Scope, Send
 from app.campaigns.loader import Campaign
 from app.logs import HEADER as REQUEST_ID_HEADER
-from app.logs import SCOPE_KEY
 from app.methods import allow_header
 from app.open_time.fallback_log import FallbackLog
 from app.open_time.kind import Kind, Open, Target
@@ -113,16 +112,15 @@ class OpenTimeEndpoint:
                 answer = await answer
         except Exception as exc:
             # Last line of defence: the email must still get a well-formed answer of its kind.
-            self._fallbacks.failed(exc, kind.name, campaign, block)
+            self._fallbacks.failed(scope, exc, kind.name, campaign, block)
             answer = await _settled(
                 kind, Open(services, scope, receive, target, None, services.clock(), campaign), block
             )
         services.open_stats.served(kind.name, answer.reason, answer.age)
         if answer.reason is not None:
-            self._fallbacks.fallback(answer.reason, kind.name, campaign, block)
-        rid = scope.get(SCOPE_KEY)  # only if something logged for this request: see app.logs
-        if rid is not None:
-            extra = (*extra, (REQUEST_ID_HEADER, rid.encode()))
+            rid = self._fallbacks.fallback(scope, answer.reason, kind.name, campaign, block)
+            if rid is not None:  # a line was logged for this open: its answer names the line's id
+                extra = (*extra, (REQUEST_ID_HEADER, rid))
         await send_answer(send, scope, answer, extra)
 
     def _find(self, campaign: Campaign | None, name: str) -> tuple[Kind, Any]:
