@@ -52,7 +52,8 @@ ENV PATH=/opt/opentime/bin:$PATH \
     OPENTIME_DATABASE_URL=sqlite:////data/opentime.db \
     OPENTIME_HOST=0.0.0.0 \
     OPENTIME_PORT=8000 \
-    OPENTIME_FORWARDED_ALLOW_IPS=*
+    OPENTIME_FORWARDED_ALLOW_IPS=* \
+    OPENTIME_LOG_FORMAT=json
 # A fixed numeric uid, so orchestrators can check "non-root" (runAsNonRoot) and volumes can be chowned to it.
 RUN groupadd --system --gid 10001 opentime \
     && useradd --system --uid 10001 --gid opentime --home-dir /srv/opentime --shell /usr/sbin/nologin opentime \

@@ -20,9 +20,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import logs
 from app.asgi import Receive, Scope, Send
 from app.config import Settings, load_settings
 from app.content.cache_policy import NO_STORE_HEADERS
@@ -46,12 +48,17 @@ logger = logging.getLogger(__name__)
 class OpentimeApp:
     """Routes ``/v1/{token}/{kind}/...`` straight to its open-time handler; the rest to Starlette."""
 
-    def __init__(self, starlette: Starlette, open_time: dict[str, OpenTimeEndpoint]) -> None:
+    def __init__(
+        self, starlette: Starlette, open_time: dict[str, OpenTimeEndpoint], *, access_log: bool = False
+    ) -> None:
         self.starlette = starlette
         self._open_time = open_time
+        self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            if self._access_log:  # else only a line the pipeline logs makes the open's id (app.logs)
+                logs.enter(scope)
             parts = scope["path"].split("/")  # split once: the endpoint reads its URL from these
             endpoint = self._open_time.get(parts[3]) if len(parts) > 3 else None
             if endpoint is None:
@@ -101,6 +108,7 @@ def create_app(
             *assets.routes,
         ],
         lifespan=lifespan,
+        middleware=[Middleware(logs.RequestIds)],
         exception_handlers={
             HTTPException: _http_exception,
             HTTPError: _opentime_error,
@@ -112,7 +120,7 @@ def create_app(
     starlette.router.redirect_slashes = False
     policy = SenderPolicy(settings.allowed_senders)
     open_time = {route.segment: OpenTimeEndpoint(route, policy) for route in ROUTES}
-    return OpentimeApp(starlette, open_time)
+    return OpentimeApp(starlette, open_time, access_log=settings.access_log)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

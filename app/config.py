@@ -31,6 +31,7 @@ CONFIG_ENV = "OPENTIME_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 MIN_SECRET_LENGTH = 16
 DATABASE_TIMEOUT_MS = 5000
 DATABASE_POOL_SIZE = 10
@@ -269,6 +270,13 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _log_format(value: Any) -> str:
+    name = _str(value).lower()
+    if name not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+    return name
+
+
 # --- the settings table: one field per setting ---
 
 
@@ -420,6 +428,14 @@ class Settings:
     )
     log_level: str = field(
         default="info", metadata=about(_log_level, "Log level: critical, error, warning, info or debug.")
+    )
+    log_format: str = field(
+        default="text",
+        metadata=about(
+            _log_format,
+            "Log lines as text (for a terminal) or json (one object a line with ts, level, logger,"
+            " message, request_id and fields: for log collectors).",
+        ),
     )
     access_log: bool = field(
         default=False, metadata=about(_bool, "Log every request (halves throughput; off by default).")

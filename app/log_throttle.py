@@ -2,14 +2,15 @@
 
 When the store or the upstream is down, every open fails the same way: thousands of identical lines
 a second would hide everything else and cost real time on the hot path. The first occurrence is
-logged at once; later ones within the interval are counted and reported with the next line.
+logged at once; later ones within the interval are counted and reported with the next line. The
+kinds must come from a bounded set (never from a URL as given): one entry is kept per kind.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 
 
 class ThrottledLog:
@@ -19,10 +20,23 @@ class ThrottledLog:
         self._logger = logger
         self._interval = interval_s
         self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._last: dict[Hashable, float] = {}
+        self._suppressed: dict[Hashable, int] = {}
 
-    def warning(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+    def warning(
+        self, kind: Hashable, message: str, *args: object, exc_info: BaseException | None = None
+    ) -> None:
+        self.log(logging.WARNING, kind, message, *args, exc_info=exc_info)
+
+    def log(
+        self,
+        level: int,
+        kind: Hashable,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -32,4 +46,6 @@ class ThrottledLog:
         suppressed = self._suppressed.pop(kind, 0)
         if suppressed:
             message += f" (and {suppressed} more like it in the last {self._interval:g} s)"
-        self._logger.warning(message, *args, exc_info=exc_info)
+        if extra is not None:
+            extra = {**extra, "suppressed": suppressed}
+        self._logger.log(level, message, *args, exc_info=exc_info, extra=extra)

@@ -23,6 +23,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.config import Settings
+from app.logs import log_config
 
 
 def _raw_response(status: bytes, message: str, *headers: bytes) -> bytes:
@@ -133,6 +134,7 @@ def run_uvicorn(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=settings.access_log,
+        log_config=log_config(settings.log_level, settings.log_format),  # applied in every worker
         log_level=settings.log_level,
         server_header=False,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import signal
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import click
 
 from app.cli.common import config_option, database_option, fail, read_setting, store_url
 from app.cli.import_profiles import shared_config
-from app.config import read_event_types
+from app.config import LOG_LEVELS, read_event_types
 from app.content.invalidation import Invalidation, LocalInvalidation
 from app.ingest.amqp import AmqpSource, SourceError, quiet_client_logs
 from app.ingest.consumer import Counts, StreamConsumer
@@ -27,6 +28,7 @@ from app.ingest.event_types import with_custom_types
 from app.ingest.events import Rule
 from app.ingest.source import EventSource
 from app.ingest.writer import EventWriter
+from app.logs import log_config
 from app.shared.config import RedisConfig
 from app.store import open_store
 from app.store.base import EventRepository, StoreError
@@ -48,7 +50,9 @@ def ingest(
     progress_every: int,
 ) -> None:
     """Consume events from a RabbitMQ queue until SIGTERM/SIGINT (acked once durable)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    levels = ("info", read_setting("log_level", config))
+    level = max(levels, key=LOG_LEVELS.index)  # progress lines are info: at least that
+    logging.config.dictConfig(log_config(level, read_setting("log_format", config)))
     quiet_client_logs()  # a lost connection: app.ingest.amqp says it once
     url = store_url(config, database_url)
     try:

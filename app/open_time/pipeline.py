@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from app.asgi import Headers, Receive, Scope, Send
 from app.campaigns.loader import Campaign
+from app.logs import HEADER as REQUEST_ID_HEADER
 from app.methods import allow_header
+from app.open_time.fallback_log import FallbackLog
 from app.open_time.kind import Kind, Open, Target
 from app.open_time.reasons import Reason, reason_of
 from app.open_time.respond import Answer, send_answer, send_error
@@ -59,6 +61,7 @@ class OpenTimeEndpoint:
         allowed = (*route.methods, "OPTIONS") if route.cors else route.methods
         self._allow = (b"allow", allow_header(allowed).encode())
         self._only = route.kinds[0] if len(route.kinds) == 1 else None
+        self._fallbacks = FallbackLog(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.serve(scope, receive, send, scope["path"].split("/"))
@@ -109,13 +112,17 @@ class OpenTimeEndpoint:
             answer = kind.answer(request, block, problem)
             if not isinstance(answer, Answer):  # waiting for data: the cold path
                 answer = await answer
-        except Exception:
+        except Exception as exc:
             # Last line of defence: the email must still get a well-formed answer of its kind.
-            logger.exception("open-time %s request failed", kind.name)
+            self._fallbacks.failed(scope, exc, kind.name, campaign, block)
             answer = await _settled(
                 kind, Open(services, scope, receive, target, None, services.clock(), campaign), block
             )
         services.open_stats.served(kind.name, answer.reason, answer.age, perf_counter() - started)
+        if answer.reason is not None:
+            rid = self._fallbacks.fallback(scope, answer.reason, kind.name, campaign, block)
+            if rid is not None:  # a line was logged for this open: its answer names the line's id
+                extra = (*extra, (REQUEST_ID_HEADER, rid))
         await send_answer(send, scope, answer, extra)
 
     def _find(self, campaign: Campaign | None, name: str) -> tuple[Kind, Any]:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app.content.cache_policy import NO_STORE_HEADERS
 from app.errors import Unauthorized
 from app.metrics import CONTENT_TYPE, exposition
+from app.security.audit import auth_failed
 from app.services import Services
 from app.store.base import StoreError
 
@@ -64,6 +65,7 @@ async def metrics(request: Request) -> Response:
     if token:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            auth_failed(request.scope, "bad-metrics-token")
             raise Unauthorized("GET /metrics needs 'Authorization: Bearer <metrics_token>'")
     share = services.worker_share
     # The other workers' snapshot files are read in a thread: disk I/O stays off the event loop.

@@ -7,7 +7,8 @@ if fewer than ``webhook_concurrent_bodies`` are being read (else 503), within
 ``request_read_timeout_seconds`` (408) and the size cap (413), the signature against it and
 replay (401), the sender's rate limit (429 with ``Retry-After``, per secret), JSON (400), each event
 (reported per index and field). Valid events are committed through the group-committing
-``EventWriter``, then the recipients' cached outputs are dropped.
+``EventWriter``, then the recipients' cached outputs are dropped. Each 401 writes one audit line
+(``app.security.audit``).
 
 Answers: 200 when every event was applied or was a duplicate, 207 when some were rejected (the body
 says which), 400 when none was valid, 503 when the store could not commit (nothing acknowledged:
@@ -36,6 +37,7 @@ from app.routes.responses import (
     json_response,
     read_limited,
 )
+from app.security.audit import auth_failed
 from app.security.webhook_auth import HEADER, SignatureError, SignedHeader, Verified, check_body, check_header
 from app.services import Services
 from app.store.base import EventStatus, StoreError
@@ -80,7 +82,7 @@ async def _receive(request: Request, services: Services) -> Response:
         body = await read_body(
             request, settings.webhook_max_body_bytes, settings.request_read_timeout_seconds
         )
-    verified = await _authenticate(services, signed, body)
+    verified = await _authenticate(request, services, signed, body)
     try:
         # After the signature: unsigned junk cannot spend a sender's budget. Within the try: a 429
         # is not acknowledged, so the replay guard forgets the request and the sender may retry it.
@@ -101,14 +103,16 @@ def _signed_header(request: Request, services: Services) -> SignedHeader:
             tolerance=services.settings.webhook_tolerance_seconds,
         )
     except SignatureError as exc:
+        auth_failed(request.scope, exc.reason)
         raise Refused(401, str(exc), close=True, reason=exc.reason) from None
 
 
-async def _authenticate(services: Services, signed: SignedHeader, body: bytes) -> Verified:
+async def _authenticate(request: Request, services: Services, signed: SignedHeader, body: bytes) -> Verified:
     try:
         verified = check_body(signed, body, services.settings.webhook_secrets)
         await services.replay_guard.admit(verified, services.clock())
     except SignatureError as exc:
+        auth_failed(request.scope, exc.reason)
         raise Refused(401, str(exc), reason=exc.reason) from None
     return verified
 

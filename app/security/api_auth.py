@@ -3,7 +3,8 @@
 The key comes from ``Authorization: Bearer otk_...`` or, failing that, ``X-API-Key: otk_...``
 (an ``Authorization`` header with another scheme is left to whoever it is meant for). Failures
 raise ``Unauthorized`` (401, ``WWW-Authenticate: Bearer``) or ``Forbidden`` (403), which the app's
-``HTTPError`` handler renders as ``{"error": ...}``.
+``HTTPError`` handler renders as ``{"error": ...}``. Each failure writes one audit line
+(``app.security.audit``) saying why, with the key id when the key was well formed.
 
 Every request with a valid key counts against its rate limit (``app.limits``): the ``preview`` scope's
 pages against ``rate_limit_preview``, every other endpoint against ``rate_limit_api``; over it,
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 from typing import Protocol
 
 from starlette.datastructures import Headers
@@ -38,10 +38,10 @@ from app.security.apikeys import (
     RevokedKey,
     UnknownKey,
     authenticate,
+    parse_key,
 )
+from app.security.audit import auth_failed
 from app.store.base import Store
-
-logger = logging.getLogger(__name__)
 
 BASIC_REALM = "Opentime preview"
 
@@ -53,6 +53,14 @@ _MESSAGES: dict[type[ApiKeyError], str] = {
     UnknownKey: "invalid API key",
     BadSecret: "invalid API key",
     RevokedKey: "API key revoked",
+}
+# What the audit log is told: everything (app.security.audit).
+_REASONS: dict[type[ApiKeyError], str] = {
+    MissingKey: "missing-key",
+    MalformedKey: "malformed-key",
+    UnknownKey: "unknown-key",
+    BadSecret: "bad-secret",
+    RevokedKey: "revoked-key",
 }
 
 
@@ -83,19 +91,27 @@ async def require_scope(request: Request, scope: str, *, basic: bool = False) ->
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; declare it in app.security.apikeys.SCOPES")
     services: ApiServices = request.state.services
+    presented = ""
     try:
         presented = presented_key(request.headers, basic=basic)
         key = await authenticate(services.store.api_keys, presented, cache=services.api_key_cache)
     except ApiKeyError as exc:
-        route = getattr(request.scope.get("route"), "path", "?")  # not the path: it may hold an id
-        logger.info("API key rejected on %s: %s", route, exc)
+        auth_failed(request.scope, _REASONS[type(exc)], key_id=_key_id(presented, exc))
         error = BasicAuthRequired if basic else Unauthorized
         raise error(_MESSAGES[type(exc)]) from None
     # Counted once authenticated: an unknown key cannot spend a real key's budget.
     await services.limits.admit("preview" if scope == "preview" else "api", key.key_id)
     if not key.allows(scope):
+        auth_failed(request.scope, "missing-scope", key_id=key.key_id, scope=scope)
         raise Forbidden(f"API key {key.key_id} lacks the {scope!r} scope")
     return key
+
+
+def _key_id(presented: str, exc: ApiKeyError) -> str | None:
+    """The id part of a well-formed presented key, for the audit line (the secret never leaves)."""
+    if isinstance(exc, MissingKey | MalformedKey):
+        return None
+    return parse_key(presented)[0]
 
 
 def presented_key(headers: Headers, *, basic: bool = False) -> str:

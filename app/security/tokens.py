@@ -8,8 +8,9 @@ Opentime token (minted by us): base64url, no padding, of ``payload || mac`` wher
 
     flags: bit0 recipient sealed, bit1 has variant, bit2 shared (no recipient)
 
-A recipient id that looks like an email address is sealed (AES-GCM under ``derive_key(secret, "seal")``,
-aad = campaign) so that no address ever appears in a URL.
+A recipient id that looks like an email address (an "@" in any spelling: ``app.personal.has_at``) is
+sealed (AES-GCM under ``derive_key(secret, "seal")``, aad = campaign) so that no address ever appears
+in a URL.
 
 ESP token (computed by the ESP's template language at send time)::
 
@@ -39,6 +40,7 @@ import struct
 from typing import Literal, NamedTuple
 
 from app.errors import OpentimeError
+from app.personal import has_at
 from app.security import crypto
 from app.security.keyring import Key, KeyRing
 
@@ -178,12 +180,14 @@ class TokenSigner:
         variant: str | None = None,
         seal: bool | None = None,
     ) -> str:
-        """Sign a per-recipient token; ids containing "@" are always sealed (`seal=False` is refused)."""
+        """Sign a per-recipient token; ids containing "@" are always sealed (`seal=False` is refused),
+        whichever way the "@" is written (full-width, percent-encoded: see ``app.personal.has_at``)."""
         _check_campaign(campaign)
         rcpt = _recipient_bytes(recipient)
+        personal = has_at(recipient)
         if seal is None:
-            seal = "@" in recipient
-        elif not seal and "@" in recipient:
+            seal = personal
+        elif not seal and personal:
             raise ValueError("recipient ids that look like email addresses must be sealed")
         if seal:
             rcpt = self._material.sealer.seal(rcpt, campaign.encode())
