@@ -126,6 +126,9 @@ def consume_and_dead_letter(base: str, signer: TokenSigner, recipient: str, queu
     wait_until(lambda: picks(base, signer, recipient) == ["Streamed"], 10.0, "the event never showed")
     publish(queue_name, [b"{not json", event("odd-1", recipient, "spaceship.launched")])
     wait_for(lambda: counts(queue_name + ".dead")[0] == 2, "two dead-lettered messages")
+    # Both settled by the consumer (parked, then acked) before the test cuts the broker off.
+    dead = 'opentime_ingest_messages_total{outcome="dead_lettered"}'
+    wait_until(lambda: metric(base, dead) == 2, 10.0, "the parked messages not settled")
 
 
 def reconnect(base: str, signer: TokenSigner, recipient: str, queue_name: str, broker_port: int) -> None:
@@ -135,7 +138,10 @@ def reconnect(base: str, signer: TokenSigner, recipient: str, queue_name: str, b
         wait_until(lambda: ingest_state(base) == "consuming", 20.0, "no reconnect")
         wait_until(lambda: picks(base, signer, recipient) == ["Later"], 10.0, "the event never showed")
         assert metric(base, 'opentime_ingest_messages_total{outcome="acked"}') == 2
-        assert metric(base, 'opentime_ingest_messages_total{outcome="dead_lettered"}') == 2
+        # Parked at least once: an ack still in flight when the connection dropped parks its message
+        # again after the redelivery; every park is in the dead-letter queue, and nothing else is.
+        parked = metric(base, 'opentime_ingest_messages_total{outcome="dead_lettered"}')
+        assert parked in (2, 3) and counts(queue_name + ".dead")[0] == parked
         assert metric(base, 'opentime_ingest_events_total{status="applied"}') == 2
         assert metric(base, "opentime_ingest_reconnects_total") == 1
         assert metric(base, "opentime_ingest_connected") == 1
