@@ -141,7 +141,7 @@ def reconnect(base: str, signer: TokenSigner, recipient: str, queue_name: str, b
         # Parked at least once: an ack still in flight when the connection dropped parks its message
         # again after the redelivery; every park is in the dead-letter queue, and nothing else is.
         parked = metric(base, 'opentime_ingest_messages_total{outcome="dead_lettered"}')
-        assert parked in (2, 3) and counts(queue_name + ".dead")[0] == parked
+        assert 2 <= parked <= 4 and counts(queue_name + ".dead")[0] == parked  # each once or twice
         assert metric(base, 'opentime_ingest_events_total{status="applied"}') == 2
         assert metric(base, "opentime_ingest_reconnects_total") == 1
         assert metric(base, "opentime_ingest_connected") == 1
