@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -206,7 +207,10 @@ class SharedRedis:
 
 
 class _Lookups:
-    """MGET on connections of its own, made by the client's pool (same address, credentials, TLS).
+    """MGET on connections of its own, of the client pool's kind and settings (address, credentials,
+    TLS) except redis-py's socket timeout: with one, every send is an ``asyncio.wait_for`` (a Task) and
+    every read a timeout context, and the caller's deadline (``SharedRedis._call``) bounds the whole
+    MGET anyway.
 
     A connection is kept for the next MGET only after a complete answer; one that failed or was
     interrupted (the deadline) is dropped, redis-py has already closed it. A kept connection that
@@ -216,7 +220,9 @@ class _Lookups:
     """
 
     def __init__(self, pool: Any) -> None:
-        self._pool = pool
+        self._connection = partial(
+            pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None}
+        )
         self._idle: list[Any] = []
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -226,7 +232,7 @@ class _Lookups:
                 return await self._ask(self._idle.pop(), command)
             except RedisConnectionError:
                 pass  # the kept connection had died: one new one, like the pool's check
-        return await self._ask(self._pool.make_connection(), command)
+        return await self._ask(self._connection(), command)
 
     async def _ask(self, connection: Any, command: bytes) -> list[bytes | None]:
         await connection.send_packed_command(command, check_health=False)
@@ -245,12 +251,13 @@ class _Lookups:
 
 
 def _mget_command(keys: Sequence[str]) -> bytes:
-    """MGET in the Redis protocol (what redis-py's ``pack_command`` builds, without its generality)."""
-    parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+    """MGET in the Redis protocol, as redis-py's ``pack_command`` builds it (str formatting, encoded
+    once: ``bytes % ...`` per key cost more than the rest of the call)."""
+    lines = [f"*{len(keys) + 1}\r\n$4\r\nMGET\r\n"]
     for key in keys:
-        encoded = key.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(encoded), encoded))
-    return b"".join(parts)
+        size = len(key) if key.isascii() else len(key.encode())
+        lines.append(f"${size}\r\n{key}\r\n")
+    return "".join(lines).encode()
 
 
 def _redis_cache(config: RedisConfig) -> Any:
