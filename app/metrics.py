@@ -1,9 +1,9 @@
 """``GET /metrics`` in the Prometheus text format; the only module that imports ``prometheus_client``.
 
-The open-time path only bumps plain counters in ``OpenStats`` (a dict increment and two bisects, well
-under a microsecond; ``app.counting``); the Prometheus families are built from those counters and the
-services' own statistics (caches, images, upstream breaker) when the endpoint is scraped, never per
-request.
+The open-time path only bumps plain counters in ``OpenStats`` (a dict increment and two bucket
+searches, well under a microsecond; ``app.counting``); the Prometheus families are built from those
+counters and the services' own statistics (caches, images, upstream breaker) when the endpoint is
+scraped, never per request.
 
 Families::
 
@@ -48,6 +48,7 @@ scrape adds up every worker's families: see ``app.worker_metrics`` for how.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -84,6 +85,7 @@ SUMMED_GAUGES = frozenset({"opentime_cache_bytes", "opentime_cache_entries"})
 # Seconds an open took: a cache hit (well under a millisecond) to past any budget (blocks allow 10 s at
 # most); dense around the budgets blocks use (150 ms by default, 300-500 ms for images).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 10.0)
+FIRST_DURATION, FIRST_AGE = DURATION_BUCKETS[0], AGE_BUCKETS[0]  # bisect_left's 0: value <= the first bound
 
 
 class AgeHistogram(Histogram):
@@ -97,25 +99,55 @@ class AgeHistogram(Histogram):
 
 class OpenStats:
     """What the open-time pipeline counts, per kind: outcomes by fallback reason, data ages and how long
-    the answer took (from the request's arrival to its answer being ready, waiting included)."""
+    the answer took (from the request's arrival to its answer being ready, waiting included).
+
+    ``served`` runs for every open, so it is written for CPython's interpreter (callgrind: ~8,500
+    instructions per call as a ``Counter`` keyed by (kind, reason) and two ``observe`` calls, ~3,000
+    now): one record per kind, plain dicts (a ``Counter``'s item assignment goes through a Python-level
+    slot), and the histograms' buckets found inline, the first bucket (most durations) without a bisect.
+    """
 
     def __init__(self) -> None:
-        # (kind, reason); reason None: served with the recipient's data
-        self.outcomes: Counter[tuple[str, str | None]] = Counter()
-        self.data_age: dict[str, AgeHistogram] = {}
-        self.duration: dict[str, Histogram] = {}
+        self._kinds: dict[str, _KindCounts] = {}
 
     def served(self, kind: str, reason: str | None, age: float | None, duration: float) -> None:
-        self.outcomes[kind, reason] += 1
+        counts = self._kinds.get(kind)
+        if counts is None:
+            counts = self._kinds[kind] = _KindCounts()
+        outcomes = counts.outcomes
+        outcomes[reason] = outcomes.get(reason, 0) + 1
         if age is not None:
-            histogram = self.data_age.get(kind)
-            if histogram is None:
-                histogram = self.data_age[kind] = AgeHistogram()
-            histogram.observe(age)
-        timing = self.duration.get(kind)
-        if timing is None:
-            timing = self.duration[kind] = Histogram(DURATION_BUCKETS)
-        timing.observe(duration)
+            ages = counts.age
+            if ages is None:
+                ages = counts.age = AgeHistogram()
+            ages.counts[0 if age <= FIRST_AGE else bisect_left(AGE_BUCKETS, age)] += 1
+            ages.sum += age
+        timing = counts.duration
+        timing.counts[0 if duration <= FIRST_DURATION else bisect_left(DURATION_BUCKETS, duration)] += 1
+        timing.sum += duration
+
+    @property
+    def outcomes(self) -> Counter[tuple[str, str | None]]:
+        """Responses by (kind, reason); reason None: served with the recipient's data."""
+        kinds = self._kinds.items()
+        return Counter({(kind, reason): n for kind, counts in kinds for reason, n in counts.outcomes.items()})
+
+    @property
+    def data_age(self) -> dict[str, AgeHistogram]:
+        return {kind: counts.age for kind, counts in self._kinds.items() if counts.age is not None}
+
+    @property
+    def duration(self) -> dict[str, Histogram]:
+        return {kind: counts.duration for kind, counts in self._kinds.items()}
+
+
+class _KindCounts:
+    __slots__ = ("age", "duration", "outcomes")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str | None, int] = {}
+        self.age: AgeHistogram | None = None
+        self.duration = Histogram(DURATION_BUCKETS)
 
 
 class _ServicesCollector(Collector):

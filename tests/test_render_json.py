@@ -186,3 +186,27 @@ def test_http_urls_only_on_the_servers_own_origin() -> None:
         assert render_json._url(refused, base) is render_json.MISSING
     for value in ("sku-1.jpg", "a b.jpg", "../up.jpg", "/root.jpg"):
         assert render_json._url(value, base) == render_json._url_general(value, base)
+
+
+def test_remembered_urls_are_the_same_urls_and_the_memory_stays_bounded() -> None:
+    from app.render import json as render_json
+
+    block = ListBlock(
+        name="many",
+        source=("recs",),
+        fields=(field("url", "url", path=("sku",), base="https://shop.example.com/p/"),),
+        max_items=render_json.URL_MEMO_SIZE + 20,
+        budget_s=0.1,
+        cache_ttl_s=None,
+        fallback_body=b"{}",
+    )
+    recs = [{"sku": f"s{i}"} for i in range(render_json.URL_MEMO_SIZE + 10)]
+    recs += [{"sku": "javascript:alert(1)"}, {"sku": "a b"}, {"sku": 7}]
+    expected = [{"url": f"https://shop.example.com/p/s{i}"} for i in range(render_json.URL_MEMO_SIZE + 10)]
+    expected.append({"url": "https://shop.example.com/p/a%20b"})
+    for _ in range(2):  # the first pass fills (and once clears) the memory, the second reads from it
+        assert items({"recs": recs}, block) == expected
+    memory = block.shape.__globals__["c0"].__closure__  # the url field's coercer and its remembered URLs
+    assert memory is not None
+    sizes = [len(cell.cell_contents) for cell in memory if isinstance(cell.cell_contents, dict)]
+    assert sizes and max(sizes) <= render_json.URL_MEMO_SIZE

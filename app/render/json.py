@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # campaigns compile their shapers with this module, so types 
 
 _MISSING = object()
 MISSING = _MISSING  # what fallback_value answers for a value its field refuses
+URL_MEMO_SIZE = 4096  # completed URLs remembered per url field (a few hundred KB at most)
 URL_SAFE = ":/?#[]@!$&()*+,;=%~-._"
 # No dot segments, colons or slashes: joining such a name to a base ending in "/" is concatenation.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9_.~-]*")
@@ -173,10 +174,22 @@ def _url_coercer(base: str | None) -> Callable[[Any], Any]:
     # relative name joined to a base that ends in "/", or an https URL made only of safe characters.
     plain_name = _PLAIN_NAME.fullmatch if base is not None and base[-1] == "/" else None
     plain_https = _PLAIN_HTTPS.fullmatch
+    # The same few values (a catalogue's product images and SKUs) come back in most recipients' items:
+    # a dict look-up costs a tenth of the regular expression (callgrind: ~1,300 instructions a value).
+    # Bounded, since profile data is not ours to trust.
+    known: dict[str, Any] = {}
 
     def coerce(value: Any) -> Any:
         if not isinstance(value, str):
             return _MISSING
+        url = known.get(value)
+        if url is None:
+            if len(known) >= URL_MEMO_SIZE:
+                known.clear()
+            url = known[value] = _complete(value)
+        return url
+
+    def _complete(value: str) -> Any:
         if plain_name is not None and plain_name(value):
             return f"{base}{value}"
         if plain_https(value):
