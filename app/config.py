@@ -380,6 +380,13 @@ class Settings:
         default=32 * 1024 * 1024,
         metadata=about(_positive_int, "Byte cap of the in-process cache of rendered responses."),
     )
+    image_cache_max_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=about(
+            _positive_int,
+            "Byte cap of the in-process cache of rendered images (each recipient's latest render).",
+        ),
+    )
     cache_ttl_seconds: float = field(
         default=300.0,
         metadata=about(_positive_float, "How long a rendered response is served from cache."),

@@ -146,6 +146,7 @@ async def running_services(
     images = ImageContent(
         lists.profile,
         render_pool=await started_render_pool(settings, campaigns),
+        cache_max_bytes=settings.image_cache_max_bytes,
         ttl_seconds=settings.cache_ttl_seconds,
         clock=clock,
     )

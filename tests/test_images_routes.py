@@ -211,3 +211,23 @@ def test_expired_or_forged_personal_image_gets_the_designed_fallback(
     assert text_rows(image, (32, 30, 392, 90)) > 20 and text_rows(image, (32, 100, 392, 172)) > 20
     reference = decode(render.render(prepare(block, {"profile": {}}, "png", 1)))
     assert ImageChops.difference(image.convert("RGB"), reference.convert("RGB")).getbbox() is None
+
+
+def renders_after(settings: Settings, signer: TokenSigner, names: list[int]) -> float:
+    """Banner renders after opening the demo banner of recipients ``names``, in that order."""
+    with TestClient(create_app(settings), base_url=BASE_URL) as test_client:
+        for index in names:
+            response = test_client.get(url(signer, "banner.png", recipient_id(index)))
+            assert response.status_code == 200 and "x-opentime-fallback" not in response.headers
+        text = test_client.get("/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("opentime_image_renders_total"))
+    return float(line.split()[-1])
+
+
+def test_the_image_cache_holds_what_image_cache_max_bytes_allows(
+    settings: Settings, signer: TokenSigner
+) -> None:
+    opens = [1, 2, 1]  # recipient 1 again after recipient 2's banner
+    assert renders_after(settings, signer, opens) == 2  # the default keeps both banners
+    # Room for one banner (~20-30 KB): recipient 2's render evicts recipient 1's, drawn again.
+    assert renders_after(settings.replace(image_cache_max_bytes=40_000), signer, opens) == 3
