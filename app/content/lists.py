@@ -30,6 +30,8 @@ from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
 from app.content.profiles import Loaded, ProfileLoader, Pulled
 from app.content.shared_work import SharedWork
+from app.decisions.clicks import with_clicks
+from app.decisions.decide import cached_names
 from app.open_time.reasons import Reason
 from app.render.json import render_list
 
@@ -45,6 +47,7 @@ class Rendered:
 
     body: bytes
     updated_at: float  # when the data it was rendered from last changed (wall clock, seconds)
+    links: tuple[str, ...] = ()  # click-tracked blocks: each item's link, by slot (app.decisions.clicks)
 
 
 # A cached entry is either the rendered body or the reason to serve the fallback (str).
@@ -136,7 +139,7 @@ class ListContent:
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
         for campaign in campaigns.values():
-            for block in campaign.lists:
+            for block in cached_names(campaign.lists):
                 self._bodies.forget((campaign.name, block, recipient))
         self._profiles.forget(recipient)
 
@@ -209,4 +212,9 @@ def _render(block: ListBlock, attributes: bytes, updated_at: float) -> Entry:
     if not isinstance(data, dict):
         return Reason.BAD_PROFILE
     body = render_list(block, data)
-    return Reason.NO_DATA if body is None else Rendered(body, updated_at)
+    if body is None:
+        return Reason.NO_DATA
+    if block.click_field is None:
+        return Rendered(body, updated_at)
+    clicked, links = with_clicks(body, block.click_field, block.click_hosts)
+    return Rendered(clicked, updated_at, links)

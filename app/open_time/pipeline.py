@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from app.asgi import Headers, Receive, Scope, Send
 from app.campaigns.loader import Campaign
+from app.decisions.exposure import DEFAULT_VARIANT, Exposure, NullSink
 from app.methods import allow_header
+from app.open_time.deciding import fetch_class_of
 from app.open_time.kind import Kind, Open, Target
 from app.open_time.reasons import Reason, reason_of
 from app.open_time.respond import Answer, send_answer, send_error
@@ -89,6 +91,7 @@ class OpenTimeEndpoint:
             return
         services: Services = scope["state"]["services"]
         kind, block, campaign = route.kinds[-1], None, None
+        request: Open | None = None
         try:
             now = services.clock()
             claims: Claims | None
@@ -116,6 +119,8 @@ class OpenTimeEndpoint:
                 kind, Open(services, scope, receive, target, None, services.clock(), campaign), block
             )
         services.open_stats.served(kind.name, answer.reason, answer.age, perf_counter() - started)
+        if type(services.exposures) is not NullSink and request is not None and campaign is not None:
+            _expose(services, kind.name, request, campaign.name, answer)
         await send_answer(send, scope, answer, extra)
 
     def _find(self, campaign: Campaign | None, name: str) -> tuple[Kind, Any]:
@@ -128,6 +133,29 @@ class OpenTimeEndpoint:
             if block is not None:
                 return kind, block
         return kinds[-1], None
+
+
+def _expose(services: Services, kind: str, request: Open, campaign: str, answer: Answer) -> None:
+    """Offer the answered open (or click) to the exposure sink; a failing sink never fails the open."""
+    if kind == "form":  # a submission is not an open
+        return
+    decision = request.decision
+    try:
+        services.exposures.record(
+            Exposure(
+                campaign=campaign,
+                block=request.target.block,
+                variant=DEFAULT_VARIANT if decision is None else decision.variant,
+                experiment=None if decision is None else decision.experiment,
+                fetch_class=fetch_class_of(request),
+                outcome=answer.reason or "ok",
+                kind=kind,
+                event="click" if kind == "click" else "open",
+                at=request.now,
+            )
+        )
+    except Exception:
+        logger.exception("recording an exposure failed")
 
 
 async def _settled(kind: Kind, request: Open, block: Any | None) -> Answer:
@@ -157,6 +185,7 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await send_error(
         send,
         404,
-        "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block} or /view",
+        "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block}, /view"
+        " or /click/{block}/{slot}",
         method=scope["method"],
     )
