@@ -85,12 +85,15 @@ class SendTime:
             opened = OpenContext(now, zone, "send", recipient=recipient or None, profile=profile)
         decided = decide_all((campaign.lists, campaign.images), opened)
         shown = {name: decided[name].block if name in decided else b for name, b in campaign.lists.items()}
+        urls = template_urls(self.base_url, tokens, campaign)
         return {
             "recipient": {"id": recipient},
             "profile": profile,
-            "blocks": {name: block_data(block, profile) for name, block in shown.items()},
+            "blocks": {
+                name: block_data(block, profile, urls["click"].get(name)) for name, block in shown.items()
+            },
             "variants": {name: decision.picks() for name, decision in decided.items()},
-            "urls": template_urls(self.base_url, tokens, campaign),
+            "urls": urls,
             "campaign": {"name": campaign.name, "title": campaign.title},
             "now": datetime.fromtimestamp(now, UTC),
             "zone": campaign.zones.of(profile),
@@ -124,8 +127,14 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def block_data(block: ListBlock, profile: Mapping[str, Any]) -> dict[str, Any]:
+def block_data(
+    block: ListBlock, profile: Mapping[str, Any], clicks: list[str] | None = None
+) -> dict[str, Any]:
+    """The block's items as of now; a click-tracked block's items carry ``click``, their click URL."""
     body = render_list(block, dict(profile))
-    if body is None:
-        return {"items": orjson.loads(block.fallback_body)["items"], "live": False}
-    return {"items": orjson.loads(body)["items"], "live": True}
+    live = body is not None
+    items = orjson.loads(body if body is not None else block.fallback_body)["items"]
+    if clicks is not None:
+        for item, url in zip(items, clicks, strict=False):
+            item["click"] = url
+    return {"items": items, "live": live}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from app.campaigns.loader import Campaign
 from app.security.tokens import TokenSigner
 
@@ -159,9 +161,11 @@ def click_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, list[
 
 
 def _slots(block: Any) -> int:
-    variants = () if block.decider is None else block.decider.variants.values()
-    slots: int = max([block.max_items, *(variant.max_items for variant in variants)])
-    return slots
+    """Items the block can show: its (and its variants') ``max_items``, or its fallback's count."""
+    blocks = [block, *(() if block.decider is None else block.decider.variants.values())]
+    counts: list[int] = [b.max_items for b in blocks]
+    counts += [len(orjson.loads(b.fallback_body)["items"]) for b in blocks]
+    return max(counts)
 
 
 def _links(image: Any) -> bool:
