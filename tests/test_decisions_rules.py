@@ -114,8 +114,8 @@ def test_an_experiment_is_deterministic_and_weighted() -> None:
     ab = experiment("headline", {"a": 1, "b": 1, "c": 2}, 10, "demo/headline")
     again = experiment("headline", {"a": 1, "b": 1, "c": 2}, 10, "demo/headline")
     recipients = [f"cust-{i:07d}" for i in range(20_000)]
-    first = [ab.assign(r).variant for r in recipients]
-    assert first == [again.assign(r).variant for r in recipients]  # another process, the same table
+    first = [ab.assign(r) for r in recipients]
+    assert first == [again.assign(r) for r in recipients]  # another process, the same table
     shares = Counter(first)
     assert abs(shares[HOLDOUT] / len(recipients) - 0.10) < 0.01
     assert abs(shares["c"] / (len(recipients) - shares[HOLDOUT]) - 0.5) < 0.02
@@ -127,7 +127,7 @@ def test_weight_changes_move_recipients_only_into_or_out_of_the_changed_variant(
 
     def assigned(weights: dict[str, float], holdout: float = 0) -> list[str]:
         built = experiment("t", weights, holdout, "c/t")
-        return [built.assign(r).variant for r in recipients]
+        return [built.assign(r) for r in recipients]
 
     base = assigned({"a": 1, "b": 1, "c": 1})
     raised = assigned({"a": 2, "b": 1, "c": 1})

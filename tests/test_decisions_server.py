@@ -298,3 +298,26 @@ def test_every_answered_open_and_click_is_offered_to_the_exposure_sink(
     )
     assert (missing.variant, missing.outcome) == ("default", "unknown-block")
     assert all(e.campaign == "abtest" and recipient not in repr(e) for e in sink.exposures)
+
+
+@pytest.mark.server
+def test_with_redis_another_node_answers_the_click_with_what_this_one_showed(
+    decided: Settings, tmp_path: Path, signer: TokenSigner, shared_redis: tuple[str, str]
+) -> None:
+    url, prefix = shared_redis
+    recipient = "two-node-reader"
+    load_rows(decided.database_url, [(recipient, profile_with("tent", "stove"))])
+    shared = decided.replace(redis_url=url, redis_key_prefix=prefix)
+    ports = [free_port(), free_port()]
+    with ExitStack() as stack:
+        for i, port in enumerate(ports):
+            config = server_config(shared, port, tmp_path / f"n{i}.toml")
+            stack.enter_context(running(["serve", "--config", str(config)], port, tmp_path / f"n{i}.log"))
+        first, second = (f"http://127.0.0.1:{port}" for port in ports)
+        amp = token(signer, recipient)
+        shown = httpx.get(f"{first}/v1/{amp}/list/offers.json", headers=AMP, timeout=5).json()["items"]
+        load_rows(decided.database_url, [(recipient, profile_with("kayak", "paddle"))])
+        time.sleep(1.5)  # both nodes' caches have expired: only the record says "tent"
+        click = httpx.get(f"{second}/v1/{amp}/click/offers/0", timeout=5)
+        assert click.status_code == 302 and click.headers["location"] == shown[0]["url"]
+        assert shown[0]["url"].endswith("/tent")

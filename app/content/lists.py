@@ -136,6 +136,14 @@ class ListContent:
             loaded = await waiter
         return loaded if isinstance(loaded, str) else _parsed(loaded)
 
+    def found_now(self, recipient: str) -> Found | str | None:
+        """The whole profile if it is cached now (or the reason there is none), else None: ``find``
+        without waiting, for open-time decisions that read the profile on warm opens."""
+        loaded = self._profiles.get(recipient)
+        if loaded is None:
+            return None
+        return loaded if isinstance(loaded, str) else _parsed(loaded)
+
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
         for campaign in campaigns.values():

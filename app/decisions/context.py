@@ -9,6 +9,7 @@ therefore only told for a direct fetch (``fetch_class == "direct"``); every othe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -36,9 +37,12 @@ COUNTRIES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenContext:
-    """What rules may read about one open. ``profile`` is None when the rules need none (not loaded)."""
+    """What rules may read about one open. ``profile`` is None when the rules need none (not loaded).
+
+    Slotted, not frozen: one is built per decided open, and a frozen dataclass's ``__init__`` sets
+    each field through ``object.__setattr__`` (several times slower). Nothing mutates it."""
 
     at: float  # Unix time of the open (or of sending, or the preview's chosen moment)
     zone: tzinfo  # the recipient's zone: the profile's ``zone_field``, else the campaign's ``zone``
@@ -48,10 +52,16 @@ class OpenContext:
     recipient: str | None = None  # experiments bucket by it; never logged or recorded
     profile: Mapping[str, Any] | None = None
 
+    _local: datetime | None = None
+
     @property
     def local(self) -> datetime:
-        """The reader's wall-clock time (zoneinfo applies the right offset on either side of DST)."""
-        return datetime.fromtimestamp(self.at, self.zone)
+        """The reader's wall-clock time (zoneinfo applies the right offset on either side of DST);
+        computed once per open, however many rules read it."""
+        local = self._local
+        if local is None:
+            local = self._local = datetime.fromtimestamp(self.at, self.zone)
+        return local
 
     @property
     def weekday(self) -> str:
@@ -62,6 +72,11 @@ def device_of(user_agent: str | None, fetch_class: str) -> Device:
     """The reader's device class, when the fetch is the reader's own: a proxy's User-Agent is not theirs."""
     if fetch_class not in REVEALING or not user_agent:
         return "unknown"
+    return _device(user_agent)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few clients open again and again
+def _device(user_agent: str) -> Device:
     agent = user_agent.lower()
     if any(marker in agent for marker in _MOBILE):
         return "mobile"

@@ -21,8 +21,8 @@ B = TypeVar("B")
 DEFAULT_PICKS = {"name": "default", "experiment": None, "rule": None, "why": "no rules"}
 
 
-@dataclass(frozen=True, slots=True)
-class Decision(Generic[B]):
+@dataclass(slots=True)
+class Decision(Generic[B]):  # slotted, not frozen: built per decided open (see OpenContext)
     block: B  # the content to serve: the chosen variant's block (the block itself for the default)
     variant: str  # a variant name, "default" or "holdout"
     experiment: str | None
@@ -52,8 +52,8 @@ class Decider(Generic[B]):
                 return self._decision(base, rule.variant, None, rule.index, rule.summary)
             if context.recipient is None:
                 continue  # nobody to assign: the next rule, or the default
-            assignment = self.experiments[rule.experiment].assign(context.recipient)
-            return self._decision(base, assignment.variant, rule.experiment, rule.index, rule.summary)
+            variant = self.experiments[rule.experiment].assign(context.recipient)
+            return self._decision(base, variant, rule.experiment, rule.index, rule.summary)
         return self._decision(base, self.default, None, None, "no rule matched")
 
     def _decision(

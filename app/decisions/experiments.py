@@ -30,16 +30,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 BUCKETS = 10_000
 HOLDOUT = "holdout"
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    variant: str  # a variant name, or "holdout"
-    experiment: str
+MEMO_LIMIT = 65_536  # recipients whose assignment one experiment remembers (cleared when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +44,20 @@ class Experiment:
     weights: tuple[tuple[str, float], ...]  # in declared order
     holdout_buckets: int  # buckets [0, holdout_buckets) of the holdout space are held out
     table: tuple[str, ...]  # variant bucket -> variant name
+    # Assignments already computed (a pure function of the recipient, so never stale): a re-open
+    # costs a dict lookup instead of a keyed hash.
+    memo: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def assign(self, recipient: str) -> Assignment:
-        holdout, bucket = buckets_of(self.salt, recipient)
-        if holdout < self.holdout_buckets:
-            return Assignment(HOLDOUT, self.name)
-        return Assignment(self.table[bucket], self.name)
+    def assign(self, recipient: str) -> str:
+        """The recipient's variant name, or "holdout"."""
+        memo = self.memo
+        variant = memo.get(recipient)
+        if variant is None:
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            holdout, bucket = buckets_of(self.salt, recipient)
+            variant = memo[recipient] = HOLDOUT if holdout < self.holdout_buckets else self.table[bucket]
+        return variant
 
     @property
     def variants(self) -> tuple[str, ...]:

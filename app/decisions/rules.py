@@ -45,10 +45,13 @@ class Rule:
     experiment: str | None
     summary: str  # the rule as written, for the preview
     needs_profile: bool
-    timed: bool  # reads the reader's wall clock (after/before/weekdays): the zone matters
+    timed: bool  # reads the reader's wall clock (weekdays, times of day, local date-times): the zone matters
 
     def matches(self, context: OpenContext) -> bool:
-        return all(test(context) for test in self.tests)
+        for test in self.tests:  # noqa: SIM110 - a loop, not all(<generator>): none per rule per open
+            if not test(context):
+                return False
+        return True
 
 
 def parse_rule(index: int, spec: Mapping[str, Any], where: str) -> Rule:
@@ -87,8 +90,29 @@ def parse_rule(index: int, spec: Mapping[str, Any], where: str) -> Rule:
         spec.get("experiment"),
         summary,
         field_test is not None,
-        window is not None or "weekdays" in spec,
+        _zoned(spec),
     )
+
+
+def _zoned(spec: Mapping[str, Any]) -> bool:
+    """True when the rule reads the reader's wall clock: weekdays, a time of day, a date-time without
+    an offset. A date-time with one is a moment, the same for every zone."""
+    if "weekdays" in spec:
+        return True
+    for key in ("after", "before"):
+        value = spec.get(key)
+        if isinstance(value, str) and (_TIME.fullmatch(value) or _naive(value)):
+            return True
+        if isinstance(value, time) or (isinstance(value, datetime) and value.tzinfo is None):
+            return True
+    return False
+
+
+def _naive(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text).tzinfo is None
+    except ValueError:
+        return False
 
 
 def _window(after: Any, before: Any, where: str) -> Test | None:

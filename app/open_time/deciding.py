@@ -24,9 +24,13 @@ def decide(request: Open, block: Any) -> Decision[Any] | Awaitable[Decision[Any]
     """The decision now, or an awaitable of it when the rules need the recipient's profile."""
     decider = block.decider
     claims = request.claims
+    profile = None
     if decider.needs_profile and claims is not None and claims.recipient is not None:
-        return _with_profile(request, block, claims.recipient)
-    context = open_context(request, None)
+        found = request.services.lists.found_now(claims.recipient)
+        if found is None:  # not cached: wait for it (within the block's budget)
+            return _with_profile(request, block, claims.recipient)
+        profile = None if isinstance(found, str) else found.attributes
+    context = open_context(request, profile)
     decision: Decision[Any] = decider.decide(block, context)
     request.decision = decision
     return decision
@@ -44,11 +48,12 @@ def open_context(request: Open, profile: Mapping[str, Any] | None) -> OpenContex
     """The open's context (kept on the request for its exposure)."""
     services, claims, campaign = request.services, request.claims, request.campaign
     user_agent = country = None
-    header = services.settings.country_header.lower().encode()
+    trusted = services.settings.country_header
+    header = trusted.lower().encode() if trusted else b""
     for key, value in request.scope["headers"]:
         if key == b"user-agent":
             user_agent = value.decode("latin-1")
-        elif header and key == header:
+        elif key == header:
             country = value.decode("latin-1")
     peer = request.scope.get("client")
     address = None if peer is None else cast(str, peer[0])

@@ -142,16 +142,16 @@ def _expose(services: Services, kind: str, request: Open, campaign: str, answer:
     decision = request.decision
     try:
         services.exposures.record(
-            Exposure(
-                campaign=campaign,
-                block=request.target.block,
-                variant=DEFAULT_VARIANT if decision is None else decision.variant,
-                experiment=None if decision is None else decision.experiment,
-                fetch_class=fetch_class_of(request),
-                outcome=answer.reason or "ok",
-                kind=kind,
-                event="click" if kind == "click" else "open",
-                at=request.now,
+            Exposure(  # positional: campaign, block, variant, experiment, fetch_class, outcome, kind, ...
+                campaign,
+                request.target.block,
+                DEFAULT_VARIANT if decision is None else decision.variant,
+                None if decision is None else decision.experiment,
+                fetch_class_of(request),
+                answer.reason or "ok",
+                kind,
+                "click" if kind == "click" else "open",
+                request.now,
             )
         )
     except Exception:
