@@ -43,7 +43,17 @@ class ListKind(DegradingKind):
             decided = decide(request, block)
             if not isinstance(decided, Decision):
                 return self._decided_later(request, decided)
-            block = decided.block
+            return self._serve(request, decided.block)
+        claims = request.claims  # inline, not _serve: the path of every open without rules
+        assert claims is not None and claims.recipient is not None
+        entry = request.services.lists.cached(claims.campaign, block, claims.recipient)
+        if entry is None:
+            return self._load(request, block, claims.campaign, claims.recipient)
+        if block.click_field is not None:
+            return _clicked(request, block, entry, request.now)
+        return _answer(block, entry, request.now)
+
+    def _serve(self, request: Open, block: ListBlock) -> Reply:
         claims = request.claims
         assert claims is not None and claims.recipient is not None
         entry = request.services.lists.cached(claims.campaign, block, claims.recipient)
@@ -54,15 +64,9 @@ class ListKind(DegradingKind):
         return _answer(block, entry, request.now)
 
     async def _decided_later(self, request: Open, decided: Awaitable[Decision[ListBlock]]) -> Answer:
-        block = (await decided).block
-        claims = request.claims
-        assert claims is not None and claims.recipient is not None
-        entry = request.services.lists.cached(claims.campaign, block, claims.recipient)
-        if entry is None:
-            return await self._load(request, block, claims.campaign, claims.recipient)
-        if block.click_field is not None:
-            return _clicked(request, block, entry, request.now)
-        return _answer(block, entry, request.now)
+        """The rules wait for the recipient's profile (not cached yet): decide, then serve."""
+        served = self._serve(request, (await decided).block)
+        return served if isinstance(served, Answer) else await served
 
     async def _load(self, request: Open, block: ListBlock, campaign: str, recipient: str) -> Answer:
         entry = await request.services.lists.load(campaign, block, recipient)
