@@ -46,9 +46,7 @@ class ImageKind(DegradingKind):
         if block.decider is not None:
             decided = decide(request, block)
             block = (decided if isinstance(decided, Decision) else await decided).block
-            if block.link is not None:
-                remember_shown(request, block, (block.link,))
-        elif block.link is not None:
+        if block.link is not None:  # its click leads to this (variant's) link
             remember_shown(request, block, (block.link,))
         fmt = image_format(target)
         fetch_class = fetch_class_of(request, claims)
@@ -61,6 +59,8 @@ def _headers(policy: CachePolicy, claims: Claims, block: ImageBlock, served: Ser
     if served.fallback_reason is not None:
         return policy.fallback_image()
     if claims.recipient is None:
+        if "~" in block.name or block.decider is not None:  # decided per open: no shared CDN copy
+            return policy.fallback_image()
         return policy.shared_image(claims.campaign, block.cache_ttl_s or 60)
     return policy.image(claims.recipient, claims.campaign)
 
