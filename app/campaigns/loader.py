@@ -112,7 +112,7 @@ class Campaign:
     images: Mapping[str, ImageBlock] = dataclasses.field(default_factory=dict)  # image blocks (app.images)
     countdowns: Mapping[str, CountdownBlock] = dataclasses.field(default_factory=dict)  # countdown timers
     zones: Zones = UTC_ONLY  # the recipient's time zone: [campaign] zone_field, else zone (default UTC)
-    experiments: Mapping[str, Experiment] = dataclasses.field(default_factory=dict)  # [experiments]
+    experiments: tuple[Experiment, ...] = ()  # [experiments], in declared order (blocks hold them too)
     click_default: str | None = None  # where a click with a bad or expired token lands
     # Variants of list blocks with their own fragment template, fragments/<block>~<variant>.html.
     fragment_variants: frozenset[str] = frozenset()
@@ -219,7 +219,7 @@ def load_campaign(
         images=images,
         countdowns=countdowns,
         zones=zones,
-        experiments=experiments,
+        experiments=tuple(experiments.values()),
         click_default=click_default,
     )
 
