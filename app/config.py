@@ -597,6 +597,24 @@ class Settings:
         ),
     )
 
+    # Open-time decisions (app.decisions): the open's country, and what clicks are answered from.
+    country_header: str = field(
+        default="",
+        metadata=about(
+            _header_name,
+            "Request header a trusted CDN sets to the viewer's ISO 3166 country, e.g."
+            " CloudFront-Viewer-Country (empty: country rules never match).",
+        ),
+    )
+    click_memory_seconds: float = field(
+        default=3600.0,
+        metadata=about(_positive_float, "How long what an open showed is kept to answer its clicks."),
+    )
+    click_memory_entries: int = field(
+        default=100_000,
+        metadata=about(_positive_int, "Opens (recipient and block) kept in-process to answer clicks."),
+    )
+
     redis_url: str = field(
         default="",
         metadata=about(

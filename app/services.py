@@ -21,6 +21,7 @@ from app.content.invalidation import Invalidation, LocalInvalidation
 from app.content.lists import Entry, Key, ListContent, entry_size
 from app.content.profiles import ProfileLoader
 from app.content.render_pool import RenderPool, processes_for
+from app.decisions.clicks import ClickMemory
 from app.decisions.exposure import ExposureSink, NullSink
 from app.images import render
 from app.images.layout import Drawing, RenderJob
@@ -78,8 +79,10 @@ class Services:
     webhook_bodies: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
     # Rate limits of /api, /webhooks and the preview (app.limits), shared through Redis with redis_url.
     limits: RateLimiter = field(default_factory=lambda: RateLimiter({}))
-    # What opens and clicks showed: a server records them (app.reports.recorder); NullSink records nothing.
+    # Open-time decisions: each answered open and click is offered to ``exposures`` (the reports'
+    # recorder; by default nothing records), and what an open showed is kept for its clicks.
     exposures: ExposureSink = field(default_factory=NullSink)
+    clicks: ClickMemory = field(default_factory=lambda: ClickMemory(10_000, 3600.0, time.time))
 
 
 def load_campaigns_for(settings: Settings) -> dict[str, Campaign]:
@@ -96,7 +99,8 @@ def load_templates(settings: Settings, campaigns: Mapping[str, Campaign]) -> Tem
     templates = Templates(settings.templates_dir)
     for campaign in campaigns.values():
         names = [campaign.template(part) for part in EMAIL_PARTS] if campaign.has_email else []
-        names += [campaign.template(f"fragments/{block}.html") for block in sorted(campaign.fragments)]
+        fragments = sorted(campaign.fragments | campaign.fragment_variants)
+        names += [campaign.template(f"fragments/{block}.html") for block in fragments]
         for name in names:
             templates.check(name)
     return templates
@@ -156,6 +160,12 @@ async def running_services(
         shared.invalidation.on_reset(partial(_forget_all, lists, images, upstream))
         shared.invalidation.start()
     events = EventWriter(store.events, clock=clock, invalidation=invalidation)
+    clicks = ClickMemory(
+        settings.click_memory_entries,
+        settings.click_memory_seconds,
+        clock,
+        None if shared is None else shared.redis,
+    )
     retention = Retention(
         store.privacy, settings.retention_days, settings.retention_interval_seconds, clock=clock
     )
@@ -194,9 +204,11 @@ async def running_services(
             webhook_bodies=asyncio.Semaphore(settings.webhook_concurrent_bodies),
             limits=rate_limiter(settings, shared),
             exposures=recorder,
+            clicks=clicks,
         )
     finally:
         await background.aclose()
+        await clicks.aclose()
         if shared is not None:
             await shared.aclose()
         images.close()

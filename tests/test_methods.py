@@ -23,6 +23,7 @@ OPEN_TIME_PATHS = {
     "img": "/v1/t/img/banner.png",
     "html": "/v1/t/html/picks",
     "view": "/v1/t/view",
+    "click": "/v1/t/click/x/0",
     "form": "/v1/t/form/rate",
 }
 

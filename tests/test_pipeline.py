@@ -52,6 +52,8 @@ def test_every_route_refuses_urls_of_another_shape_and_other_methods(client: Tes
             refused = client.request(method, "/v1/t/view", headers=AMP)
         if route.segment == "img":
             refused = client.request(method, "/v1/t/img/x.png", headers=AMP)
+        if route.segment == "click":
+            refused = client.request(method, "/v1/t/click/x/0", headers=AMP)
         assert refused.status_code == 405, route.segment
         # CORS routes also answer OPTIONS (the AMP CORS preflight), so their Allow names it.
         assert refused.headers["allow"] == ", ".join((*route.methods, *(["OPTIONS"] if route.cors else [])))

@@ -119,8 +119,8 @@ def test_check_config_of_the_installed_package_loads_the_shipped_campaigns(insta
         OPENTIME_ALLOWED_SENDERS=SENDER,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "campaigns: 3" in checked.stdout
-    for name in ("cart-recovery", "demo", "weekly-picks"):
+    assert "campaigns: 4" in checked.stdout
+    for name in ("cart-recovery", "demo", "flash-sale", "weekly-picks"):
         assert re.search(rf"^  {name}: \d+ blocks", checked.stdout, re.MULTILINE), checked.stdout
 
 

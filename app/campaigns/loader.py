@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -26,6 +27,10 @@ import orjson
 
 from app.campaigns.forms import FormBlock, form_block
 from app.countdown.blocks import CountdownBlock, countdown_block
+from app.decisions.blocks import parse_experiments, with_decisions
+from app.decisions.clicks import safe_target, with_clicks
+from app.decisions.decide import cached_names
+from app.decisions.experiments import Experiment
 from app.errors import CampaignError
 from app.images.blocks import image_block
 from app.images.layout import ImageBlock
@@ -33,6 +38,7 @@ from app.render.addresses import AddressError, Mailbox, parse_mailbox
 from app.render.formats import UTC_ONLY, Format, FormatError, Zones, parse_format, parse_zone
 from app.render.json import MISSING, Shaper, compile_shaper, fallback_value
 
+_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 CAMPAIGN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 FieldType = Literal["text", "number", "integer", "bool", "url", "datetime"]
@@ -67,6 +73,13 @@ class ListBlock:
     cache_ttl_s: float | None
     fallback_body: bytes
     zones: Zones = UTC_ONLY  # where the recipient's dates show (the campaign's zone and zone_field)
+    # Open-time decisions (app.decisions): variants and rules, None for a block without (the hot path
+    # checks only this); click-through: the url field whose item link /click/ answers, and the hosts
+    # such a link may go to.
+    decider: Any = None
+    click_field: str | None = None
+    click_hosts: frozenset[str] = frozenset()
+    family: str = ""  # the block's own name for a variant's block ("<block>~<variant>"), else ""
     # The fields compiled into one shaping function (app.render.json), once here, not on every open.
     shape: Shaper = dataclasses.field(init=False, repr=False, compare=False)
     dated: bool = dataclasses.field(init=False, repr=False, compare=False)  # needs the recipient's zone
@@ -99,6 +112,10 @@ class Campaign:
     images: Mapping[str, ImageBlock] = dataclasses.field(default_factory=dict)  # image blocks (app.images)
     countdowns: Mapping[str, CountdownBlock] = dataclasses.field(default_factory=dict)  # countdown timers
     zones: Zones = UTC_ONLY  # the recipient's time zone: [campaign] zone_field, else zone (default UTC)
+    experiments: tuple[Experiment, ...] = ()  # [experiments], in declared order (blocks hold them too)
+    click_default: str | None = None  # where a click with a bad or expired token lands
+    # Variants of list blocks with their own fragment template, fragments/<block>~<variant>.html.
+    fragment_variants: frozenset[str] = frozenset()
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
@@ -135,13 +152,18 @@ def load_campaign(
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CampaignError(f"{path}: {exc}") from None
     meta = _table(data.get("campaign", {}), f"{path} [campaign]")
-    known_meta = {"title", "subject", "from", "zone", "zone_field", "html_lifetime_days"}
+    known_meta = {"title", "subject", "from", "zone", "zone_field", "html_lifetime_days", "click_default"}
     unknown_meta = sorted(set(meta) - known_meta)
     if unknown_meta:
         raise CampaignError(f"{path} [campaign]: unknown key(s) {', '.join(unknown_meta)}")
     zones = _zones(meta, f"{path} [campaign]")
     site = Site(static_dir, public_base_url.rstrip("/"), zones, default_budget_ms)
     blocks = _table(data.get("blocks", {}), f"{path} [blocks]")
+    unknown_top = sorted(set(data) - {"campaign", "blocks", "experiments"})
+    if unknown_top:
+        raise CampaignError(f"{path}: unknown table(s) {', '.join(unknown_top)}")
+    experiments = parse_experiments(data.get("experiments", {}), name, f"{path} [experiments]")
+    zoned = bool(zones.path)  # time rules then need the profile (its zone_field)
     lists = {}
     forms = {}
     images = {}
@@ -153,15 +175,29 @@ def load_campaign(
         spec = _table(spec, where)
         kind = spec.get("kind")
         if kind == "list":
-            lists[block_name] = _list_block(block_name, spec, site, where)
+            parse_list = partial(_list_block, site=site)
+            lists[block_name] = with_decisions(
+                block_name, spec, parse_list, experiments, where, needs_zone_profile=zoned
+            )
         elif kind == "form":
             forms[block_name] = form_block(block_name, spec, where)
         elif kind == "image":
-            images[block_name] = image_block(block_name, spec, static_dir, where, default_budget_ms)
+            parse_image = partial(_image_block, static_dir=static_dir, budget_ms=default_budget_ms)
+            images[block_name] = with_decisions(
+                block_name, spec, parse_image, experiments, where, needs_zone_profile=zoned
+            )
         elif kind == "countdown":
             countdowns[block_name] = countdown_block(block_name, spec, static_dir, where, default_budget_ms)
         else:
             raise CampaignError(f"{where}: unknown kind {kind!r} (supported: list, form, image, countdown)")
+    click_default = _click_default(meta, path)
+    tracked = [n for n, b in lists.items() if b.click_field is not None]
+    tracked += [n for n, b in images.items() if b.link is not None or _variant_links(b)]
+    if tracked and click_default is None:
+        raise CampaignError(
+            f"{path} [campaign]: click_default (an https URL) is required: blocks {', '.join(tracked)}"
+            " track clicks, and a click with an expired token lands there"
+        )
     return Campaign(
         name=name,
         title=_meta_str(meta, "title", path, default=name),
@@ -176,11 +212,42 @@ def load_campaign(
         ),
         has_email=_email_parts(folder),
         fragments=frozenset(b for b in lists if (folder / "fragments" / f"{b}.html").is_file()),
+        fragment_variants=frozenset(
+            n for n in cached_names(lists) if "~" in n and (folder / "fragments" / f"{n}.html").is_file()
+        ),
         forms=forms,
         images=images,
         countdowns=countdowns,
         zones=zones,
+        experiments=tuple(experiments.values()),
+        click_default=click_default,
     )
+
+
+def _variant_links(block: ImageBlock) -> bool:
+    return block.decider is not None and any(v.link is not None for v in block.decider.variants.values())
+
+
+def _click_default(meta: dict[str, Any], path: Path) -> str | None:
+    value = meta.get("click_default")
+    if value is not None and not (_is_https_url(value) and safe_target(value, _hosts_of(value))):
+        raise CampaignError(f"{path} [campaign]: click_default must be an absolute https URL")
+    return value
+
+
+def _hosts_of(url: str) -> frozenset[str]:
+    return frozenset({(urlsplit(url).hostname or "").lower()})
+
+
+def _image_block(
+    name: str, spec: dict[str, Any], where: str, *, static_dir: Path, budget_ms: int
+) -> ImageBlock:
+    """An image block; ``link`` (an https URL) is where a click on it goes (``/click/<block>/0``)."""
+    own = {k: v for k, v in spec.items() if k != "link"}
+    link = spec.get("link")
+    if link is not None and not (_is_https_url(link) and safe_target(link, _hosts_of(link))):
+        raise CampaignError(f"{where}: link must be an absolute https URL")
+    return dataclasses.replace(image_block(name, own, static_dir, where, budget_ms), link=link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +293,9 @@ def _email_parts(folder: Path) -> bool:
     return bool(present)
 
 
-def _list_block(name: str, spec: dict[str, Any], site: Site, where: str) -> ListBlock:
+def _list_block(name: str, spec: dict[str, Any], where: str, *, site: Site) -> ListBlock:
     known = {"kind", "source", "fields", "max_items", "budget_ms", "cache_ttl_seconds", "fallback"}
+    known |= {"click", "click_hosts"}
     unknown = sorted(set(spec) - known)
     if unknown:
         raise CampaignError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -242,7 +310,52 @@ def _list_block(name: str, spec: dict[str, Any], site: Site, where: str) -> List
     if ttl is not None:
         ttl = float(_int_in(ttl, 1, 86_400, f"{where} cache_ttl_seconds"))
     fallback = _fallback(spec.get("fallback"), site, fields, where)
-    return ListBlock(name, source, fields, max_items, budget / 1000, ttl, fallback, site.zones)
+    click_field, hosts = _click(spec, fields, where)
+    if click_field is not None:  # fallback items get click URLs too (to the fallback's own links)
+        fallback = with_clicks(fallback, click_field, hosts)[0]
+    return ListBlock(
+        name,
+        source,
+        fields,
+        max_items,
+        budget / 1000,
+        ttl,
+        fallback,
+        site.zones,
+        click_field=click_field,
+        click_hosts=hosts,
+        family=name.partition("~")[0] if "~" in name else "",
+    )
+
+
+def _click(
+    spec: dict[str, Any], fields: tuple[ItemField, ...], where: str
+) -> tuple[str | None, frozenset[str]]:
+    """``click = "<url field>"``: items carry a ``click`` URL (``/click/<block>/<slot>``) that leads to
+    that field's link as shown at open time, on one of ``click_hosts`` (default: the field's base host)."""
+    name = spec.get("click")
+    if name is None:
+        if "click_hosts" in spec:
+            raise CampaignError(f'{where}: click_hosts needs click = "<url field>"')
+        return None, frozenset()
+    field = next((f for f in fields if f.name == name), None)
+    if field is None or field.type != "url":
+        raise CampaignError(f"{where}: click must name a field of type url (got {name!r})")
+    if any(f.name == "click" for f in fields):
+        raise CampaignError(f"{where}: a field named click would be replaced by the click URL")
+    hosts = spec.get("click_hosts")
+    if hosts is None:
+        base_host = urlsplit(field.base).hostname if field.base else None
+        if base_host is None:
+            raise CampaignError(f"{where}: click_hosts = [...] is required when the {name} field has no base")
+        return name, frozenset({base_host.lower()})
+    if (
+        not isinstance(hosts, list)
+        or not hosts
+        or not all(isinstance(h, str) and _HOST.fullmatch(h) for h in hosts)
+    ):
+        raise CampaignError(f"{where}: click_hosts must be a list of host names such as shop.example.com")
+    return name, frozenset(h.lower() for h in hosts)
 
 
 def _item_field(name: str, spec: Any, site: Site, where: str) -> ItemField:

@@ -32,6 +32,8 @@ from app.campaigns.validator import (
     ValidationError,
     ValidatorFailed,
 )
+from app.decisions.context import OpenContext
+from app.decisions.decide import DEFAULT_PICKS, Decision, decide_all
 from app.images.layout import FellBack, fell_back_layers
 from app.open_time.reasons import Reason
 from app.render.email import AMP_MAX_BYTES, HTML_CLIP_BYTES, EmailLimitError, EmailParts, check_limits
@@ -69,6 +71,42 @@ class ImagePreview:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionPreview:
+    """Which variant a block shows this recipient at the preview's time and client, and why."""
+
+    block: str
+    variant: str
+    experiment: str | None
+    why: str  # the rule that matched, as written, or "no rule matched"
+
+    def describe(self) -> str:
+        test = f" (experiment {self.experiment})" if self.experiment else ""
+        return f"{self.block}: {self.variant}{test}, because {self.why}"
+
+
+# --client: what the open looks like (its fetch class and the device it reveals).
+CLIENTS = {
+    "direct": ("direct", "unknown"),
+    "desktop": ("direct", "desktop"),
+    "mobile": ("direct", "mobile"),
+    "gmail": ("gmail-proxy", "unknown"),
+    "apple": ("apple-mpp", "unknown"),
+}
+
+
+def open_as(
+    campaign: Campaign, recipient: str, attributes: Mapping[str, Any] | None, at: float, client: str
+) -> OpenContext:
+    """The context of an open by ``client`` at ``at`` (``ValueError`` for an unknown client)."""
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
+    fetch_class, device = CLIENTS[client]
+    profile = dict(attributes or {})
+    zone = campaign.zones.of(profile)
+    return OpenContext(at, zone, fetch_class, device, None, recipient, profile)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The AMP validator's answer: PASS or FAIL, else UNAVAILABLE / ERROR / SKIPPED with a note."""
 
@@ -91,6 +129,8 @@ class Report:
     sent_base_url: str  # the base URL of the AMP part as sent: https, a placeholder when base_url is not
     sent_amp: str | None  # the AMP part as sent, what the validator checks (None: not rendered)
     images: tuple[ImagePreview, ...] = ()
+    client: str = "direct"
+    decisions: tuple[DecisionPreview, ...] = ()
 
     @property
     def placeholder_origin(self) -> bool:
@@ -149,13 +189,20 @@ def build_report(
     profile_reason: str | None,
     *,
     at: datetime,
+    client: str = "direct",
 ) -> Report:
-    """Render everything but the validator's verdict; raises ValueError for an unusable recipient id."""
-    parts, problems = render_parts(sendtime, campaign, recipient, attributes, at.timestamp())
-    blocks, fragment_problems = block_previews(sendtime, campaign, attributes, profile_reason)
+    """Render everything but the validator's verdict; raises ValueError for an unusable recipient id
+    or client. Blocks with variants show the variant an open by ``client`` at ``at`` gets."""
+    opened = open_as(campaign, recipient, attributes, at.timestamp(), client)
+    decided = decide_all((campaign.lists, campaign.images), opened)
+    decisions = tuple(DecisionPreview(n, d.variant, d.experiment, d.why) for n, d in sorted(decided.items()))
+    parts, problems = render_parts(sendtime, campaign, recipient, attributes, at.timestamp(), opened)
+    blocks, fragment_problems = block_previews(sendtime, campaign, attributes, profile_reason, decided)
     problems += fragment_problems
     images = tuple(
-        ImagePreview(name, fell_back_layers(block, attributes or {}, at))
+        ImagePreview(
+            name, fell_back_layers(decided[name].block if name in decided else block, attributes or {}, at)
+        )
         for name, block in sorted(campaign.images.items())
     )
     sent_base_url = sending_base_url(sendtime.base_url)
@@ -163,7 +210,7 @@ def build_report(
     if parts is not None and sent_base_url != sendtime.base_url:
         as_sent = replace(sendtime, base_url=sent_base_url)
         try:
-            sent_amp = render_amp(as_sent, campaign, recipient, attributes, at.timestamp())
+            sent_amp = render_amp(as_sent, campaign, recipient, attributes, at.timestamp(), opened)
         except TemplateError as exc:  # only a template that branches on its own URLs gets here
             sent_amp, problems = None, (*problems, str(exc))
     return Report(
@@ -179,6 +226,8 @@ def build_report(
         sent_base_url=sent_base_url,
         sent_amp=sent_amp,
         images=images,
+        client=client,
+        decisions=decisions,
     )
 
 
@@ -188,9 +237,10 @@ def render_parts(
     recipient: str,
     attributes: Mapping[str, Any] | None,
     at: float,
+    opened: OpenContext | None = None,
 ) -> tuple[EmailParts | None, tuple[str, ...]]:
     """The parts as ``SendTime.render`` makes them, kept for display even when they break a limit."""
-    context = sendtime.context(campaign, recipient, attributes, at=at)
+    context = sendtime.context(campaign, recipient, attributes, at=at, opened=opened)
     templates = sendtime.templates
     render = templates.render
     try:
@@ -210,10 +260,15 @@ def render_parts(
 
 
 def render_amp(
-    sendtime: SendTime, campaign: Campaign, recipient: str, attributes: Mapping[str, Any] | None, at: float
+    sendtime: SendTime,
+    campaign: Campaign,
+    recipient: str,
+    attributes: Mapping[str, Any] | None,
+    at: float,
+    opened: OpenContext | None = None,
 ) -> str:
     """The AMP part alone, as ``render_parts`` renders it (to render it with another base URL)."""
-    context = sendtime.context(campaign, recipient, attributes, at=at)
+    context = sendtime.context(campaign, recipient, attributes, at=at, opened=opened)
     return sendtime.templates.render(campaign.template("email.amp.html"), context)
 
 
@@ -222,18 +277,21 @@ def block_previews(
     campaign: Campaign,
     attributes: Mapping[str, Any] | None,
     profile_reason: str | None,
+    decided: Mapping[str, Decision[Any]] | None = None,
 ) -> tuple[tuple[BlockPreview, ...], tuple[str, ...]]:
     previews = []
     problems = []
-    for block in campaign.lists.values():
+    for name, own in campaign.lists.items():
+        block = decided[name].block if decided and name in decided else own
         items, reason = block_items(block, attributes, profile_reason)
         fragment = None
-        if block.name in campaign.fragments:
+        if name in campaign.fragments:
+            picks = decided[name].picks() if decided and name in decided else DEFAULT_PICKS
             try:
-                fragment = render_fragment(sendtime, campaign, block, items, live=reason is None)
+                fragment = render_fragment(sendtime, campaign, block, items, live=reason is None, picks=picks)
             except TemplateError as exc:
                 problems.append(str(exc))
-        previews.append(BlockPreview(block.name, items, reason, fragment))
+        previews.append(BlockPreview(name, items, reason, fragment))
     return tuple(previews), tuple(problems)
 
 
@@ -249,11 +307,25 @@ def block_items(
 
 
 def render_fragment(
-    sendtime: SendTime, campaign: Campaign, block: ListBlock, items: list[Any], *, live: bool
+    sendtime: SendTime,
+    campaign: Campaign,
+    block: ListBlock,
+    items: list[Any],
+    *,
+    live: bool,
+    picks: Mapping[str, Any] = DEFAULT_PICKS,
 ) -> str:
     # The same context as GET /v1/{token}/html/{block} (app.open_time.kinds.html).
-    context = {"items": items, "live": live, "block": block.name, "campaign": {"name": campaign.name}}
-    return sendtime.templates.render(campaign.template(f"fragments/{block.name}.html"), context)
+    name = block.name.partition("~")[0]
+    context = {
+        "items": items,
+        "live": live,
+        "block": name,
+        "campaign": {"name": campaign.name},
+        "variant": picks,
+    }
+    template = block.name if block.name in campaign.fragment_variants else name
+    return sendtime.templates.render(campaign.template(f"fragments/{template}.html"), context)
 
 
 def validate(validator: AmpValidator | None, amp: str | None) -> Verdict:

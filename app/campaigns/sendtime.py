@@ -7,8 +7,12 @@ Template context:
     recipient   {"id": ...}
     profile     the recipient's attributes (``{}`` when unknown; use ``| default(...)``)
     blocks      per list block: {"items": [...], "live": bool}: the data at send time, or the
-                static fallback items (``live`` false) when the recipient has none
-    urls        urls.list.<block>, urls.html.<block>, urls.form.<block>, urls.view
+                static fallback items (``live`` false) when the recipient has none (a block with
+                variants: its chosen variant's)
+    variants    per block with variants or rules: {"name", "experiment", "rule", "why"}, decided
+                as of sending (or of the open, in views and previews)
+    urls        urls.list.<block>, urls.html.<block>, urls.form.<block>, urls.view,
+                urls.click.<block>[slot] (click-tracked blocks)
     campaign    {"name", "title"}
     now         the render time (UTC datetime): send time, or the open time in views and previews
     zone        the recipient's time zone (the campaign's ``zone_field`` in the profile, else its
@@ -26,6 +30,8 @@ import orjson
 
 from app.campaigns.loader import Campaign, ListBlock
 from app.campaigns.urls import Tokens, mint, shared_token, template_urls
+from app.decisions.context import OpenContext
+from app.decisions.decide import decide_all
 from app.errors import CampaignError
 from app.render.email import EmailParts, check_limits
 from app.render.json import render_list
@@ -62,20 +68,32 @@ class SendTime:
         *,
         at: float | None = None,
         token: str | None = None,
+        opened: OpenContext | None = None,
     ) -> dict[str, Any]:
         """With ``token`` (an open-time page), its URLs reuse the token that was presented: a page
-        served at open time must never mint a fresh token, or any token could be renewed forever."""
+        served at open time must never mint a fresh token, or any token could be renewed forever.
+        ``opened``: the open's context (the web view, the preview), else decisions are made as of
+        sending (fetch class ``send``)."""
         now = self.clock() if at is None else at
         if token is None:
             tokens = mint(self.signer, campaign, recipient, now=int(self.clock()))
         else:  # campaign-wide timers may still get a fresh shared token: it names nobody
             tokens = Tokens(token, token, shared_token(self.signer, campaign, now=int(self.clock())))
         profile = dict(attributes or {})
+        if opened is None:
+            zone = campaign.zones.of(profile)
+            opened = OpenContext(now, zone, "send", recipient=recipient or None, profile=profile)
+        decided = decide_all((campaign.lists, campaign.images), opened)
+        shown = {name: decided[name].block if name in decided else b for name, b in campaign.lists.items()}
+        urls = template_urls(self.base_url, tokens, campaign)
         return {
             "recipient": {"id": recipient},
             "profile": profile,
-            "blocks": {name: block_data(block, profile) for name, block in campaign.lists.items()},
-            "urls": template_urls(self.base_url, tokens, campaign),
+            "blocks": {
+                name: block_data(block, profile, urls["click"].get(name)) for name, block in shown.items()
+            },
+            "variants": {name: decision.picks() for name, decision in decided.items()},
+            "urls": urls,
             "campaign": {"name": campaign.name, "title": campaign.title},
             "now": datetime.fromtimestamp(now, UTC),
             "zone": campaign.zones.of(profile),
@@ -109,8 +127,14 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def block_data(block: ListBlock, profile: Mapping[str, Any]) -> dict[str, Any]:
+def block_data(
+    block: ListBlock, profile: Mapping[str, Any], clicks: list[str] | None = None
+) -> dict[str, Any]:
+    """The block's items as of now; a click-tracked block's items carry ``click``, their click URL."""
     body = render_list(block, dict(profile))
-    if body is None:
-        return {"items": orjson.loads(block.fallback_body)["items"], "live": False}
-    return {"items": orjson.loads(body)["items"], "live": True}
+    live = body is not None
+    items = orjson.loads(body if body is not None else block.fallback_body)["items"]
+    if clicks is not None:
+        for item, url in zip(items, clicks, strict=False):
+            item["click"] = url
+    return {"items": items, "live": live}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from app.campaigns.loader import Campaign
 from app.security.tokens import TokenSigner
 
@@ -136,4 +138,36 @@ def template_urls(base_url: str, tokens: Tokens, campaign: Campaign) -> dict[str
         "countdown": countdown_urls(base_url, tokens, campaign),
         "countdown2x": countdown_urls(base_url, tokens, campaign, retina=True),
         "view": view_url(base_url, html),
+        "click": click_urls(base_url, html, campaign),
     }
+
+
+def click_url(base_url: str, token: str, block: str, slot: int) -> str:
+    """Click-through (``app.decisions.clicks``): a 302 to the link of what slot ``slot`` showed."""
+    return f"{base_url}/v1/{token}/click/{block}/{slot}"
+
+
+def click_urls(base_url: str, token: str, campaign: Campaign) -> dict[str, list[str]]:
+    """Per click-tracked block, its click URL for every slot: list items (up to ``max_items`` of the
+    block and its variants), one for an image with a ``link``."""
+    urls = {}
+    for name, block in campaign.lists.items():
+        if block.click_field is not None:
+            urls[name] = [click_url(base_url, token, name, slot) for slot in range(_slots(block))]
+    for name, image in campaign.images.items():
+        if _links(image):
+            urls[name] = [click_url(base_url, token, name, 0)]
+    return urls
+
+
+def _slots(block: Any) -> int:
+    """Items the block can show: its (and its variants') ``max_items``, or its fallback's count."""
+    blocks = [block, *(() if block.decider is None else block.decider.variants.values())]
+    counts: list[int] = [b.max_items for b in blocks]
+    counts += [len(orjson.loads(b.fallback_body)["items"]) for b in blocks]
+    return max(counts)
+
+
+def _links(image: Any) -> bool:
+    variants = () if image.decider is None else image.decider.variants.values()
+    return image.link is not None or any(variant.link is not None for variant in variants)

@@ -18,7 +18,15 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from app.campaigns.preview import Report, Verdict, build_report, parse_at, profile_attributes, validate
+from app.campaigns.preview import (
+    CLIENTS,
+    Report,
+    Verdict,
+    build_report,
+    parse_at,
+    profile_attributes,
+    validate,
+)
 from app.campaigns.sendtime import SendTime
 from app.campaigns.validator import locate
 from app.cli.common import config_option, fail, read_loaded, say_store
@@ -37,6 +45,13 @@ from app.store.base import Profile, StoreError
 @click.option("--campaign", required=True)
 @click.option("--recipient", required=True)
 @click.option("--at", default=None, help="Simulated open time, ISO 8601 (no offset means UTC); default now.")
+@click.option(
+    "--client",
+    type=click.Choice(sorted(CLIENTS)),
+    default="direct",
+    show_default=True,
+    help="Who opens: gmail (image proxy), apple (privacy prefetch), direct (mobile/desktop: its device).",
+)
 @click.option("--url", "url_only", is_flag=True, help="Print the preview page's URL instead of the report.")
 @click.option("--open", "open_page", is_flag=True, help="Open the preview page in a browser.")
 @click.option("--base-url", default=None, help="Base URL of the running server (default public_base_url).")
@@ -45,6 +60,7 @@ def preview(
     campaign: str,
     recipient: str,
     at: str | None,
+    client: str,
     url_only: bool,
     open_page: bool,
     base_url: str | None,
@@ -57,24 +73,30 @@ def preview(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
     if url_only or open_page:
-        url = preview_url(base_url or settings.public_base_url, campaign, recipient, at)
+        url = preview_url(base_url or settings.public_base_url, campaign, recipient, at, client)
         click.echo(url)
         if open_page:
             click.launch(url)
         return
     say_store(settings.database_url, loaded.sources["database_url"])
-    report = make_report(settings, campaign, recipient, moment)
+    report = make_report(settings, campaign, recipient, moment, client)
     verdict = validate(locate(PROJECT_ROOT), report.sent_amp)
     click.echo(format_report(report, verdict))
     sys.exit(1 if report.problems or verdict.status in ("FAIL", "ERROR") else 0)
 
 
-def preview_url(base_url: str, campaign: str, recipient: str, at: str | None) -> str:
-    query = {"recipient": recipient, **({"at": at} if at else {})}
+def preview_url(base_url: str, campaign: str, recipient: str, at: str | None, client: str = "direct") -> str:
+    query = {
+        "recipient": recipient,
+        **({"at": at} if at else {}),
+        **({"client": client} if client != "direct" else {}),
+    }
     return f"{base_url.rstrip('/')}/preview/{quote(campaign, safe='')}?{urlencode(query)}"
 
 
-def make_report(settings: Settings, campaign: str, recipient: str, at: datetime) -> Report:
+def make_report(
+    settings: Settings, campaign: str, recipient: str, at: datetime, client: str = "direct"
+) -> Report:
     try:
         campaigns = load_campaigns_for(settings)
         ring = load_keyring(settings.keys_file)
@@ -87,7 +109,7 @@ def make_report(settings: Settings, campaign: str, recipient: str, at: datetime)
         )
         spec = sendtime.campaign(campaign)
         attributes, reason = profile_attributes(asyncio.run(fetch_profile(settings.database_url, recipient)))
-        return build_report(sendtime, spec, recipient, attributes, reason, at=at)
+        return build_report(sendtime, spec, recipient, attributes, reason, at=at, client=client)
     except (CampaignError, TemplateError, KeyRingError, StoreError) as exc:
         fail(str(exc))
     except ValueError as exc:
@@ -108,6 +130,7 @@ def format_report(report: Report, verdict: Verdict) -> str:
         f"campaign   {report.campaign.name} ({report.campaign.title})",
         f"recipient  {report.recipient} ({profile_state(report.profile_reason)})",
         f"open time  {report.at.isoformat().replace('+00:00', 'Z')}",
+        f"opened by  {report.client}",
         f"subject    {report.parts.subject if report.parts else '-'}",
         "",
         "parts",
@@ -123,6 +146,9 @@ def format_report(report: Report, verdict: Verdict) -> str:
         fragment = f", fragment {len(block.fragment.encode()):,} bytes" if block.fragment is not None else ""
         lines.append(f"  {block.name}: {state}, {len(block.items)} item(s){fragment}")
         lines += [f"    {line}" for line in block.json.splitlines()]
+    if report.decisions:
+        lines += ["", "decisions"]
+        lines += [f"  {decision.describe()}" for decision in report.decisions]
     if report.images:
         lines += ["", "image blocks"]
     for image in report.images:

@@ -45,6 +45,7 @@ from app.content.shared_work import SharedWork
 from app.countdown.blocks import CountdownBlock
 from app.countdown.clock import CountdownError, clock_us, left_at
 from app.countdown.timers import CountdownRequest, render_timer, timer_key
+from app.decisions.decide import cached_names
 from app.images import render
 from app.images.layout import ImageBlock, ImageFormat, prepare
 from app.log_throttle import ThrottledLog
@@ -282,7 +283,7 @@ class ImageContent:
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """The recipient's profile changed: their next open renders from the new data."""
         for campaign in campaigns.values():
-            for block in campaign.images:
+            for block in cached_names(campaign.images):
                 for fmt in IMAGE_FORMATS:
                     for scale in SCALES:
                         self._recent.forget((campaign.name, block, recipient, fmt, scale))

@@ -30,6 +30,8 @@ from app.content.budget import Deadlines
 from app.content.cache import BoundedCache
 from app.content.profiles import Loaded, ProfileLoader, Pulled
 from app.content.shared_work import SharedWork
+from app.decisions.clicks import with_clicks
+from app.decisions.decide import cached_names
 from app.open_time.reasons import Reason
 from app.render.json import render_list
 
@@ -45,6 +47,7 @@ class Rendered:
 
     body: bytes
     updated_at: float  # when the data it was rendered from last changed (wall clock, seconds)
+    links: tuple[str, ...] = ()  # click-tracked blocks: each item's link, by slot (app.decisions.clicks)
 
 
 # A cached entry is either the rendered body or the reason to serve the fallback (str).
@@ -52,6 +55,7 @@ Entry = Rendered | str
 Key = tuple[str, str, str]
 # Whole profiles kept for ``find``: encoded, so a few KB each at most for typical profiles.
 PROFILE_CACHE_BYTES = 8 * 1024 * 1024
+READ_ONLY_LIMIT = 16_384  # parsed profiles found_now keeps (cleared when full)
 
 
 class Found(NamedTuple):
@@ -89,6 +93,8 @@ class ListContent:
         self._bodies: SharedWork[Key, Rendered] = SharedWork(cache, self._deadlines)
         profiles: BoundedCache[str, Loaded | str] = BoundedCache(PROFILE_CACHE_BYTES, size_of=_loaded_size)
         self._profiles: SharedWork[str, Loaded] = SharedWork(profiles, self._deadlines)
+        # found_now's parsed profiles, by recipient, with the cached record they were parsed from.
+        self._read_only: dict[str, tuple[Loaded, Found | str]] = {}
 
     @property
     def cache(self) -> BoundedCache[Key, Entry]:
@@ -133,17 +139,37 @@ class ListContent:
             loaded = await waiter
         return loaded if isinstance(loaded, str) else _parsed(loaded)
 
+    def found_now(self, recipient: str) -> Found | str | None:
+        """The whole profile if it is cached now (or the reason there is none), else None: ``find``
+        without waiting, for open-time decisions that read the profile on warm opens.
+
+        Read-only: the parsed profile is kept while the cache holds the same record (checked by
+        identity, so a changed or re-read profile is parsed again), and shared by every caller."""
+        loaded = self._profiles.get(recipient)
+        if loaded is None or isinstance(loaded, str):
+            return loaded
+        kept = self._read_only.get(recipient)
+        if kept is not None and kept[0] is loaded:
+            return kept[1]
+        found = _parsed(loaded)
+        if len(self._read_only) >= READ_ONLY_LIMIT:
+            self._read_only.clear()
+        self._read_only[recipient] = (loaded, found)
+        return found
+
     def forget(self, recipient: str, campaigns: Mapping[str, Campaign]) -> None:
         """Drop the recipient's cached outputs after their profile changed (e.g. by a form)."""
         for campaign in campaigns.values():
-            for block in campaign.lists:
+            for block in cached_names(campaign.lists):
                 self._bodies.forget((campaign.name, block, recipient))
         self._profiles.forget(recipient)
+        self._read_only.pop(recipient, None)
 
     def forget_all(self) -> None:
         """Drop every cached output (this process may have missed invalidations)."""
         self._bodies.forget_all()
         self._profiles.forget_all()
+        self._read_only.clear()
 
     async def aclose(self) -> None:
         """Release opens still waiting on the store or the upstream (on shutdown)."""
@@ -209,4 +235,9 @@ def _render(block: ListBlock, attributes: bytes, updated_at: float) -> Entry:
     if not isinstance(data, dict):
         return Reason.BAD_PROFILE
     body = render_list(block, data)
-    return Reason.NO_DATA if body is None else Rendered(body, updated_at)
+    if body is None:
+        return Reason.NO_DATA
+    if block.click_field is None:
+        return Rendered(body, updated_at)
+    clicked, links = with_clicks(body, block.click_field, block.click_hosts)
+    return Rendered(clicked, updated_at, links)

@@ -143,6 +143,8 @@ class ImageBlock:
     digest: str  # hash of the layout and the files it names: part of every content key
     fallbacks: Mapping[tuple[ImageFormat, int], bytes]  # (format, scale) -> pre-rendered fallback image
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # per-field, under the profile
+    decider: Any = None  # variants and rules (app.decisions), None for a block without
+    link: str | None = None  # where /click/<block>/0 goes when this image (variant) was shown
 
     @property
     def width(self) -> int:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from app.asgi import Receive, Scope
 from app.campaigns.loader import Campaign
+from app.decisions.context import OpenContext
+from app.decisions.decide import Decision
 from app.open_time.reasons import Reason
 from app.open_time.respond import Answer
 from app.security.tokens import Claims
@@ -37,6 +39,7 @@ class Target:
     block: str  # "" for the web view, which names no block
     fmt: str = ""  # image format: png, jpg or gif
     scale: int = 1
+    slot: int = 0  # click-through: the item's position in the block
 
 
 @dataclass(slots=True)
@@ -52,6 +55,9 @@ class Open:
     # The token's campaign: authentic with claims; without them, the campaign a bad token names, used
     # only to pick static, public fallback content. None when no campaign of ours is named.
     campaign: Campaign | None = None
+    # Set by a kind whose block decided (app.open_time.deciding): what was shown, and the context read.
+    decision: Decision[Any] | None = None
+    context: OpenContext | None = None
 
 
 class Kind(Protocol):

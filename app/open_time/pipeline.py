@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from app.asgi import Headers, Receive, Scope, Send
 from app.campaigns.loader import Campaign
+from app.decisions.exposure import DEFAULT_VARIANT, Exposure, NullSink
 from app.logs import HEADER as REQUEST_ID_HEADER
 from app.methods import allow_header
+from app.open_time.deciding import fetch_class_of
 from app.open_time.fallback_log import FallbackLog
 from app.open_time.kind import Kind, Open, Target
 from app.open_time.reasons import Reason, reason_of
@@ -92,6 +94,7 @@ class OpenTimeEndpoint:
             return
         services: Services = scope["state"]["services"]
         kind, block, campaign = route.kinds[-1], None, None
+        request: Open | None = None
         try:
             now = services.clock()
             claims: Claims | None
@@ -123,6 +126,8 @@ class OpenTimeEndpoint:
             rid = self._fallbacks.fallback(scope, answer.reason, kind.name, campaign, block)
             if rid is not None:  # a line was logged for this open: its answer names the line's id
                 extra = (*extra, (REQUEST_ID_HEADER, rid))
+        if type(services.exposures) is not NullSink and request is not None and campaign is not None:
+            _expose(services, kind.name, request, campaign.name, answer)
         await send_answer(send, scope, answer, extra)
 
     def _find(self, campaign: Campaign | None, name: str) -> tuple[Kind, Any]:
@@ -135,6 +140,29 @@ class OpenTimeEndpoint:
             if block is not None:
                 return kind, block
         return kinds[-1], None
+
+
+def _expose(services: Services, kind: str, request: Open, campaign: str, answer: Answer) -> None:
+    """Offer the answered open (or click) to the exposure sink; a failing sink never fails the open."""
+    if kind == "form":  # a submission is not an open
+        return
+    decision = request.decision
+    try:
+        services.exposures.record(
+            Exposure(  # positional: campaign, block, variant, experiment, fetch_class, outcome, kind, ...
+                campaign,
+                request.target.block,
+                DEFAULT_VARIANT if decision is None else decision.variant,
+                None if decision is None else decision.experiment,
+                fetch_class_of(request),
+                answer.reason or "ok",
+                kind,
+                "click" if kind == "click" else "open",
+                request.now,
+            )
+        )
+    except Exception:
+        logger.exception("recording an exposure failed")
 
 
 async def _settled(kind: Kind, request: Open, block: Any | None) -> Answer:
@@ -164,6 +192,7 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await send_error(
         send,
         404,
-        "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block} or /view",
+        "not an open-time URL: expected /v1/{token}/{list|html|img|form}/{block}, /view"
+        " or /click/{block}/{slot}",
         method=scope["method"],
     )

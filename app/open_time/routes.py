@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.open_time.kinds import countdown, form, html, image, view
+from app.open_time.kinds import click, countdown, form, html, image, view
 from app.open_time.kinds import list as list_kind
 from app.open_time.pipeline import Route
 
@@ -17,5 +17,6 @@ ROUTES = (
     ),
     Route("html", html.parse, "/v1/{token}/html/{block}", (html.FragmentKind(),)),
     Route("view", view.parse, "/v1/{token}/view", (view.ViewKind(),)),
+    Route("click", click.parse, "/v1/{token}/click/{block}/{slot}", (click.ClickKind(),)),
     Route("form", form.parse, "/v1/{token}/form/{block}", (form.FormKind(),), methods=("POST",), cors=True),
 )

@@ -28,7 +28,15 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from app.campaigns.loader import Campaign
-from app.campaigns.preview import Report, Verdict, build_report, parse_at, profile_attributes, validate
+from app.campaigns.preview import (
+    CLIENTS,
+    Report,
+    Verdict,
+    build_report,
+    parse_at,
+    profile_attributes,
+    validate,
+)
 from app.campaigns.validator import AmpValidator, locate
 from app.config import PROJECT_ROOT
 from app.content.cache_policy import NO_STORE_HEADERS
@@ -76,7 +84,10 @@ async def preview_campaign(request: Request) -> HTMLResponse:
     recipient = request.query_params.get("recipient", "").strip()
     if not recipient:
         return page(services, "preview.html", {**form_context(campaign, "", at), "key_id": key.key_id})
-    report = await make_report(services, campaign, recipient, at)
+    client = request.query_params.get("client", "direct")
+    if client not in CLIENTS:
+        raise BadRequest(f"client must be one of {', '.join(CLIENTS)}")
+    report = await make_report(services, campaign, recipient, at, client)
     verdict = await run_in_threadpool(validate, amp_validator(request), report.sent_amp)
     return page(services, "preview.html", {**report_context(report, verdict), "key_id": key.key_id})
 
@@ -90,11 +101,13 @@ def find_campaign(services: Services, name: str) -> Campaign:
     return campaign
 
 
-async def make_report(services: Services, campaign: Campaign, recipient: str, at: datetime) -> Report:
+async def make_report(
+    services: Services, campaign: Campaign, recipient: str, at: datetime, client: str = "direct"
+) -> Report:
     try:
         profile = await services.store.profiles.get(recipient)
         attributes, reason = profile_attributes(profile)
-        return build_report(services.sendtime, campaign, recipient, attributes, reason, at=at)
+        return build_report(services.sendtime, campaign, recipient, attributes, reason, at=at, client=client)
     except ValueError as exc:  # an id no token can carry (control characters, too long)
         raise BadRequest(f"bad recipient: {exc}") from None
 
@@ -107,10 +120,12 @@ def amp_validator(request: Request) -> AmpValidator | None:
     return validator
 
 
-def form_context(campaign: Campaign, recipient: str, at: datetime) -> dict[str, Any]:
+def form_context(campaign: Campaign, recipient: str, at: datetime, client: str = "direct") -> dict[str, Any]:
     return {
         "campaign": campaign,
         "recipient": recipient,
+        "client": client,
+        "clients": tuple(CLIENTS),
         "at_value": at.strftime("%Y-%m-%dT%H:%M:%S"),
         "at_label": at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "report": None,
@@ -120,7 +135,7 @@ def form_context(campaign: Campaign, recipient: str, at: datetime) -> dict[str, 
 def report_context(report: Report, verdict: Verdict) -> dict[str, Any]:
     amp_lines = report.sent_amp.splitlines() if report.sent_amp else []  # the lines the validator saw
     return {
-        **form_context(report.campaign, report.recipient, report.at),
+        **form_context(report.campaign, report.recipient, report.at, report.client),
         "report": report,
         "parts": report.parts,
         "part_rows": report.part_rows(),

@@ -155,6 +155,11 @@ class SharedRedis:
         answer = await self._call("generation", lambda: incr(self.keys.generation_key), bulk=True)
         return None if answer is None else int(answer)
 
+    async def put(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """SET with a TTL, overwriting (what a reader was last shown: ``app.decisions.clicks``)."""
+        execute = self._cache.client.execute_command
+        return await self._call("put", lambda: execute("SET", key, value, "PX", _ms(ttl_s))) is not None
+
     async def delete(self, key: str) -> bool:
         return await self._call("delete", lambda: self._cache.delete(key)) is not None
 

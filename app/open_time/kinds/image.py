@@ -16,8 +16,11 @@ from app.campaigns.loader import Campaign
 from app.content.cache_policy import CachePolicy, Header, etag_for
 from app.content.images import ImageRequest, Served, hash_of
 from app.countdown.blocks import CountdownBlock
+from app.decisions.decide import Decision
 from app.images import render
 from app.images.layout import CONTENT_TYPES, ImageBlock, ImageFormat
+from app.open_time.clicking import remember_shown
+from app.open_time.deciding import decide
 from app.open_time.fetch_class import FetchClass
 from app.open_time.kind import DegradingKind, Open, Target
 from app.open_time.reasons import Reason
@@ -40,6 +43,11 @@ class ImageKind(DegradingKind):
     async def render(self, request: Open, block: ImageBlock) -> Answer:
         services, claims, target = request.services, request.claims, request.target
         assert claims is not None
+        if block.decider is not None:
+            decided = decide(request, block)
+            block = (decided if isinstance(decided, Decision) else await decided).block
+        if block.link is not None:  # its click leads to this (variant's) link
+            remember_shown(request, block, (block.link,))
         fmt = image_format(target)
         fetch_class = fetch_class_of(request, claims)
         image = ImageRequest(claims.campaign, block, claims.recipient, fmt, target.scale, fetch_class)
@@ -51,6 +59,8 @@ def _headers(policy: CachePolicy, claims: Claims, block: ImageBlock, served: Ser
     if served.fallback_reason is not None:
         return policy.fallback_image()
     if claims.recipient is None:
+        if "~" in block.name or block.decider is not None:  # decided per open: no shared CDN copy
+            return policy.fallback_image()
         return policy.shared_image(claims.campaign, block.cache_ttl_s or 60)
     return policy.image(claims.recipient, claims.campaign)
 

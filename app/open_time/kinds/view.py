@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.campaigns.loader import Campaign
+from app.decisions.context import OpenContext
+from app.open_time.deciding import open_context
 from app.open_time.kind import DegradingKind, Open, Target
 from app.open_time.reasons import Reason
 from app.open_time.respond import HTML_HEADERS, Answer
@@ -40,14 +42,23 @@ class ViewKind(DegradingKind):
         services, claims = request.services, request.claims
         assert claims is not None and claims.recipient is not None
         attributes, reason = await services.lists.profile(claims.recipient, VIEW_BUDGET_S)
-        return Answer(_html(request, block, claims.recipient, attributes), reason, HTML_HEADERS)
+        opened = open_context(request, attributes or {})
+        return Answer(_html(request, block, claims.recipient, attributes, opened), reason, HTML_HEADERS)
 
 
-def _html(request: Open, campaign: Campaign, recipient: str, attributes: dict[str, Any] | None) -> bytes:
+def _html(
+    request: Open,
+    campaign: Campaign,
+    recipient: str,
+    attributes: dict[str, Any] | None,
+    opened: OpenContext | None = None,
+) -> bytes:
     """The HTML part with the presented token in its links; no recipient and no data for the
-    non-personal version."""
+    non-personal version. ``opened``: the open's context, so its variants are the open's."""
     services = request.services
-    context = services.sendtime.context(campaign, recipient, attributes, token=request.target.token)
+    context = services.sendtime.context(
+        campaign, recipient, attributes, token=request.target.token, opened=opened
+    )
     return services.templates.render(campaign.template("email.html"), context).encode()
 
 
