@@ -18,6 +18,7 @@ from app.demo import demo_rows
 from app.security.keyring import KeyRing, new_keyring, save_keyring
 from app.security.tokens import TokenSigner
 from app.store import open_store
+from app.store.base import RecipientData
 from tests.amp_tools import amp_validator, mustache  # noqa: F401  (session fixtures)
 from tests.node_tools import node_tools  # noqa: F401  (session fixture)
 from tests.pg import pg_url  # noqa: F401  (a fresh PostgreSQL schema's URL per test)
@@ -66,6 +67,20 @@ def load_rows(database_url: str, rows: list[tuple[str, bytes]]) -> None:
             await store.close()
 
     asyncio.run(load())
+
+
+def stored_data(database_url: str, recipient: str) -> RecipientData:
+    """Everything the store at ``database_url`` holds about ``recipient`` (its access-request export)."""
+
+    async def read() -> RecipientData:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            return await store.privacy.export(recipient)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture

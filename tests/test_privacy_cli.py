@@ -18,8 +18,8 @@ from app.demo import recipient_id
 from app.ingest.events import parse_event
 from app.security.tokens import TokenSigner
 from app.store import open_store
-from app.store.base import RecipientData, Submission
-from tests.conftest import BASE_URL, SENDER
+from app.store.base import Submission
+from tests.conftest import BASE_URL, SENDER, stored_data
 
 DAY = 86400.0
 
@@ -56,18 +56,6 @@ def store_events(url: str, now: float, *ids: str, recipient: str = "r1") -> None
     asyncio.run(commit())
 
 
-def exported(url: str, recipient: str) -> RecipientData:
-    async def read() -> RecipientData:
-        store = open_store(url)
-        await store.open()
-        try:
-            return await store.privacy.export(recipient)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
 def test_erase_ids_from_arguments_and_a_file_then_check_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     for recipient in ("r1", "r2", "r3"):
@@ -78,7 +66,7 @@ def test_erase_ids_from_arguments_and_a_file_then_check_them(tmp_path: Path) -> 
     assert code == 0, err
     assert "erased 4 recipient(s): 3 profile(s), 3 event id(s), 3 form answer(s) removed" in out
     assert "r1" not in err and "r2" not in err  # stderr names the store and shows progress only
-    assert all(exported(url, r).profile is None for r in ("r1", "r2", "r3"))
+    assert all(stored_data(url, r).profile is None for r in ("r1", "r2", "r3"))
 
     code, out, _ = run("erasures", "r1", "never-seen", "--database-url", url)
     assert code == 0
@@ -100,7 +88,7 @@ def test_erase_reads_standard_input_and_refuses_bad_ids_by_position(tmp_path: Pa
     code, _, err = run("erase", "--file", "-", "--database-url", url, stdin="r9\n" + "x" * 201 + "\n")
     assert code == 2 and "line 2: a recipient id is 1-200 characters" in err
     assert "x" * 201 not in err
-    assert exported(url, "r1").profile is not None  # nothing erased when any id is bad
+    assert stored_data(url, "r1").profile is not None  # nothing erased when any id is bad
     code, _, err = run("erase", "--database-url", url)
     assert code == 2 and "give recipient ids" in err
     code, out, _ = run("erase", "--file", "-", "--database-url", url, stdin="r1\n")
@@ -126,7 +114,7 @@ def test_retention_run_deletes_old_rows_and_keeps_new_ones(tmp_path: Path) -> No
     assert out == (
         "deleted 2 event id(s), 1 form answer(s) and 0 exposure counter(s) stored more than 30 day(s) ago\n"
     )
-    kept = exported(url, "r1")
+    kept = stored_data(url, "r1")
     assert [e.id for e in kept.events] == ["new-1"] and [a.submission_id for a in kept.form_answers] == [
         "sub-new-1"
     ]

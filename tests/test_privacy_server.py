@@ -21,8 +21,8 @@ from app.ingest.events import parse_event
 from app.security.tokens import TokenSigner
 from app.security.webhook_auth import sign_header
 from app.store import open_store
-from app.store.base import RecipientData, Submission
-from tests.conftest import SENDER, load_rows
+from app.store.base import Submission
+from tests.conftest import SENDER, load_rows, stored_data
 from tests.redis_tools import wait_until
 from tests.servers import free_port, running, server_config
 from tests.test_routes_api import make_key
@@ -154,18 +154,6 @@ def fill(url: str, received_at: float, recipient: str, *event_ids: str) -> None:
     asyncio.run(commit())
 
 
-def stored(url: str, recipient: str) -> RecipientData:
-    async def read() -> RecipientData:
-        store = open_store(url)
-        await store.open()
-        try:
-            return await store.privacy.export(recipient)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
 def test_the_retention_pass_deletes_old_rows_and_keeps_new_ones(settings: Settings, tmp_path: Path) -> None:
     now = time.time()
     fill(settings.database_url, now - 31 * DAY, "r1", "old-1", "old-2")
@@ -173,13 +161,15 @@ def test_the_retention_pass_deletes_old_rows_and_keeps_new_ones(settings: Settin
     node = Node(settings, tmp_path, "solo", retention_days=30, retention_interval_seconds=0.5)
     with node.serving():
         wait_until(
-            lambda: [e.id for e in stored(settings.database_url, "r1").events] == ["recent"],
+            lambda: [e.id for e in stored_data(settings.database_url, "r1").events] == ["recent"],
             5.0,
             "not expired",
         )
         fill(settings.database_url, now - 40 * DAY, "r2", "late-old")  # found by a later pass
-        wait_until(lambda: stored(settings.database_url, "r2").events == [], 5.0, "a later pass did not run")
-        kept = stored(settings.database_url, "r1")
+        wait_until(
+            lambda: stored_data(settings.database_url, "r2").events == [], 5.0, "a later pass did not run"
+        )
+        kept = stored_data(settings.database_url, "r1")
         assert [a.submission_id for a in kept.form_answers] == ["sub-recent"]
         assert kept.profile is not None  # profiles are not aged out
         assert node.metric("opentime_retention_deleted_total", table="events") == 3
