@@ -14,7 +14,7 @@ from app.app import create_app
 from app.config import Settings
 from app.demo import demo_rows, recipient_id
 from app.security.tokens import TokenSigner
-from tests.conftest import BASE_URL, load_rows
+from tests.conftest import BASE_URL, SENDER, load_rows
 from tests.test_routes_api import make_key
 
 CAMPAIGN = "flash-sale"
@@ -61,3 +61,27 @@ def test_opens_and_clicks_reach_the_report_under_the_variant_shown(
     assert sum(r["exposures"] for r in rows.values()) == READERS
     assert {name: r["clicks"] for name, r in rows.items() if r["clicks"]} == dict(clicked)
     assert set(rows) <= {"urgent", "calm", "holdout"} and len(rows) >= 2  # 40 readers split
+
+
+def recorded(client: TestClient) -> float:
+    line = next(
+        x for x in client.get("/metrics").text.splitlines() if x.startswith("opentime_exposures_recorded")
+    )
+    return float(line.split()[-1])
+
+
+def test_a_campaign_without_decisions_records_nothing(settings: Settings, signer: TokenSigner) -> None:
+    # Its opens pay nothing for exposures (the hot path of every campaign that does not measure).
+    load_rows(settings.database_url, list(demo_rows(3)))
+    now = int(time.time())
+    with TestClient(create_app(settings), base_url=BASE_URL) as client:
+        for index in (1, 2, 3):
+            token = signer.sign("demo", recipient_id(index), now=now)
+            assert (
+                client.get(f"/v1/{token}/list/picks.json", headers={"AMP-Email-Sender": SENDER}).status_code
+                == 200
+            )
+        assert recorded(client) == 0
+        token = signer.sign(CAMPAIGN, recipient_id(1), now=now)
+        assert client.get(f"/v1/{token}/img/banner.png").status_code == 200
+        assert recorded(client) == 1  # flash-sale measures its experiment

@@ -116,6 +116,9 @@ class Campaign:
     click_default: str | None = None  # where a click with a bad or expired token lands
     # Variants of list blocks with their own fragment template, fragments/<block>~<variant>.html.
     fragment_variants: frozenset[str] = frozenset()
+    # Experiments, rules or click tracking: its opens and clicks are recorded for its report. A
+    # campaign without them records nothing, so its opens pay nothing for exposures.
+    measured: bool = False
 
     def template(self, part: str) -> str:
         """Template name (relative to the templates folder) of an email part or fragment."""
@@ -221,6 +224,10 @@ def load_campaign(
         zones=zones,
         experiments=tuple(experiments.values()),
         click_default=click_default,
+        measured=bool(experiments)
+        or click_default is not None
+        or any(b.decider is not None for b in lists.values())
+        or any(b.decider is not None for b in images.values()),
     )
 
 

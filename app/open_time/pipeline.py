@@ -126,7 +126,7 @@ class OpenTimeEndpoint:
             rid = self._fallbacks.fallback(scope, answer.reason, kind.name, campaign, block)
             if rid is not None:  # a line was logged for this open: its answer names the line's id
                 extra = (*extra, (REQUEST_ID_HEADER, rid))
-        if type(services.exposures) is not NullSink and request is not None and campaign is not None:
+        if campaign is not None and request is not None and campaign.measured:
             _expose(services, kind.name, request, campaign.name, answer)
         await send_answer(send, scope, answer, extra)
 
@@ -144,7 +144,7 @@ class OpenTimeEndpoint:
 
 def _expose(services: Services, kind: str, request: Open, campaign: str, answer: Answer) -> None:
     """Offer the answered open (or click) to the exposure sink; a failing sink never fails the open."""
-    if kind == "form":  # a submission is not an open
+    if kind == "form" or type(services.exposures) is NullSink:  # a submission is not an open
         return
     decision = request.decision
     try:
