@@ -11,7 +11,6 @@ and checks what a mail client sees (200, the fallback and its reason, within the
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from app.config import Settings
 from app.demo import demo_rows, recipient_id
 from app.security.tokens import TokenSigner
 from tests.conftest import SENDER, load_rows
+from tests.metrics_tools import sample
 from tests.pg import HOST, PORT, fresh_pg_url
 from tests.servers import free_port, running, server_config
 from tests.tcp_proxy import TcpProxy
@@ -44,15 +44,6 @@ class Answer:
     status: int
     reason: str | None  # X-Opentime-Fallback; None: the recipient's own content
     took: float
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample of ``/metrics`` text."""
-    inside = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = "^" + re.escape(f"{name}{{{inside}}}" if labels else name) + r" (\S+)$"
-    match = re.search(pattern, text, re.MULTILINE)
-    assert match is not None, f"no {name} {labels} in /metrics"
-    return float(match.group(1))
 
 
 class Served:

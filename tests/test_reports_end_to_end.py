@@ -15,6 +15,7 @@ from app.config import Settings
 from app.demo import demo_rows, recipient_id
 from app.security.tokens import TokenSigner
 from tests.conftest import BASE_URL, SENDER, load_rows
+from tests.metrics_tools import sample
 from tests.test_routes_api import make_key
 
 CAMPAIGN = "flash-sale"
@@ -64,10 +65,7 @@ def test_opens_and_clicks_reach_the_report_under_the_variant_shown(
 
 
 def recorded(client: TestClient) -> float:
-    line = next(
-        x for x in client.get("/metrics").text.splitlines() if x.startswith("opentime_exposures_recorded")
-    )
-    return float(line.split()[-1])
+    return sample(client.get("/metrics").text, "opentime_exposures_recorded_total")
 
 
 def test_a_campaign_without_decisions_records_nothing(settings: Settings, signer: TokenSigner) -> None:
