@@ -87,8 +87,11 @@ async def test_a_render_whose_requester_got_the_fallback_lands_in_the_cache(
         if not content.renders_pending:
             break
         await asyncio.sleep(0.01)
-    again = await content.serve(ask(block, "r7", scale=2))
-    assert again.fallback_reason is None and content.renders == 1
+    for _ in range(20):  # a 1 ms budget: a busy machine can delay even a cached answer's lookup past it
+        again = await content.serve(ask(block, "r7", scale=2))
+        if again.fallback_reason != "budget-exceeded":
+            break
+    assert again.fallback_reason is None and content.renders == 1  # served from the cache, never redrawn
     personal, fallback = decode(again.body), decode(block.fallbacks["png", 2]).convert("RGB")
     assert personal.size == fallback.size == (600, 200)
     assert personal.convert("RGB").tobytes() != fallback.tobytes()
