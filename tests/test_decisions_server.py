@@ -321,3 +321,53 @@ def test_with_redis_another_node_answers_the_click_with_what_this_one_showed(
         click = httpx.get(f"{second}/v1/{amp}/click/offers/0", timeout=5)
         assert click.status_code == 302 and click.headers["location"] == shown[0]["url"]
         assert shown[0]["url"].endswith("/tent")
+
+
+def _clicks_in(html: str) -> list[str]:
+    """The offers' click URLs in a rendered HTML part, as paths (the test campaign links each item)."""
+    hrefs = [part.split('"')[0] for part in html.split('href="')[1:]]
+    return [h.removeprefix(BASE_URL) for h in hrefs if "/click/offers/" in h]
+
+
+def test_a_click_in_the_html_part_goes_to_the_item_it_showed_when_sent(
+    decided: Settings, recording: tuple[TestClient, Recorded], signer: TokenSigner
+) -> None:
+    """The HTML part shows send-time items for as long as the email lives; an open of the AMP part
+    later (new data) must not change where those items' clicks go, nor may a seal be reused."""
+    client, sink = recording
+    recipient, other = recipient_id(5), recipient_id(6)
+    load_rows(decided.database_url, [(recipient, profile_with("tent", "stove"))])
+    sent = _sendtime(decided, signer).render("abtest", recipient, orjson.loads(profile_with("tent", "stove")))
+    first, second = _clicks_in(sent.html)[:2]
+    assert "?to=" in first and "tent" not in first  # the link travels sealed
+    variant = sent.html.split("offers=")[1].split(" ")[0]
+    # Later the data changes and the reader opens the AMP part: the open records the new items.
+    load_rows(decided.database_url, [(recipient, profile_with("kayak", "paddle"))])
+    amp = token(signer, recipient)
+    time.sleep(1.1)  # the app's cache lives one second here
+    opened = client.get(f"/v1/{amp}/list/offers.json", headers=AMP).json()["items"]
+    assert [i["url"].rsplit("/", 1)[1] for i in opened] == ["kayak", "paddle"]
+    # The HTML part's links lead where they showed; the AMP part's where it showed.
+    assert client.get(first).headers["location"] == f"https://shop.example.com/{variant}/tent"
+    assert client.get(second).headers["location"] == f"https://shop.example.com/{variant}/stove"
+    assert client.get(f"/v1/{amp}/click/offers/0").headers["location"].endswith("/kayak")
+    clicked = sink.exposures[-3]
+    assert (clicked.event, clicked.variant, clicked.experiment) == ("click", variant, "look")
+    # A seal is bound to its recipient and slot: moved, it is ignored (the open's record is used).
+    path, seal = first.split("?to=")
+    moved_slot = path.replace("/offers/0", "/offers/1") + "?to=" + seal
+    assert client.get(moved_slot).headers["location"].endswith("/paddle")
+    load_rows(decided.database_url, [(other, profile_with("lamp", "rope"))])
+    other_path = path.replace(path.split("/")[2], token(signer, other))
+    moved = client.get(other_path + "?to=" + seal).headers["location"]
+    assert moved.endswith("/lamp")
+    tampered = client.get(path + "?to=" + seal[:-3] + "AAA").headers["location"]
+    assert tampered.endswith("/kayak")
+    # Rendering the same send again makes the same seals: the email is deterministic.
+    again = _sendtime(decided, signer).render(
+        "abtest", recipient, orjson.loads(profile_with("tent", "stove"))
+    )
+    assert [c.split("?to=")[1] for c in _clicks_in(again.html)[:2]] == [
+        first.split("?to=")[1],
+        second.split("?to=")[1],
+    ]

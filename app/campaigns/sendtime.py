@@ -22,7 +22,7 @@ Template context:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +30,15 @@ import orjson
 
 from app.campaigns.loader import Campaign, ListBlock
 from app.campaigns.urls import Tokens, mint, shared_token, template_urls
+from app.decisions.clicks import safe_target
 from app.decisions.context import OpenContext
-from app.decisions.decide import decide_all
+from app.decisions.decide import Decision, decide_all
+from app.decisions.exposure import DEFAULT_VARIANT
 from app.errors import CampaignError
 from app.render.email import EmailParts, check_limits
 from app.render.json import render_list
 from app.render.templates import Templates
+from app.security.click_seal import ClickSealer, Sealed
 from app.security.tokens import TokenSigner
 
 Attributes = Mapping[str, Any] | None
@@ -50,6 +53,10 @@ class SendTime:
     signer: TokenSigner
     base_url: str
     clock: Callable[[], float]
+    click_sealer: ClickSealer = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "click_sealer", ClickSealer(self.signer.ring))
 
     def campaign(self, name: str) -> Campaign:
         campaign = self.campaigns.get(name)
@@ -86,12 +93,17 @@ class SendTime:
         decided = decide_all((campaign.lists, campaign.images), opened)
         shown = {name: decided[name].block if name in decided else b for name, b in campaign.lists.items()}
         urls = template_urls(self.base_url, tokens, campaign)
+        sealing = Sealing(self.click_sealer, campaign.name, recipient)
+        blocks = {}
+        for name, block in shown.items():
+            clicks = urls["click"].get(name)
+            decision = decided.get(name)
+            seal = None if clicks is None or not recipient else sealing.of(name, decision)
+            blocks[name] = block_data(block, profile, clicks, seal)
         return {
             "recipient": {"id": recipient},
             "profile": profile,
-            "blocks": {
-                name: block_data(block, profile, urls["click"].get(name)) for name, block in shown.items()
-            },
+            "blocks": blocks,
             "variants": {name: decision.picks() for name, decision in decided.items()},
             "urls": urls,
             "campaign": {"name": campaign.name, "title": campaign.title},
@@ -127,14 +139,47 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@dataclass(frozen=True, slots=True)
+class Sealing:
+    """Seals what a send-time item links to into its click URL (``app.security.click_seal``)."""
+
+    sealer: ClickSealer
+    campaign: str
+    recipient: str
+
+    def of(self, block: str, decision: Decision[Any] | None) -> Callable[[int, str], str]:
+        variant = DEFAULT_VARIANT if decision is None else decision.variant
+        experiment = None if decision is None else decision.experiment
+
+        def sealed(slot: int, link: str) -> str:
+            shown = Sealed(variant, experiment, link)
+            return self.sealer.seal(shown, self.campaign, self.recipient, block, slot)
+
+        return sealed
+
+
 def block_data(
-    block: ListBlock, profile: Mapping[str, Any], clicks: list[str] | None = None
+    block: ListBlock,
+    profile: Mapping[str, Any],
+    clicks: list[str] | None = None,
+    seal: Callable[[int, str], str] | None = None,
 ) -> dict[str, Any]:
-    """The block's items as of now; a click-tracked block's items carry ``click``, their click URL."""
+    """The block's items as of now; a click-tracked block's items carry ``click``, their click URL,
+    with (given ``seal``, and a recipient) what the item links to sealed in it: the HTML part shows
+    these items for as long as the email lives, and its clicks must lead where it showed."""
     body = render_list(block, dict(profile))
     live = body is not None
     items = orjson.loads(body if body is not None else block.fallback_body)["items"]
     if clicks is not None:
-        for item, url in zip(items, clicks, strict=False):
-            item["click"] = url
+        for slot, (item, url) in enumerate(zip(items, clicks, strict=False)):
+            item["click"] = _click_url(url, block, item, slot, seal)
     return {"items": items, "live": live}
+
+
+def _click_url(
+    url: str, block: ListBlock, item: Mapping[str, Any], slot: int, seal: Callable[[int, str], str] | None
+) -> str:
+    link = item.get(block.click_field) if block.click_field is not None else None
+    if seal is None or not isinstance(link, str) or not safe_target(link, block.click_hosts):
+        return url  # the click follows what the open recorded, else the data of the click's time
+    return f"{url}?to={seal(slot, link)}"

@@ -78,8 +78,13 @@ class Sealer:
             raise ValueError("seal key must be 32 bytes")
         self._aead = AESGCM(key)
 
-    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE_SIZE)
+    def seal(self, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+        """With ``nonce``, the caller guarantees it never repeats for a different (plaintext, aad):
+        e.g. a MAC of both (a synthetic nonce: the same input always seals to the same bytes)."""
+        if nonce is None:
+            nonce = os.urandom(NONCE_SIZE)
+        elif len(nonce) != NONCE_SIZE:
+            raise ValueError(f"nonce must be {NONCE_SIZE} bytes")
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def unseal(self, blob: bytes, aad: bytes) -> bytes:

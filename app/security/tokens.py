@@ -162,6 +162,7 @@ class TokenSigner:
 
     def __init__(self, ring: KeyRing, *, default_ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
         _check_ttl(default_ttl_seconds)
+        self.ring = ring  # send-time click seals use the same keys (app.security.click_seal)
         self._key = ring.signing_key
         self._material = _material(self._key)
         self._default_ttl = default_ttl_seconds

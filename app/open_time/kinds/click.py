@@ -1,7 +1,9 @@
 """Click-through: ``/v1/{token}/click/{block}/{slot}``, the one open-time route that redirects.
 
-A 302 to the link the reader was shown in that slot: what the open recorded (the variant and the
-item, ``app.decisions.clicks``), else what the block shows now (the same decision, the current data).
+A 302 to the link the reader was shown in that slot: what the click URL carries sealed (``?to=``: an
+item of the HTML part, as it was sent, ``app.security.click_seal``), else what the open recorded (the
+variant and the item, ``app.decisions.clicks``), else what the block shows now (the same decision, the
+current data).
 The link is checked against the block's allowed hosts every time (``safe_target``): nothing from the
 click's URL becomes a target. A bad or expired token, an unknown block or slot, or a link that is not
 allowed lands on the campaign's ``click_default``; without one (a token naming no campaign of ours),
@@ -53,7 +55,9 @@ class ClickKind(DegradingKind):
         claims, campaign, slot = request.claims, request.campaign, request.target.slot
         assert claims is not None and claims.recipient is not None and campaign is not None
         key = (claims.campaign, request.target.block, claims.recipient)
-        shown = await request.services.clicks.recall(key)
+        shown = _sealed(request, key, slot)
+        if shown is None:
+            shown = await request.services.clicks.recall(key)
         if shown is None:
             shown = await _shown_now(request, block, claims.campaign, claims.recipient)
         request.decision = Decision(block, shown.variant, shown.experiment, None, "clicked")
@@ -61,6 +65,28 @@ class ClickKind(DegradingKind):
         if link and safe_target(link, _hosts(block)):
             return redirect(link, None)
         return self.fallback(request, block, Reason.NO_DATA)
+
+
+def _sealed(request: Open, key: tuple[str, str, str], slot: int) -> Shown | None:
+    """What a send-time item showed, from its click URL's ``to`` (None: none, or not ours for this
+    click); as a ``Shown`` whose only link is at ``slot``."""
+    value = _query_value(request.scope.get("query_string", b""), b"to")
+    if value is None:
+        return None
+    campaign, block, recipient = key
+    opened = request.services.sendtime.click_sealer.open(value, campaign, recipient, block, slot)
+    if opened is None:
+        return None
+    return Shown(opened.variant, opened.experiment, ("",) * slot + (opened.link,))
+
+
+def _query_value(query: bytes, name: bytes) -> str | None:
+    """One parameter's value; seals are base64url and a dot, so nothing needs unquoting."""
+    for pair in query.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return value.decode("ascii", "replace")
+    return None
 
 
 async def _shown_now(request: Open, block: ListBlock | ImageBlock, campaign: str, recipient: str) -> Shown:
