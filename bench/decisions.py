@@ -1,17 +1,18 @@
 """Benchmark the amp-list hot path (warm cache hits) with open-time decisions on and off, in one run.
 
-    python3 bench/decisions.py                 # 3 rounds of 20 s per server
-    python3 bench/decisions.py --quick         # smoke check
+    python3 -m bench.decisions                 # 3 rounds of 20 s per server
+    python3 -m bench.decisions --quick         # smoke check
 
 The same warm request paths (``demo``'s ``picks`` block, many recipients, every request a cache hit)
 against three servers per round, one at a time, each pinned to CPU 0 and wrk to CPU 1 (as
 ``bench/amp_list.py``):
 
 - baseline: ``bench/baseline_app.py``, the bare Starlette route ``bench/amp_list.py`` compares with;
-- off: the shipped campaigns, the default exposure sink (``NullSink``: nothing recorded);
+- off: the shipped campaigns (they measure nothing, so nothing is recorded);
 - on: the same campaigns where ``picks`` has two variants of equal size, a fetch-class rule and a
   date rule that are checked on every open (and do not match), then an A/B experiment with a 10%
-  holdout; every open is recorded by a queue sink (``bench/decisions_server.py --record``);
+  holdout; every open is recorded by the real exposure recorder (buffer, sampling at the default
+  rate 1.0, flushes into the store's hourly counters: ``bench/decisions_server.py``);
 - on+zone: as on, plus a time-of-day rule: the demo reads the reader's zone from the profile
   (``zone_field``), so every open also reads the cached profile to know the reader's local time.
 
@@ -153,7 +154,7 @@ def run_side(
     if config is None:
         cmd = [sys.executable, str(BASELINE_APP), "--port", str(port)]
     else:
-        cmd = [sys.executable, str(SERVER), "--config", str(config), *(["--record"] if name != "off" else [])]
+        cmd = [sys.executable, str(SERVER), "--config", str(config)]
     log_file = folder / f"{name}.log"
     server = start_server(name, cmd, port, log_file, args.server_cpu, ROOT)
     try:
@@ -165,8 +166,9 @@ def run_side(
             assert answer.status_code == 200 and len(answer.json()["items"]) == 4, answer.text
         result = measure(server, paths, args, name)
         if config is not None:
-            count = int(httpx.get(f"{server.base_url}/bench/exposures", timeout=5).text)
-            log(f"{name}: {count:,} exposures recorded")
+            answer = httpx.get(f"{server.base_url}/bench/exposures", timeout=5).text
+            count, dropped = (int(n) for n in answer.split())
+            log(f"{name}: {count:,} exposures recorded, {dropped:,} dropped (buffer full)")
             if (count > 0) != (name != "off"):
                 raise SystemExit(f"{name}: expected {'no ' if name == 'off' else ''}exposures, got {count}")
         return result

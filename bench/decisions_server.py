@@ -1,20 +1,18 @@
-"""The opentime app as ``opentime serve`` runs it (uvicorn, httptools, uvloop), with an exposure sink.
+"""The opentime app as ``opentime serve`` runs it (uvicorn, httptools, uvloop), with a count of exposures.
 
-    python3 bench/decisions_server.py --config opentime.toml [--record]
+    python3 bench/decisions_server.py --config opentime.toml
 
-For ``bench/decisions.py`` only: ``--record`` gives the Services a recording exposure sink, the
-non-blocking front half every real recorder has (append to a bounded in-memory queue of 1,000: a
-writer draining it every 50 ms holds about that many at 20,000 opens a second; older ones are
-dropped here instead), so the hot path pays what recording costs. Without it the default
-``NullSink`` stays. Both ways the app is wrapped the same (one extra call per request), so the two
-servers differ only in the sink and in the campaign's rules. ``GET /bench/exposures`` answers how
-many exposures the sink was given (0 without ``--record``).
+For ``bench/decisions.py`` only. The exposure recorder is the real one (``app.reports.recorder``,
+with its settings: sampling, buffer, the flush into the store's hourly counters every
+``exposure_flush_seconds``), so the hot path and the flushes pay what recording costs in production.
+A campaign that measures nothing (the shipped ``demo``) records nothing. ``GET /bench/exposures``
+answers how many exposures the recorder kept and how many it dropped (its buffer was full); the
+wrapper adds one call per request to every server run this way, on and off alike.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +21,23 @@ import uvicorn
 from app.app import create_app
 from app.asgi import Receive, Scope, Send, send_bytes
 from app.config import load_settings
-from app.decisions.exposure import Exposure
 from app.gc_policy import tune_for_serving
+from app.reports.recorder import ExposureRecorder
 from app.serving import protocol
 
 
-class QueueSink:
-    def __init__(self, size: int) -> None:
-        self.queue: deque[Exposure] = deque(maxlen=size)
-        self.count = 0
+class Counted:
+    """Answers ``/bench/exposures`` with the recorder's count; everything else goes to the app."""
 
-    def record(self, exposure: Exposure) -> None:
-        self.count += 1
-        self.queue.append(exposure)
-
-
-class WithSink:
-    """Sets the sink on the Services at the first request (they are built in the lifespan)."""
-
-    def __init__(self, app: Any, sink: QueueSink | None) -> None:
-        self.app, self.sink, self.ready = app, sink, False
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.ready and scope["type"] == "http":
-            if self.sink is not None:
-                object.__setattr__(scope["state"]["services"], "exposures", self.sink)
-            self.ready = True
         if scope["type"] == "http" and scope["path"] == "/bench/exposures":
-            count = b"%d" % (0 if self.sink is None else self.sink.count)
-            await send_bytes(send, 200, [(b"content-type", b"text/plain")], count)
+            recorder = scope["state"]["services"].exposures
+            stats = recorder.stats if isinstance(recorder, ExposureRecorder) else None
+            counts = (0, 0) if stats is None else (stats.recorded, stats.dropped)
+            await send_bytes(send, 200, [(b"content-type", b"text/plain")], b"%d %d" % counts)
             return
         await self.app(scope, receive, send)
 
@@ -59,13 +45,11 @@ class WithSink:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
-    parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     settings = load_settings({}, Path(args.config)).settings
     tune_for_serving()  # as serve_app does
-    sink = QueueSink(1_000) if args.record else None
     uvicorn.run(
-        WithSink(create_app(settings), sink),
+        Counted(create_app(settings)),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

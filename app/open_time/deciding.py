@@ -11,11 +11,12 @@ without it the rules see no profile and the campaign's zone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, tzinfo
 from typing import Any, cast
 
-from app.decisions.context import OpenContext, country_of, device_of
+from app.decisions.context import REVEALING, OpenContext, country_of, device_of
 from app.decisions.decide import Decision
 from app.open_time.kind import Open
 
@@ -45,36 +46,41 @@ async def _with_profile(request: Open, block: Any, recipient: str) -> Decision[A
 
 
 def open_context(request: Open, profile: Mapping[str, Any] | None) -> OpenContext:
-    """The open's context (kept on the request for its exposure)."""
-    services, claims, campaign = request.services, request.claims, request.campaign
+    """The open's context (kept on the request for its exposure). Runs on every decided open, so
+    written for the interpreter: one pass over the headers, positional construction, and device and
+    country only looked at when the fetch is the reader's own."""
+    services, claims, campaign, scope = request.services, request.claims, request.campaign, request.scope
     user_agent = country = None
-    trusted = services.settings.country_header
-    header = trusted.lower().encode() if trusted else b""
-    for key, value in request.scope["headers"]:
+    header = _header_name(services.settings.country_header)
+    for key, value in scope["headers"]:
         if key == b"user-agent":
             user_agent = value.decode("latin-1")
         elif key == header:
             country = value.decode("latin-1")
-    peer = request.scope.get("client")
+    peer = scope.get("client")
     address = None if peer is None else cast(str, peer[0])
-    issued = None if claims is None else claims.issued_at
+    recipient = issued = None
+    if claims is not None:
+        recipient, issued = claims.recipient, claims.issued_at
     since = None if issued is None else request.now - issued
     fetch_class = services.images.classifier.classify(user_agent, address, since)
     if campaign is None:
         zone: tzinfo = UTC
     else:
         zone = campaign.zones.default if profile is None else campaign.zones.of(profile)
-    context = OpenContext(
-        at=request.now,
-        zone=zone,
-        fetch_class=fetch_class,
-        device=device_of(user_agent, fetch_class),
-        country=country_of(country, fetch_class),
-        recipient=None if claims is None else claims.recipient,
-        profile=profile,
-    )
+    if fetch_class in REVEALING:
+        device, country = device_of(user_agent, fetch_class), country_of(country, fetch_class)
+    else:  # a proxy's User-Agent and place are not the reader's
+        device, country = "unknown", None
+    context = OpenContext(request.now, zone, fetch_class, device, country, recipient, profile)
     request.context = context
     return context
+
+
+@functools.lru_cache(maxsize=8)
+def _header_name(trusted: str | None) -> bytes | None:
+    """The trusted country header as ASGI names it (lower case), or None when none is trusted."""
+    return trusted.lower().encode() if trusted else None
 
 
 def fetch_class_of(request: Open) -> str:
