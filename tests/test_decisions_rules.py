@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,6 +36,17 @@ def context(moment: float, zone: Any = UTC, **changes: Any) -> OpenContext:
 
 def matches(spec: dict[str, Any], ctx: OpenContext) -> bool:
     return parse_rule(0, {**spec, "variant": "v"}, "test").matches(ctx)
+
+
+def test_a_toml_time_of_day_with_seconds_is_exact_to_the_microsecond() -> None:
+    """TOML local times may carry seconds and fractions (``after = 18:00:30.5``): the rule holds
+    from that instant, not from its minute, and an overnight window wraps at midnight."""
+    rule = {"after": time(18, 0, 30, 500_000), "before": time(6, 0)}
+    assert not matches(rule, context(at("2026-06-01T18:00:30.499999")))
+    assert matches(rule, context(at("2026-06-01T18:00:30.500000")))
+    assert matches(rule, context(at("2026-06-01T23:59:59.999999")))
+    assert matches(rule, context(at("2026-06-02T05:59:59.999999")))
+    assert not matches(rule, context(at("2026-06-02T06:00:00")))
 
 
 def test_time_of_day_follows_the_wall_clock_on_both_sides_of_new_york_dst() -> None:

@@ -128,13 +128,23 @@ def _window(after: Any, before: Any, where: str) -> Test | None:
 
 
 def _daily(start: time | None, end: time | None) -> Test:
+    # Microseconds since local midnight, compared as ints: no time object made per open.
+    low, high = _of_day(start), _of_day(end)
+
     def within(context: OpenContext) -> bool:
-        now = context.local.time().replace(tzinfo=None)
-        if start is not None and end is not None and start > end:  # overnight
-            return now >= start or now < end
-        return (start is None or now >= start) and (end is None or now < end)
+        local = context.local
+        now = (local.hour * 3600 + local.minute * 60 + local.second) * 1_000_000 + local.microsecond
+        if low is not None and high is not None and low > high:  # overnight
+            return now >= low or now < high
+        return (low is None or now >= low) and (high is None or now < high)
 
     return within
+
+
+def _of_day(moment: time | None) -> int | None:
+    if moment is None:
+        return None
+    return (moment.hour * 3600 + moment.minute * 60 + moment.second) * 1_000_000 + moment.microsecond
 
 
 def _dated(start: datetime | None, end: datetime | None) -> Test:
