@@ -91,8 +91,14 @@ def render_and_stop(config: Path, port: int, log: Path, signer: TokenSigner, pro
     """``processes``: render processes in all the server's workers together."""
     base = f"http://127.0.0.1:{port}"
     with running(["serve", "--config", str(config)], port, log) as server:
+        # The render processes and (per server worker) their fork server. Ready means one worker
+        # answered: with two, the other may still be starting its pool on a busy machine.
+        deadline = time.monotonic() + 20
         workers = render_processes(server.pid)
-        assert len(workers) > processes  # the render processes and (per server worker) their fork server
+        while len(workers) <= processes and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = render_processes(server.pid)
+        assert len(workers) > processes
         everything = descendants(server.pid)
         before = cpu_seconds(workers)
         for url in banner_urls(base, signer):
