@@ -8,7 +8,8 @@ Template context:
     profile     the recipient's attributes (``{}`` when unknown; use ``| default(...)``)
     blocks      per list block: {"items": [...], "live": bool}: the data at send time, or the
                 static fallback items (``live`` false) when the recipient has none (a block with
-                variants: its chosen variant's)
+                variants: its chosen variant's); a click-tracked block's items carry ``click``, their
+                click URL with the link they show sealed in it (``app.security.click_seal``)
     variants    per block with variants or rules: {"name", "experiment", "rule", "why"}, decided
                 as of sending (or of the open, in views and previews)
     urls        urls.list.<block>, urls.html.<block>, urls.form.<block>, urls.view,
