@@ -23,7 +23,7 @@ from app.asgi import Receive, Scope, Send, send_bytes
 from app.config import load_settings
 from app.gc_policy import tune_for_serving
 from app.reports.recorder import ExposureRecorder
-from app.serving import protocol
+from app.serving import uvicorn_options
 
 
 class Counted:
@@ -48,18 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings({}, Path(args.config)).settings
     tune_for_serving()  # as serve_app does
-    uvicorn.run(
-        Counted(create_app(settings)),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=protocol(settings),
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-    )
+    options = uvicorn_options(settings.replace(access_log=False, log_level="warning"))
+    uvicorn.run(Counted(create_app(settings)), **options)
 
 
 if __name__ == "__main__":

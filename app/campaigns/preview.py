@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from app.campaigns.loader import Campaign, ListBlock
-from app.campaigns.sendtime import SendTime, one_line
+from app.campaigns.sendtime import SendTime
 from app.campaigns.urls import sending_base_url
 from app.campaigns.validator import (
     INSTALL_HINT,
@@ -241,16 +241,8 @@ def render_parts(
 ) -> tuple[EmailParts | None, tuple[str, ...]]:
     """The parts as ``SendTime.render`` makes them, kept for display even when they break a limit."""
     context = sendtime.context(campaign, recipient, attributes, at=at, opened=opened)
-    templates = sendtime.templates
-    render = templates.render
     try:
-        subject = templates.render_string(campaign.subject, context, where=f"{campaign.name} subject")
-        parts = EmailParts(
-            subject=one_line(subject),
-            text=render(campaign.template("email.txt"), context),
-            amp=render(campaign.template("email.amp.html"), context),
-            html=render(campaign.template("email.html"), context),
-        )
+        parts = sendtime.parts(campaign, context)
     except TemplateError as exc:
         return None, (str(exc),)
     try:

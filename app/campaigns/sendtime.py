@@ -122,17 +122,19 @@ class SendTime:
     ) -> EmailParts:
         """The three parts, limit-checked; raises CampaignError, TemplateError or EmailLimitError."""
         campaign = self.campaign(campaign_name)
-        context = self.context(campaign, recipient, attributes, at=at)
-        render = self.templates.render
-        parts = EmailParts(
-            subject=one_line(
-                self.templates.render_string(campaign.subject, context, where=f"{campaign.name} subject")
-            ),
-            text=render(campaign.template("email.txt"), context),
-            amp=render(campaign.template("email.amp.html"), context),
-            html=render(campaign.template("email.html"), context),
+        return check_limits(self.parts(campaign, self.context(campaign, recipient, attributes, at=at)))
+
+    def parts(self, campaign: Campaign, context: Mapping[str, Any]) -> EmailParts:
+        """The subject and the three parts rendered from ``context``, not yet limit-checked (the
+        preview shows parts that break a limit); raises TemplateError."""
+        templates = self.templates
+        subject = templates.render_string(campaign.subject, context, where=f"{campaign.name} subject")
+        return EmailParts(
+            subject=one_line(subject),
+            text=templates.render(campaign.template("email.txt"), context),
+            amp=templates.render(campaign.template("email.amp.html"), context),
+            html=templates.render(campaign.template("email.html"), context),
         )
-        return check_limits(parts)
 
 
 def one_line(text: str) -> str:
